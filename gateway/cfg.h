@@ -1,0 +1,95 @@
+/*
+ * cfg: pop3gw's configuration.
+ *
+ * Every key can come from a file of `key = value` lines (`-c FILE`), from the
+ * environment as POP3GW_KEY, and from a `--key=value` flag; flags beat the
+ * environment, which beats the file. The key names are the public interface
+ * documented in docs/configuration.md.
+ */
+#ifndef POP3GW_CFG_H
+#define POP3GW_CFG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define CFG_MAX_LISTEN 8
+#define CFG_EVENTS 7 /* authenticate list uidl retrieve quit connect disconnect */
+
+struct cfg_addr {
+    char host[256]; /* numeric address or name, without IPv6 brackets */
+    int port;
+};
+
+enum cfg_plaintext { CFG_PLAIN_TLS_ONLY, CFG_PLAIN_ALLOW };
+enum cfg_log_format { CFG_LOG_LOGFMT, CFG_LOG_JSON };
+enum cfg_proxy { CFG_PROXY_OFF, CFG_PROXY_V1, CFG_PROXY_V2, CFG_PROXY_ANY };
+
+struct cfg {
+    struct cfg_addr listen[CFG_MAX_LISTEN]; /* plain POP3 listeners */
+    int n_listen;
+    struct cfg_addr listen_tls[CFG_MAX_LISTEN]; /* implicit-TLS listeners */
+    int n_listen_tls;
+    char *tls_cert, *tls_key; /* PEM paths or NULL */
+    int tls_min_version;      /* 12 or 13 */
+    enum cfg_plaintext plaintext_auth;
+    char *hostname; /* greeting and APOP timestamp; default gethostname() */
+    int apop;       /* 1 = on */
+
+    char *backend_url;                 /* base URL, no trailing slash */
+    char *backend_url_event[CFG_EVENTS]; /* per-event override or NULL */
+    char *backend_secret;              /* space-separated whsec_ keys or NULL */
+    char *backend_token;               /* bearer token or NULL */
+    char *backend_ca_file, *backend_cert, *backend_key;
+    double backend_timeout;                 /* seconds, default 10 */
+    double backend_timeout_event[CFG_EVENTS]; /* 0 = use backend_timeout */
+    int backend_pool;                       /* keep-alive connections per worker */
+    int max_inflight;                       /* webhook calls in flight per worker */
+    int event_connect, event_disconnect;    /* optional events enabled */
+
+    struct cfg_addr admin_listen; /* port 0 = disabled */
+    char *admin_token;
+    int workers; /* resolved: auto = number of cores */
+    char *user;  /* drop privileges to this user, or NULL */
+
+    int max_connections, max_connections_per_ip;
+    double login_timeout, idle_timeout, send_timeout;
+    int max_bad_commands;
+    double shutdown_grace;
+    char *expire;      /* RFC 2449 EXPIRE value ("NEVER" or days) or NULL */
+    int login_delay;   /* seconds; -1 = not advertised */
+    double auth_failure_delay;
+    int max_auth_failures, max_auth_failures_per_ip;
+    int max_messages;
+    enum cfg_proxy proxy_protocol;
+    char *proxy_trusted; /* comma-separated CIDRs or NULL */
+    enum cfg_log_format log_format;
+    int log_level; /* LOG_ERROR .. LOG_DEBUG from log.h */
+
+    int check_config; /* --check-config given */
+};
+
+/* Event names in the order of the per-event arrays above. */
+extern const char *const cfg_event_names[CFG_EVENTS];
+
+/*
+ * Fills `c` with defaults, then the file named by -c/--config, then the
+ * environment, then flags. Handles --help and --version itself (sets *exit_now
+ * and returns 0). Returns 0 on success, -1 after writing a clear message to
+ * `err` (a buffer of errlen bytes). The caller frees with cfg_free().
+ */
+int cfg_load(struct cfg *c, int argc, char **argv, char **envp, int *exit_now, char *err,
+             size_t errlen);
+
+/* Applies one key; returns 0 or -1 with a message in err. Exposed for tests. */
+int cfg_set(struct cfg *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* Checks the combination of keys (backend_url present, TLS files, ...). */
+int cfg_validate(const struct cfg *c, char *err, size_t errlen);
+
+/* Writes the effective configuration as `key = value` lines, secrets masked. */
+void cfg_print(const struct cfg *c, FILE *out);
+
+void cfg_defaults(struct cfg *c);
+void cfg_free(struct cfg *c);
+
+#endif

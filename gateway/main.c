@@ -1,0 +1,134 @@
+/*
+ * main: start-up and signals.
+ *
+ * Loads the configuration, binds the listeners, drops privileges, starts the
+ * workers, then waits for signals in the main thread: SIGTERM and SIGINT
+ * drain and stop the workers; SIGHUP reloads what can be reloaded.
+ */
+#include <errno.h>
+#include <event2/thread.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "gateway/cfg.h"
+#include "gateway/log.h"
+#include "gateway/server.h"
+#include "webhook/wh_client.h"
+
+/* Raises the soft descriptor limit to the hard one: each client costs one
+ * descriptor and each backend connection another. */
+static void main_raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Drops to cfg->user after binding, when started as root. */
+static int main_drop_privileges(const struct cfg *cfg)
+{
+    struct passwd *pw;
+
+    if (!cfg->user || !*cfg->user)
+        return 0;
+    if (geteuid() != 0) {
+        log_kv(LOG_WARN, NULL, "not root: user setting ignored", "user=%s", cfg->user);
+        return 0;
+    }
+    pw = getpwnam(cfg->user);
+    if (!pw) {
+        log_kv(LOG_ERROR, NULL, "no such user", "user=%s", cfg->user);
+        return -1;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        log_kv(LOG_ERROR, NULL, "cannot drop privileges", "user=%s error=%s", cfg->user,
+               strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0) {
+        log_kv(LOG_ERROR, NULL, "privileges could be regained after dropping them", "user=%s",
+               cfg->user);
+        return -1;
+    }
+    log_kv(LOG_INFO, NULL, "dropped privileges", "user=%s uid=%d", cfg->user, (int)pw->pw_uid);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg cfg;
+    struct server srv;
+    char err[1024];
+    int exit_now = 0, sig = 0, rc = 1;
+    sigset_t set;
+
+    memset(&srv, 0, sizeof(srv));
+    if (cfg_load(&cfg, argc, argv, NULL, &exit_now, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pop3gw: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+    if (exit_now) {
+        cfg_free(&cfg);
+        return 0;
+    }
+    if (cfg_validate(&cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "pop3gw: %s\n", err);
+        cfg_free(&cfg);
+        return 2;
+    }
+    if (cfg.check_config) {
+        cfg_print(&cfg, stdout);
+        cfg_free(&cfg);
+        return 0;
+    }
+    log_init(cfg.log_format, cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* Signals go to the main thread only: block them before threads start. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    main_raise_nofile();
+    if (evthread_use_pthreads() < 0 || wh_global_init() < 0) {
+        log_kv(LOG_ERROR, NULL, "cannot initialise libraries", "libs=%s", "libevent,libcurl");
+        goto out;
+    }
+    if (server_bind(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
+        goto out;
+    if (server_start(&srv) < 0)
+        goto stop;
+    log_kv(LOG_INFO, NULL, "pop3gw started", "version=%s backend=%s", POP3GW_VERSION,
+           cfg.backend_url);
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            log_kv(LOG_INFO, NULL, "SIGHUP: nothing to reload", "signal=%s", "HUP");
+            continue;
+        }
+        log_kv(LOG_INFO, NULL, "stopping", "signal=%s grace=%.1f", sig == SIGTERM ? "TERM" : "INT",
+               cfg.shutdown_grace);
+        break;
+    }
+    rc = 0;
+stop:
+    server_stop(&srv);
+out:
+    server_free(&srv);
+    wh_global_cleanup();
+    if (rc == 0)
+        log_kv(LOG_INFO, NULL, "stopped", "version=%s", POP3GW_VERSION);
+    cfg_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,317 @@
+/*
+ * server: worker threads, each with its own event loop, listeners on the
+ * shared ports (SO_REUSEPORT) and webhook client.
+ *
+ * The main thread binds every socket (before privileges drop), starts the
+ * workers and, on SIGTERM, asks each one to drain through an event it
+ * activates: a worker stops accepting, tells idle sessions it is stopping,
+ * lets commands in flight finish (a QUIT being committed completes), and
+ * exits when its connections and webhook calls are done or the grace period
+ * ends.
+ */
+#include "gateway/server.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/log.h"
+#include "webhook/wh_client.h"
+
+#define SERVER_BACKLOG 1024
+#define SERVER_ACCEPT_RETRY_MS 100
+
+/* Creates one listening socket for `a`. -1 after logging why. */
+static int server_listen_one(const struct cfg_addr *a)
+{
+    struct addrinfo hints, *res = NULL;
+    char port[16];
+    int fd = -1, one = 1, rc;
+    const char *host = a->host;
+
+    if (!strcmp(host, "*") || !*host)
+        host = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%d", a->port);
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        log_kv(LOG_ERROR, NULL, "cannot resolve listen address", "host=%s port=%d error=%s",
+               a->host, a->port, gai_strerror(rc));
+        return -1;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto err;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto err;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SERVER_BACKLOG) < 0)
+        goto err;
+    freeaddrinfo(res);
+    return fd;
+err:
+    log_kv(LOG_ERROR, NULL, "cannot listen", "host=%s port=%d error=%s", a->host, a->port,
+           strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return -1;
+}
+
+int server_bind(struct server *srv, const struct cfg *cfg)
+{
+    int i, k;
+
+    srv->cfg = cfg;
+    srv->n_workers = cfg->workers > 0 ? cfg->workers : 1;
+    for (i = 0; i < cfg->n_listen; i++)
+        srv->specs[srv->n_specs++] = (struct listener_spec){cfg->listen[i], 0};
+    for (i = 0; i < cfg->n_listen_tls; i++)
+        srv->specs[srv->n_specs++] = (struct listener_spec){cfg->listen_tls[i], 1};
+    srv->fds = calloc((size_t)(srv->n_workers * srv->n_specs) + 1, sizeof(int));
+    if (!srv->fds)
+        return -1;
+    for (i = 0; i < srv->n_workers * srv->n_specs; i++)
+        srv->fds[i] = -1;
+    for (i = 0; i < srv->n_workers; i++)
+        for (k = 0; k < srv->n_specs; k++)
+            if ((srv->fds[i * srv->n_specs + k] = server_listen_one(&srv->specs[k].addr)) < 0)
+                return -1;
+    for (k = 0; k < srv->n_specs; k++)
+        log_kv(LOG_INFO, NULL, "listening", "host=%s port=%d tls=%d workers=%d",
+               srv->specs[k].addr.host, srv->specs[k].addr.port, srv->specs[k].tls,
+               srv->n_workers);
+    return 0;
+}
+
+/* ---- worker ----------------------------------------------------------- */
+
+static int server_spec_tls(struct worker *w, struct evconnlistener *l)
+{
+    int k;
+
+    for (k = 0; k < w->n_listeners; k++)
+        if (w->listeners[k] == l)
+            return w->srv->specs[k].tls;
+    return 0;
+}
+
+/* evconnlistener: a client connected. */
+static void server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                             int socklen, void *arg)
+{
+    struct worker *w = arg;
+
+    conn_accept(w, fd, sa, socklen, server_spec_tls(w, l));
+}
+
+/* event: try accepting again after running out of descriptors. */
+static void server_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    int k;
+
+    (void)fd;
+    (void)what;
+    if (w->draining)
+        return;
+    for (k = 0; k < w->n_listeners; k++)
+        evconnlistener_enable(w->listeners[k]);
+}
+
+/* evconnlistener: accept failed. On EMFILE/ENFILE pause instead of spinning. */
+static void server_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct worker *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv = {0, SERVER_ACCEPT_RETRY_MS * 1000};
+    int k;
+
+    (void)l;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+        return;
+    log_kv(LOG_WARN, NULL, "accept paused: out of descriptors", "error=%s connections=%zu",
+           strerror(err), w->n_conns);
+    for (k = 0; k < w->n_listeners; k++)
+        evconnlistener_disable(w->listeners[k]);
+    evtimer_add(w->accept_retry, &tv);
+}
+
+/* event: every connection and call is done, or the grace period is over. */
+static void server_drain_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv = {0, 50 * 1000};
+
+    (void)fd;
+    (void)what;
+    if (w->n_conns == 0 && wh_client_inflight(w->wh) == 0) {
+        event_base_loopbreak(w->base);
+        return;
+    }
+    evtimer_add(w->drain_ev, &tv);
+}
+
+static void server_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct conn *c;
+
+    (void)fd;
+    (void)what;
+    log_kv(LOG_WARN, NULL, "shutdown grace period over: closing sessions", "worker=%d open=%zu",
+           w->index, w->n_conns);
+    while ((c = TAILQ_FIRST(&w->conns)))
+        conn_abort(c);
+    event_base_loopbreak(w->base);
+}
+
+/* event: activated by the main thread to stop. */
+static void server_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    double g = w->srv->cfg->shutdown_grace;
+    struct timeval tv = {(time_t)g, (suseconds_t)((g - (double)(time_t)g) * 1e6)};
+    struct conn *c, *next;
+    int k;
+
+    (void)fd;
+    (void)what;
+    if (w->draining)
+        return;
+    w->draining = 1;
+    for (k = 0; k < w->n_listeners; k++)
+        evconnlistener_disable(w->listeners[k]);
+    for (c = TAILQ_FIRST(&w->conns); c; c = next) {
+        next = conn_next(c);
+        conn_drain(c);
+    }
+    evtimer_add(w->grace_ev, &tv);
+    server_drain_check_cb(-1, 0, w);
+}
+
+static void *server_worker_main(void *arg)
+{
+    struct worker *w = arg;
+
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+static int server_worker_init(struct server *srv, struct worker *w, int index)
+{
+    int k;
+
+    w->index = index;
+    w->srv = srv;
+    TAILQ_INIT(&w->conns);
+    w->base = event_base_new();
+    if (!w->base)
+        return -1;
+    w->wh = wh_client_new(w->base, srv->cfg);
+    w->stop_ev = event_new(w->base, -1, 0, server_stop_cb, w);
+    w->grace_ev = evtimer_new(w->base, server_grace_cb, w);
+    w->drain_ev = evtimer_new(w->base, server_drain_check_cb, w);
+    w->accept_retry = evtimer_new(w->base, server_accept_retry_cb, w);
+    if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry)
+        return -1;
+    for (k = 0; k < srv->n_specs; k++) {
+        int *fd = &srv->fds[index * srv->n_specs + k];
+        w->listeners[k] = evconnlistener_new(w->base, server_accept_cb, w, LEV_OPT_CLOSE_ON_FREE,
+                                             -1, *fd);
+        if (!w->listeners[k])
+            return -1;
+        *fd = -1; /* the listener owns it */
+        w->n_listeners++;
+        evconnlistener_set_error_cb(w->listeners[k], server_accept_error_cb);
+    }
+    return 0;
+}
+
+int server_start(struct server *srv)
+{
+    int i;
+
+    srv->params.hostname = srv->cfg->hostname;
+    srv->params.apop = srv->cfg->apop;
+    srv->params.plaintext_always = srv->cfg->plaintext_auth == CFG_PLAIN_ALLOW;
+    srv->params.stls_available = 0;
+    srv->params.max_bad_commands = srv->cfg->max_bad_commands;
+    srv->params.max_auth_failures = srv->cfg->max_auth_failures;
+    srv->params.expire = srv->cfg->expire;
+    srv->params.login_delay = srv->cfg->login_delay;
+    srv->params.max_messages = (size_t)srv->cfg->max_messages;
+    srv->workers = calloc((size_t)srv->n_workers, sizeof(*srv->workers));
+    if (!srv->workers)
+        return -1;
+    for (i = 0; i < srv->n_workers; i++)
+        if (server_worker_init(srv, &srv->workers[i], i) < 0) {
+            log_kv(LOG_ERROR, NULL, "cannot start worker", "worker=%d", i);
+            return -1;
+        }
+    for (i = 0; i < srv->n_workers; i++)
+        if (pthread_create(&srv->workers[i].thread, NULL, server_worker_main,
+                           &srv->workers[i]) != 0) {
+            log_kv(LOG_ERROR, NULL, "cannot start worker thread", "worker=%d", i);
+            srv->n_workers = i; /* only these are running */
+            return -1;
+        }
+    return 0;
+}
+
+void server_stop(struct server *srv)
+{
+    int i;
+
+    for (i = 0; i < srv->n_workers && srv->workers; i++)
+        event_active(srv->workers[i].stop_ev, EV_TIMEOUT, 0);
+    for (i = 0; i < srv->n_workers && srv->workers; i++)
+        pthread_join(srv->workers[i].thread, NULL);
+}
+
+static void server_worker_free(struct worker *w)
+{
+    struct conn *c;
+    int k;
+
+    while ((c = TAILQ_FIRST(&w->conns)))
+        conn_abort(c);
+    for (k = 0; k < w->n_listeners; k++)
+        evconnlistener_free(w->listeners[k]);
+    wh_client_free(w->wh);
+    if (w->stop_ev)
+        event_free(w->stop_ev);
+    if (w->grace_ev)
+        event_free(w->grace_ev);
+    if (w->drain_ev)
+        event_free(w->drain_ev);
+    if (w->accept_retry)
+        event_free(w->accept_retry);
+    if (w->base)
+        event_base_free(w->base);
+}
+
+void server_free(struct server *srv)
+{
+    int i;
+
+    if (srv->workers)
+        for (i = 0; i < srv->n_workers; i++)
+            server_worker_free(&srv->workers[i]);
+    free(srv->workers);
+    if (srv->fds)
+        for (i = 0; i < srv->n_workers * srv->n_specs; i++)
+            if (srv->fds[i] >= 0)
+                close(srv->fds[i]);
+    free(srv->fds);
+}

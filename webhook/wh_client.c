@@ -1,0 +1,796 @@
+/*
+ * wh_client: webhook calls with libcurl's multi interface on libevent.
+ *
+ * The multi handle tells us which sockets to watch (wh_sock_cb) and when to
+ * call it back (wh_timer_cb); we call curl_multi_socket_action() when a socket
+ * is ready or the timer fires, and collect finished transfers after every
+ * action (wh_check_done). Connections stay open between calls and are reused.
+ *
+ * Requests wait in a FIFO when max_inflight calls are running, and streamed
+ * retrieves are capped below the connection pool so that a slow POP3 client,
+ * which pauses its transfer and so holds a connection, cannot starve the
+ * other events. Idempotent events are retried on transport failure when no
+ * response byte arrived, with backoff, within their deadline and with the
+ * same webhook-id.
+ *
+ * Callbacks into the caller run only from the event loop, outside any curl
+ * callback where curl forbids changing the multi handle; wh_cancel() inside
+ * a curl callback marks the request and frees it once curl has returned.
+ */
+#include "webhook/wh_client.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "gateway/buf.h"
+#include "gateway/cfg.h"
+#include "gateway/log.h"
+#include "webhook/wh_json.h"
+#include "webhook/wh_sign.h"
+
+#define WH_RETRIES 3           /* attempts for an idempotent call */
+#define WH_RETRY_BACKOFF_MS 50 /* first backoff, doubled each time */
+
+enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
+
+struct wh_req {
+    TAILQ_ENTRY(wh_req) link; /* in the queue or the running list */
+    struct wh_client *c;
+    enum wh_event event;
+    enum wh_req_state state;
+    const struct wh_handler *h; /* NULL once cancelled */
+    void *ctx;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body; /* request body, kept for retries */
+    size_t body_len;
+    char id[96];        /* webhook-id, the same on every retry */
+    char url[1024];     /* where it goes */
+    struct buf reply;   /* non-streamed reply body */
+    int attempts;       /* tries so far */
+    int got_bytes;      /* a response byte arrived: no retry */
+    int headers_done;   /* the status line and headers have arrived */
+    int streaming;      /* retrieve body flows to data() */
+    int json_body;      /* retrieve answered as application/json */
+    int counts_stream;  /* holds one of the stream slots */
+    int paused;         /* a data() callback asked to pause */
+    int dead;           /* cancelled or failed inside a curl callback */
+    struct timespec deadline; /* for the whole call, retries included */
+    double timeout;           /* seconds (retrieve: without progress) */
+    struct event *timer;      /* backoff, and retrieve's no-progress timer */
+};
+
+TAILQ_HEAD(wh_req_list, wh_req);
+
+struct wh_client {
+    struct event_base *base;
+    const struct cfg *cfg;
+    CURLM *multi;
+    struct event *timer;       /* curl's timeout */
+    struct wh_req_list queue;  /* waiting for a slot */
+    struct wh_req_list active; /* running or backing off */
+    struct event *reaper;
+    size_t running;   /* calls holding an inflight slot */
+    size_t streams;   /* retrieves holding a stream slot */
+    size_t max_streams;
+    int depth;        /* inside curl_multi_socket_action */
+    unsigned long seq;
+    struct wh_keys keys;
+    char *token;
+    char user_agent[64];
+};
+
+/* One watched curl socket. */
+struct wh_sock {
+    struct event *ev;
+    curl_socket_t fd;
+};
+
+static void wh_check_done(struct wh_client *c);
+static void wh_reap(struct wh_client *c);
+static void wh_drop(struct wh_req *r);
+static void wh_pump(struct wh_client *c);
+static void wh_finish(struct wh_req *r, CURLcode res);
+
+int wh_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void wh_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+static int wh_idempotent(enum wh_event ev)
+{
+    return ev == WH_LIST || ev == WH_UIDL || ev == WH_RETRIEVE || ev == WH_QUIT ||
+           ev == WH_DISCONNECT;
+}
+
+/* ---- curl's socket and timer callbacks (hiperfifo pattern) ------------- */
+
+static void wh_action(struct wh_client *c, curl_socket_t fd, int flags)
+{
+    int still;
+
+    c->depth++;
+    curl_multi_socket_action(c->multi, fd, flags, &still);
+    c->depth--;
+    wh_check_done(c);
+}
+
+/* libevent: a curl socket is ready. */
+static void wh_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct wh_client *c = arg;
+    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+
+    wh_action(c, fd, flags);
+}
+
+/* libevent: curl's timer fired. */
+static void wh_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wh_action(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only arms or deletes the timer. */
+static int wh_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct wh_client *c = userp;
+    struct timeval tv;
+
+    (void)multi;
+    if (timeout_ms < 0) {
+        evtimer_del(c->timer);
+        return 0;
+    }
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (timeout_ms % 1000) * 1000;
+    evtimer_add(c->timer, &tv);
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. */
+static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
+{
+    struct wh_client *c = userp;
+    struct wh_sock *s = sockp;
+    short kind;
+
+    (void)e;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            event_free(s->ev);
+            free(s);
+            curl_multi_assign(c->multi, fd, NULL);
+        }
+        return 0;
+    }
+    kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0) |
+                   EV_PERSIST);
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            return -1;
+        s->fd = fd;
+        curl_multi_assign(c->multi, fd, s);
+    } else {
+        event_free(s->ev);
+    }
+    s->ev = event_new(c->base, fd, kind, wh_event_cb, c);
+    if (!s->ev)
+        return -1;
+    event_add(s->ev, NULL);
+    return 0;
+}
+
+/* ---- request set-up --------------------------------------------------- */
+
+static double wh_timeout_for(const struct cfg *cfg, enum wh_event ev)
+{
+    double t = cfg->backend_timeout_event[ev];
+    return t > 0 ? t : cfg->backend_timeout;
+}
+
+static const char *wh_url_for(const struct cfg *cfg, enum wh_event ev, char *out, size_t n)
+{
+    if (cfg->backend_url_event[ev])
+        snprintf(out, n, "%s", cfg->backend_url_event[ev]);
+    else
+        snprintf(out, n, "%s/%s", cfg->backend_url, wh_event_names[ev]);
+    return out;
+}
+
+static void wh_now(struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+}
+
+static long wh_ms_left(const struct wh_req *r)
+{
+    struct timespec now;
+
+    wh_now(&now);
+    return (long)((r->deadline.tv_sec - now.tv_sec) * 1000 +
+                  (r->deadline.tv_nsec - now.tv_nsec) / 1000000);
+}
+
+/* Adds the headers: content type, user agent, signature, bearer token. */
+static int wh_build_headers(struct wh_req *r)
+{
+    struct wh_client *c = r->c;
+    char line[1200];
+    struct curl_slist *h = NULL, *t;
+    long long ts = (long long)time(NULL);
+    int n;
+
+#define WH_ADD(str)                                                                                \
+    do {                                                                                           \
+        if (!(t = curl_slist_append(h, (str))))                                                    \
+            goto err;                                                                              \
+        h = t;                                                                                     \
+    } while (0)
+    WH_ADD("Content-Type: application/json");
+    WH_ADD("Expect:");
+    snprintf(line, sizeof(line), "User-Agent: %s", c->user_agent);
+    WH_ADD(line);
+    snprintf(line, sizeof(line), "webhook-id: %s", r->id);
+    WH_ADD(line);
+    snprintf(line, sizeof(line), "webhook-timestamp: %lld", ts);
+    WH_ADD(line);
+    if (c->keys.n) {
+        n = snprintf(line, sizeof(line), "webhook-signature: ");
+        if (wh_sign(&c->keys, r->id, ts, r->body, r->body_len, line + n, sizeof(line) - (size_t)n) < 0)
+            goto err;
+        WH_ADD(line);
+    }
+    if (c->token) {
+        snprintf(line, sizeof(line), "Authorization: Bearer %s", c->token);
+        WH_ADD(line);
+        explicit_bzero(line, sizeof(line));
+    }
+#undef WH_ADD
+    curl_slist_free_all(r->headers);
+    r->headers = h;
+    return 0;
+err:
+    explicit_bzero(line, sizeof(line));
+    curl_slist_free_all(h);
+    return -1;
+}
+
+static size_t wh_header_cb(char *p, size_t size, size_t n, void *arg);
+static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg);
+
+static int wh_setup_easy(struct wh_req *r)
+{
+    const struct cfg *cfg = r->c->cfg;
+    CURL *e = r->easy;
+    long ms = (long)(r->timeout * 1000);
+
+    if (wh_build_headers(r) < 0)
+        return -1;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, wh_header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wh_write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    if (r->event != WH_RETRIEVE) {
+        long left = wh_ms_left(r);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left > 1 ? left : 1L);
+    }
+    if (cfg->backend_ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->backend_ca_file);
+    if (cfg->backend_cert)
+        curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->backend_cert);
+    if (cfg->backend_key)
+        curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->backend_key);
+    return 0;
+}
+
+/* ---- the no-progress timer of retrieve and the retry backoff ----------- */
+
+static void wh_arm(struct wh_req *r, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(r->timer, &tv);
+}
+
+static void wh_launch(struct wh_req *r);
+
+/* libevent: backoff over (retry now), or retrieve made no progress. */
+static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct wh_req *r = arg;
+
+    (void)fd;
+    (void)what;
+    if (r->state == RQ_BACKOFF) {
+        wh_launch(r);
+        return;
+    }
+    log_kv(LOG_WARN, NULL, "webhook timed out", "event=%s id=%s timeout=%.1f",
+           wh_event_names[r->event], r->id, r->timeout);
+    curl_multi_remove_handle(r->c->multi, r->easy);
+    wh_finish(r, CURLE_OPERATION_TIMEDOUT);
+    wh_pump(r->c);
+}
+
+/* ---- curl data callbacks ---------------------------------------------- */
+
+static int wh_is_json(const char *ct)
+{
+    return ct && strncasecmp(ct, "application/json", 16) == 0;
+}
+
+/* Headers complete: decide whether a retrieve streams. */
+static int wh_headers_complete(struct wh_req *r)
+{
+    long code = 0;
+    char *ct = NULL;
+
+    r->headers_done = 1;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (code == 100) { /* an interim response: the real one follows */
+        r->headers_done = 0;
+        return 0;
+    }
+    if (r->event != WH_RETRIEVE || code != 200)
+        return 0;
+    curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
+    if (wh_is_json(ct)) {
+        r->json_body = 1;
+        return 0;
+    }
+    if (!r->h || !r->h->begin(r->ctx, WH_OK)) {
+        wh_drop(r);
+        return -1;
+    }
+    r->streaming = 1;
+    if (r->timeout > 0)
+        wh_arm(r, (long)(r->timeout * 1000));
+    return 0;
+}
+
+/* The caller said stop from inside a curl callback: no callback runs any
+ * more, and the reaper removes the transfer once curl has returned. */
+static void wh_drop(struct wh_req *r)
+{
+    r->h = NULL;
+    r->ctx = NULL;
+    r->dead = 1;
+    event_active(r->c->reaper, EV_TIMEOUT, 0);
+}
+
+/* CURLOPT_HEADERFUNCTION */
+static size_t wh_header_cb(char *p, size_t size, size_t n, void *arg)
+{
+    struct wh_req *r = arg;
+    size_t len = size * n;
+
+    r->got_bytes = 1;
+    if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n'))
+        if (wh_headers_complete(r) < 0)
+            return 0;
+    return len;
+}
+
+/* CURLOPT_WRITEFUNCTION */
+static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
+{
+    struct wh_req *r = arg;
+    size_t len = size * n;
+    int rc;
+
+    r->got_bytes = 1;
+    if (r->dead || !r->h)
+        return 0;
+    if (!r->streaming) {
+        if (r->reply.len + len > WH_BODY_MAX || buf_add(&r->reply, p, len) < 0)
+            return 0; /* too large: the transfer fails, the call is WH_TEMP */
+        return len;
+    }
+    if (r->h->full(r->ctx)) {
+        r->paused = 1;
+        evtimer_del(r->timer); /* no-progress time runs only while not paused */
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    rc = r->h->data(r->ctx, p, len);
+    if (rc < 0) {
+        wh_drop(r);
+        return 0;
+    }
+    if (r->timeout > 0)
+        wh_arm(r, (long)(r->timeout * 1000));
+    return len;
+}
+
+/* ---- life of a request ------------------------------------------------ */
+
+static void wh_req_free(struct wh_req *r)
+{
+    if (r->timer)
+        event_free(r->timer);
+    if (r->easy)
+        curl_easy_cleanup(r->easy);
+    curl_slist_free_all(r->headers);
+    if (r->body) {
+        explicit_bzero(r->body, r->body_len);
+        free(r->body);
+    }
+    buf_free(&r->reply);
+    free(r);
+}
+
+/* Gives a slot back and frees the request. */
+static void wh_release(struct wh_req *r)
+{
+    struct wh_client *c = r->c;
+
+    if (r->state == RQ_QUEUED) {
+        TAILQ_REMOVE(&c->queue, r, link);
+    } else {
+        TAILQ_REMOVE(&c->active, r, link);
+        c->running--;
+        if (r->counts_stream)
+            c->streams--;
+    }
+    wh_req_free(r);
+}
+
+/* Starts (or restarts) the transfer of a request that holds a slot. */
+static void wh_launch(struct wh_req *r)
+{
+    r->state = RQ_RUNNING;
+    r->attempts++;
+    r->got_bytes = r->headers_done = r->streaming = r->json_body = r->paused = 0;
+    buf_reset(&r->reply);
+    if (wh_setup_easy(r) < 0 || curl_multi_add_handle(r->c->multi, r->easy) != CURLM_OK) {
+        wh_finish(r, CURLE_OUT_OF_MEMORY);
+        return;
+    }
+}
+
+/* Gives slots to queued requests, in order. */
+static void wh_pump(struct wh_client *c)
+{
+    struct wh_req *r, *next;
+    size_t max = c->cfg->max_inflight > 0 ? (size_t)c->cfg->max_inflight : 1;
+
+    for (r = TAILQ_FIRST(&c->queue); r && c->running < max; r = next) {
+        next = TAILQ_NEXT(r, link);
+        if (r->event == WH_RETRIEVE && c->streams >= c->max_streams)
+            continue; /* later events may pass a retrieve waiting for a stream slot */
+        TAILQ_REMOVE(&c->queue, r, link);
+        TAILQ_INSERT_TAIL(&c->active, r, link);
+        c->running++;
+        if (r->event == WH_RETRIEVE) {
+            r->counts_stream = 1;
+            c->streams++;
+        }
+        wh_launch(r);
+    }
+}
+
+/* Whether a failed transfer may be tried again. */
+static int wh_may_retry(const struct wh_req *r, CURLcode res)
+{
+    if (!wh_idempotent(r->event) || r->got_bytes || r->attempts >= WH_RETRIES || !r->h)
+        return 0;
+    if (res != CURLE_COULDNT_CONNECT && res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR &&
+        res != CURLE_GOT_NOTHING && res != CURLE_COULDNT_RESOLVE_HOST)
+        return 0;
+    return wh_ms_left(r) > (WH_RETRY_BACKOFF_MS << r->attempts);
+}
+
+/* Delivers a non-streamed result to the caller. */
+static void wh_deliver(struct wh_req *r, CURLcode res, long code)
+{
+    struct wh_result res_r;
+    char *ct = NULL;
+
+    memset(&res_r, 0, sizeof(res_r));
+    if (res != CURLE_OK) {
+        res_r.status = WH_TEMP;
+        res_r.http_status = code;
+        res_r.error = strdup(curl_easy_strerror(res));
+    } else {
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
+        wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len,
+                      (size_t)r->c->cfg->max_messages, &res_r);
+    }
+    if (res_r.status == WH_TEMP)
+        log_kv(LOG_WARN, NULL, "webhook failed", "event=%s id=%s http_status=%ld error=%s",
+               wh_event_names[r->event], r->id, code, res_r.error ? res_r.error : "");
+    r->h->done(r->ctx, &res_r);
+    wh_result_free(&res_r);
+}
+
+/* Retrieve ended: begin/end according to how. */
+static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
+{
+    const char *err = NULL;
+    size_t len = 0;
+    char *content;
+
+    if (r->streaming) {
+        if (res != CURLE_OK)
+            log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
+                   curl_easy_strerror(res));
+        r->h->end(r->ctx, res == CURLE_OK);
+        return;
+    }
+    if (res != CURLE_OK || code != 200) {
+        enum wh_status st = (res == CURLE_OK && code == 404) ? WH_NOT_FOUND : WH_TEMP;
+        if (st == WH_TEMP)
+            log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
+                   r->id, code, res != CURLE_OK ? curl_easy_strerror(res) : "unexpected status");
+        r->h->begin(r->ctx, st);
+        return;
+    }
+    content = wh_json_parse_content(r->reply.data, r->reply.len, &len, &err);
+    if (!content) {
+        log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s error=%s", r->id,
+               err ? err : "bad JSON content");
+        r->h->begin(r->ctx, WH_TEMP);
+        return;
+    }
+    if (r->h->begin(r->ctx, WH_OK)) {
+        /* A JSON body is at most 1 MB: it goes out in one piece. */
+        if (!len || r->h->data(r->ctx, content, len) == 0)
+            r->h->end(r->ctx, 1);
+    }
+    free(content);
+}
+
+/* A transfer ended (removed from the multi already): retry or deliver. */
+static void wh_finish(struct wh_req *r, CURLcode res)
+{
+    long code = 0;
+
+    evtimer_del(r->timer);
+    if (r->h && wh_may_retry(r, res)) {
+        long ms = WH_RETRY_BACKOFF_MS << (r->attempts - 1);
+        log_kv(LOG_INFO, NULL, "webhook retry", "event=%s id=%s attempt=%d error=%s",
+               wh_event_names[r->event], r->id, r->attempts + 1, curl_easy_strerror(res));
+        r->state = RQ_BACKOFF;
+        wh_arm(r, ms);
+        return;
+    }
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
+    if (r->h) {
+        if (r->event == WH_RETRIEVE)
+            wh_deliver_retrieve(r, res, code);
+        else
+            wh_deliver(r, res, code);
+    }
+    wh_release(r);
+}
+
+/* Collects finished transfers (after every socket action). */
+static void wh_check_done(struct wh_client *c)
+{
+    CURLMsg *m;
+    int left;
+    struct wh_req *r;
+
+    while ((m = curl_multi_info_read(c->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        CURLcode res = m->data.result;
+        curl_multi_remove_handle(c->multi, r->easy);
+        wh_finish(r, res);
+    }
+    wh_reap(c);
+    wh_pump(c);
+}
+
+/* libevent: frees requests cancelled inside curl callbacks. */
+static void wh_reaper_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    wh_check_done(arg);
+}
+
+struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
+                        const struct wh_handler *h, void *ctx)
+{
+    struct wh_req *r = calloc(1, sizeof(*r));
+    struct timespec now;
+    double t;
+
+    if (!r)
+        return NULL;
+    r->c = c;
+    r->event = call->event;
+    r->h = h;
+    r->ctx = ctx;
+    r->body = wh_json_build(call, &r->body_len);
+    r->easy = curl_easy_init();
+    r->timer = evtimer_new(c->base, wh_req_timer_cb, r);
+    if (!r->body || !r->easy || !r->timer) {
+        wh_req_free(r);
+        return NULL;
+    }
+    snprintf(r->id, sizeof(r->id), "msg_%s_%lu", call->session ? call->session : "x", ++c->seq);
+    wh_url_for(c->cfg, r->event, r->url, sizeof(r->url));
+    t = wh_timeout_for(c->cfg, r->event);
+    r->timeout = t;
+    wh_now(&now);
+    r->deadline.tv_sec = now.tv_sec + (time_t)t;
+    r->deadline.tv_nsec = now.tv_nsec + (long)((t - (double)(time_t)t) * 1e9);
+    if (r->deadline.tv_nsec >= 1000000000L) {
+        r->deadline.tv_sec++;
+        r->deadline.tv_nsec -= 1000000000L;
+    }
+    r->state = RQ_QUEUED;
+    TAILQ_INSERT_TAIL(&c->queue, r, link);
+    log_kv(LOG_DEBUG, call->session, "webhook", "event=%s id=%s", wh_event_names[r->event], r->id);
+    if (c->depth)
+        event_active(c->reaper, EV_TIMEOUT, 0);
+    else
+        wh_pump(c);
+    return r;
+}
+
+void wh_cancel(struct wh_req *r)
+{
+    struct wh_client *c;
+
+    if (!r || !r->h)
+        return;
+    c = r->c;
+    if (c->depth) {
+        /* Inside a curl callback the multi handle must not change. */
+        wh_drop(r);
+        return;
+    }
+    r->h = NULL;
+    r->ctx = NULL;
+    evtimer_del(r->timer);
+    if (r->state == RQ_RUNNING)
+        curl_multi_remove_handle(c->multi, r->easy);
+    wh_release(r);
+}
+
+/* Removes the transfers cancelled inside curl callbacks. */
+static void wh_reap(struct wh_client *c)
+{
+    struct wh_req *r, *next;
+
+    for (r = TAILQ_FIRST(&c->active); r; r = next) {
+        next = TAILQ_NEXT(r, link);
+        if (r->h)
+            continue;
+        evtimer_del(r->timer);
+        if (r->state == RQ_RUNNING)
+            curl_multi_remove_handle(c->multi, r->easy);
+        wh_release(r);
+    }
+}
+
+void wh_resume(struct wh_req *r)
+{
+    if (!r || !r->paused || !r->h)
+        return;
+    r->paused = 0;
+    if (r->timeout > 0)
+        wh_arm(r, (long)(r->timeout * 1000));
+    r->c->depth++; /* curl may call the write callback from here */
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    r->c->depth--;
+}
+
+size_t wh_client_inflight(const struct wh_client *c)
+{
+    const struct wh_req *r;
+    size_t n = c->running;
+
+    TAILQ_FOREACH(r, &c->queue, link)
+    n++;
+    return n;
+}
+
+int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *token)
+{
+    struct wh_keys k;
+    char *t = NULL;
+
+    memset(&k, 0, sizeof(k));
+    if (secrets && *secrets && wh_keys_parse(&k, secrets) < 0)
+        return -1;
+    if (token && *token && !(t = strdup(token))) {
+        wh_keys_clear(&k);
+        return -1;
+    }
+    wh_keys_clear(&c->keys);
+    c->keys = k;
+    if (c->token) {
+        explicit_bzero(c->token, strlen(c->token));
+        free(c->token);
+    }
+    c->token = t;
+    return 0;
+}
+
+struct wh_client *wh_client_new(struct event_base *base, const struct cfg *cfg)
+{
+    struct wh_client *c = calloc(1, sizeof(*c));
+    long pool = cfg->backend_pool > 0 ? cfg->backend_pool : 1;
+
+    if (!c)
+        return NULL;
+    c->base = base;
+    c->cfg = cfg;
+    TAILQ_INIT(&c->queue);
+    TAILQ_INIT(&c->active);
+    snprintf(c->user_agent, sizeof(c->user_agent), "pop3gw/%s", POP3GW_VERSION);
+    /* A paused stream holds its connection: keep a quarter of the pool (at
+     * least one connection) free for the other events. */
+    c->max_streams = pool > 1 ? (size_t)(pool - (pool + 3) / 4) : 1;
+    c->multi = curl_multi_init();
+    c->timer = evtimer_new(base, wh_timeout_cb, c);
+    c->reaper = event_new(base, -1, 0, wh_reaper_cb, c);
+    if (!c->multi || !c->timer || !c->reaper)
+        goto err;
+    if (wh_client_set_secrets(c, cfg->backend_secret, cfg->backend_token) < 0)
+        goto err;
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, wh_sock_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, wh_timer_cb);
+    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, pool);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, pool);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, pool);
+    return c;
+err:
+    wh_client_free(c);
+    return NULL;
+}
+
+void wh_client_free(struct wh_client *c)
+{
+    struct wh_req *r;
+
+    if (!c)
+        return;
+    while ((r = TAILQ_FIRST(&c->queue)))
+        wh_cancel(r);
+    while ((r = TAILQ_FIRST(&c->active)))
+        wh_cancel(r);
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->reaper)
+        event_free(c->reaper);
+    wh_keys_clear(&c->keys);
+    if (c->token) {
+        explicit_bzero(c->token, strlen(c->token));
+        free(c->token);
+    }
+    free(c);
+}

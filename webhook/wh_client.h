@@ -1,0 +1,70 @@
+/*
+ * wh_client: webhook calls over HTTP, on a worker's event loop.
+ *
+ * One libcurl multi handle per worker, driven by curl_multi_socket_action()
+ * from the worker's libevent loop. Connections to the backend are kept alive
+ * and reused (a bounded pool). A call is a continuation: the caller gets its
+ * result through a callback, from the event loop, never from inside
+ * wh_start(). A callback that returns "stop" (begin 0, data -1) ends the
+ * call: the handle must not be used again.
+ */
+#ifndef POP3GW_WH_CLIENT_H
+#define POP3GW_WH_CLIENT_H
+
+#include <stddef.h>
+
+#include "webhook/wh.h"
+
+struct event_base;
+struct cfg;
+struct wh_client;
+struct wh_req;
+
+/* Callbacks of one call. For non-streamed events only `done` is used; a
+ * retrieve uses begin / data / end. */
+struct wh_handler {
+    /* The parsed reply (or failure). `r` is freed after the call returns;
+     * take what you keep and NULL it in r. */
+    void (*done)(void *ctx, struct wh_result *r);
+    /* Retrieve: status known. Return 1 to receive the body, 0 to stop. */
+    int (*begin)(void *ctx, enum wh_status status);
+    /* Retrieve: 1 when the client's output is full; the transfer pauses
+     * until wh_resume(). */
+    int (*full)(void *ctx);
+    /* Retrieve: body bytes, always taken. Return 0, or -1 to stop the
+     * transfer (no callback runs after -1). */
+    int (*data)(void *ctx, const char *p, size_t n);
+    /* Retrieve: the body is complete (ok = 1) or broke (ok = 0). */
+    void (*end)(void *ctx, int ok);
+};
+
+/* Process-wide setup (curl_global_init); call once before any worker starts. */
+int wh_global_init(void);
+void wh_global_cleanup(void);
+
+/* A client for one worker. `cfg` must outlive it. NULL on failure. */
+struct wh_client *wh_client_new(struct event_base *base, const struct cfg *cfg);
+void wh_client_free(struct wh_client *c); /* cancels every call; NULL is fine */
+
+/* Replaces the signing keys and bearer token (SIGHUP). 0 or -1. */
+int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *token);
+
+/*
+ * Starts a call. The body is built now, so `call` and what it points to may
+ * go away after this returns. Returns a handle, valid until the final
+ * callback (done or end, or begin returning 0) has returned, or until
+ * wh_cancel(). NULL when memory runs out.
+ */
+struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
+                        const struct wh_handler *h, void *ctx);
+
+/* Stops a call; no callback runs after this. */
+void wh_cancel(struct wh_req *r);
+
+/* Resumes a transfer paused by a data callback. */
+void wh_resume(struct wh_req *r);
+
+/* Calls in flight and waiting (for status pages). */
+size_t wh_client_inflight(const struct wh_client *c);
+
+#endif

@@ -1,0 +1,721 @@
+/*
+ * wh_json: request bodies and reply parsing for the webhook contract, v1.
+ *
+ * Building. Bodies are built as jansson objects and dumped compact; jansson
+ * (2.8 and later) keeps an object's keys in insertion order, so the fields go
+ * out in the order of the contract: event, session, client, user, mailbox,
+ * utf8, then the event's own fields. The stored mailbox is parsed and
+ * embedded as a JSON value; since it was itself dumped by jansson when the
+ * authenticate reply was parsed, it comes out byte for byte as stored.
+ *
+ * Parsing. A reply is checked completely before anything is taken from it:
+ * size (WH_BODY_MAX), JSON syntax (jansson also rejects invalid UTF-8,
+ * trailing bytes and, with JSON_REJECT_DUPLICATES, repeated keys), depth
+ * (WH_JSON_DEPTH_MAX containers, counted here after parsing; jansson itself
+ * stops at 2048), then the fields the event needs. Fields the contract does
+ * not name are ignored, and an optional field set to null counts as absent.
+ * Anything else gives WH_TEMP, with a short reason in r->error for the log;
+ * a WH_TEMP result carries nothing else but http_status.
+ *
+ * Uniqueness of uids is checked by sorting pointers to them (O(n log n) in
+ * the worst case, whatever uids a backend sends).
+ */
+#include "webhook/wh_json.h"
+#include "webhook/wh_sign.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+const char *const wh_event_names[WH_N_EVENTS] = {
+    "authenticate", "list", "uidl", "retrieve", "quit", "connect", "disconnect",
+};
+
+#define WH_INT_MAX ((json_int_t)((1LL << 53) - 1))
+
+void wh_result_free(struct wh_result *r)
+{
+    if (!r)
+        return;
+    free(r->error);
+    free(r->message);
+    free(r->user);
+    free(r->mailbox);
+    for (size_t i = 0; i < r->n_msgs; i++)
+        free(r->msgs[i].uid);
+    free(r->msgs);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---------------------------------------------------------------- text */
+
+int wh_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    if (!s)
+        return len == 0;
+    while (i < len) {
+        unsigned c = p[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t more;
+        uint32_t cp, min;
+        if (c >= 0xC2 && c <= 0xDF) {
+            more = 1;
+            cp = c & 0x1F;
+            min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            more = 2;
+            cp = c & 0x0F;
+            min = 0x800;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else {
+            return 0; /* continuation byte, C0, C1 or F5..FF */
+        }
+        if (len - i - 1 < more)
+            return 0;
+        for (size_t j = 1; j <= more; j++) {
+            unsigned b = p[i + j];
+            if ((b & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (b & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+int wh_uid_valid(const char *s)
+{
+    if (!s)
+        return 0;
+    size_t n = 0;
+    for (; s[n] != '\0'; n++)
+        if (n == WH_UID_MAX || (unsigned char)s[n] < 0x21 || (unsigned char)s[n] > 0x7E)
+            return 0;
+    return n > 0;
+}
+
+char *wh_sanitize_message(const char *msg)
+{
+    if (!msg)
+        return NULL;
+    size_t len = strlen(msg);
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return NULL;
+
+    /* Printable ASCII only: tabs become spaces, CR, LF and the rest go. */
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c == '\t')
+            c = ' ';
+        if (c >= 0x20 && c <= 0x7E)
+            buf[n++] = (char)c;
+    }
+
+    /* No leading "[...]": the gateway puts the response code there. Every
+     * such group goes, and a '[' that is never closed with it. */
+    size_t start = 0;
+    for (;;) {
+        while (start < n && buf[start] == ' ')
+            start++;
+        if (start == n || buf[start] != '[')
+            break;
+        const char *close = memchr(buf + start, ']', n - start);
+        start = close ? (size_t)(close - buf) + 1 : start + 1;
+    }
+
+    size_t end = n;
+    if (end - start > WH_MESSAGE_MAX)
+        end = start + WH_MESSAGE_MAX;
+    while (end > start && buf[end - 1] == ' ')
+        end--;
+    if (end == start) {
+        free(buf);
+        return NULL;
+    }
+    memmove(buf, buf + start, end - start);
+    buf[end - start] = '\0';
+    return buf;
+}
+
+/* ---------------------------------------------------------------- build */
+
+/* json_object_set_new() takes the value even on failure, and fails on NULL. */
+static int put(json_t *obj, const char *key, json_t *value)
+{
+    return json_object_set_new(obj, key, value) == 0;
+}
+
+static int put_opt_string(json_t *obj, const char *key, const char *s)
+{
+    return !s || put(obj, key, json_string(s));
+}
+
+static int build_event(json_t *root, const struct wh_call *c)
+{
+    switch (c->event) {
+    case WH_AUTHENTICATE: {
+        if (!put(root, "method", json_string(c->method)) ||
+            !put_opt_string(root, "password", c->password) ||
+            !put_opt_string(root, "authzid", c->authzid))
+            return 0;
+        if (c->method && strcmp(c->method, "APOP") == 0) {
+            json_t *apop = json_object();
+            if (!put(root, "apop", apop) ||
+                !put(apop, "timestamp", json_string(c->apop_timestamp)) ||
+                !put(apop, "digest", json_string(c->apop_digest)))
+                return 0;
+        }
+        return put_opt_string(root, "token", c->token) &&
+               put(root, "attempt", json_integer(c->attempt));
+    }
+    case WH_RETRIEVE:
+        return put(root, "message", json_integer(c->message)) &&
+               put_opt_string(root, "uid", c->uid) &&
+               (c->lines < 0 || put(root, "lines", json_integer(c->lines)));
+    case WH_QUIT: {
+        json_t *arr = json_array();
+        if (!put(root, "deleted", arr) || (c->n_deleted > 0 && !c->deleted))
+            return 0;
+        for (size_t i = 0; i < c->n_deleted; i++) {
+            json_t *d = json_object();
+            if (json_array_append_new(arr, d) != 0 ||
+                !put(d, "message", json_integer(c->deleted[i].message)) ||
+                !put_opt_string(d, "uid", c->deleted[i].uid))
+                return 0;
+        }
+        return 1;
+    }
+    case WH_DISCONNECT:
+        return put(root, "reason", json_string(c->reason));
+    case WH_LIST:
+    case WH_UIDL:
+    case WH_CONNECT:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+char *wh_json_build(const struct wh_call *c, size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!c || (unsigned)c->event >= WH_N_EVENTS)
+        return NULL;
+
+    json_t *root = json_object();
+    json_t *client = json_object(); /* our reference is dropped below */
+    int ok = root && client && put(root, "event", json_string(wh_event_names[c->event])) &&
+             put(root, "session", json_string(c->session)) &&
+             json_object_set(root, "client", client) == 0 &&
+             put(client, "ip", json_string(c->client_ip)) &&
+             put(client, "port", json_integer(c->client_port)) &&
+             put(client, "tls", json_boolean(c->client_tls)) &&
+             put(root, "user", c->user ? json_string(c->user) : json_null());
+    json_decref(client);
+    if (ok && c->mailbox)
+        ok = put(root, "mailbox", json_loads(c->mailbox, JSON_DECODE_ANY, NULL));
+    if (ok && c->utf8)
+        ok = put(root, "utf8", json_true());
+    ok = ok && build_event(root, c);
+
+    char *out = ok ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (out && len)
+        *len = strlen(out);
+    return out;
+}
+
+/* ---------------------------------------------------------------- parse */
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static enum wh_status
+fail(struct wh_result *r, const char *fmt, ...)
+{
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+
+    long http_status = r->http_status;
+    wh_result_free(r);
+    r->http_status = http_status;
+    r->status = WH_TEMP;
+    r->error = strdup(buf);
+    return WH_TEMP;
+}
+
+/* True when v nests at most `left` more containers (itself included). */
+static int depth_ok(json_t *v, int left)
+{
+    if (json_is_object(v)) {
+        if (left == 0)
+            return 0;
+        const char *key;
+        json_t *child;
+        json_object_foreach(v, key, child)
+        {
+            if (!depth_ok(child, left - 1))
+                return 0;
+        }
+    } else if (json_is_array(v)) {
+        if (left == 0)
+            return 0;
+        size_t i;
+        json_t *child;
+        json_array_foreach(v, i, child)
+        {
+            if (!depth_ok(child, left - 1))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static int is_blank(const char *body, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (body[i] != ' ' && body[i] != '\t' && body[i] != '\r' && body[i] != '\n')
+            return 0;
+    return 1;
+}
+
+/*
+ * Parses a body that must be a JSON object within the contract's limits
+ * (max bytes, WH_JSON_DEPTH_MAX). Returns the object, or NULL with a static
+ * reason in *why and, for invalid JSON, jansson's detail in `detail`.
+ */
+static json_t *load_object(const char *body, size_t len, size_t max, size_t flags, const char **why,
+                           char *detail, size_t detail_len)
+{
+    if (detail_len > 0)
+        detail[0] = '\0';
+    if (len > max) {
+        *why = "body too large";
+        return NULL;
+    }
+    if (!body || is_blank(body, len)) {
+        *why = "empty body";
+        return NULL;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, flags | JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        *why = "invalid JSON";
+        snprintf(detail, detail_len, ": %s", jerr.text);
+        return NULL;
+    }
+    if (!depth_ok(root, WH_JSON_DEPTH_MAX)) {
+        *why = "JSON nested too deep";
+    } else if (!json_is_object(root)) {
+        *why = "body is not a JSON object";
+    } else {
+        return root;
+    }
+    json_decref(root);
+    return NULL;
+}
+
+/* load_object() for a reply of `event`; on failure r is set to WH_TEMP. */
+static json_t *load_reply(struct wh_result *r, enum wh_event event, const char *body, size_t len)
+{
+    const char *why;
+    char detail[200];
+    json_t *root = load_object(body, len, WH_BODY_MAX, 0, &why, detail, sizeof(detail));
+    if (!root)
+        fail(r, "%s: %s%s", wh_event_names[event], why, detail);
+    return root;
+}
+
+/* An optional member: NULL when missing or null. */
+static json_t *get_opt(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+/* The contract's integers: 0 .. 2^53-1. */
+static int get_uint53(json_t *v, uint64_t *out)
+{
+    if (!json_is_integer(v))
+        return 0;
+    json_int_t n = json_integer_value(v);
+    if (n < 0 || n > WH_INT_MAX)
+        return 0;
+    *out = (uint64_t)n;
+    return 1;
+}
+
+/* The sanitised "message" of a refusal, when there is one. 0 when it is
+ * there but not a string. */
+static int take_message(struct wh_result *r, json_t *obj)
+{
+    json_t *m = get_opt(obj, "message");
+    if (!m)
+        return 1;
+    if (!json_is_string(m))
+        return 0;
+    r->message = wh_sanitize_message(json_string_value(m));
+    return 1;
+}
+
+/* A refusal by status code: the body is optional, a message in it is kept. */
+static enum wh_status refused_by_status(struct wh_result *r, enum wh_code code, const char *body,
+                                        size_t len)
+{
+    const char *why;
+    json_t *root = load_object(body, len, WH_BODY_MAX, 0, &why, NULL, 0);
+    if (root) {
+        json_t *m = get_opt(root, "message");
+        if (json_is_string(m))
+            r->message = wh_sanitize_message(json_string_value(m));
+        json_decref(root);
+    }
+    r->code = code;
+    r->status = WH_REFUSED;
+    return WH_REFUSED;
+}
+
+/* The confirmed user name goes into replies and log lines: no C0 control
+ * characters (CR, LF, ...) and no DEL. */
+static int has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7F)
+            return 1;
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    enum wh_code code;
+} codes[] = {
+    {"AUTH", WH_CODE_AUTH},
+    {"IN-USE", WH_CODE_IN_USE},
+    {"LOGIN-DELAY", WH_CODE_LOGIN_DELAY},
+    {"SYS/TEMP", WH_CODE_SYS_TEMP},
+    {"SYS/PERM", WH_CODE_SYS_PERM},
+};
+
+static enum wh_status parse_authenticate(struct wh_result *r, const char *body, size_t len)
+{
+    switch (r->http_status) {
+    case 200:
+        break;
+    case 401:
+    case 403:
+        return refused_by_status(r, WH_CODE_AUTH, body, len);
+    case 423:
+        return refused_by_status(r, WH_CODE_IN_USE, body, len);
+    case 429:
+        return refused_by_status(r, WH_CODE_LOGIN_DELAY, body, len);
+    default:
+        return fail(r, "authenticate: HTTP status %ld", r->http_status);
+    }
+
+    json_t *root = load_reply(r, WH_AUTHENTICATE, body, len);
+    if (!root)
+        return WH_TEMP;
+
+    enum wh_status st = WH_TEMP;
+    json_t *ok = json_object_get(root, "ok");
+    if (!json_is_boolean(ok)) {
+        fail(r, "authenticate: ok missing or not a boolean");
+    } else if (json_is_true(ok)) {
+        json_t *user = get_opt(root, "user");
+        json_t *mailbox = json_object_get(root, "mailbox");
+        if (user && !json_is_string(user)) {
+            fail(r, "authenticate: user is not a string");
+        } else if (user &&
+                   (json_string_length(user) == 0 || json_string_length(user) > WH_USER_MAX ||
+                    !wh_utf8_valid(json_string_value(user), json_string_length(user)))) {
+            fail(r, "authenticate: user empty or longer than %d bytes", WH_USER_MAX);
+        } else if (user && has_control(json_string_value(user))) {
+            fail(r, "authenticate: user contains control characters");
+        } else if (user && !(r->user = strdup(json_string_value(user)))) {
+            fail(r, "authenticate: out of memory");
+        } else if (mailbox && !(r->mailbox = json_dumps(mailbox, JSON_COMPACT | JSON_ENCODE_ANY))) {
+            fail(r, "authenticate: mailbox not serialisable");
+        } else if (mailbox && strlen(r->mailbox) > WH_MAILBOX_MAX) {
+            fail(r, "authenticate: mailbox longer than %d bytes", WH_MAILBOX_MAX);
+        } else {
+            st = r->status = WH_OK;
+        }
+    } else {
+        json_t *code = get_opt(root, "code");
+        if (code && !json_is_string(code)) {
+            fail(r, "authenticate: code is not a string");
+        } else if (!take_message(r, root)) {
+            fail(r, "authenticate: message is not a string");
+        } else {
+            r->code = WH_CODE_AUTH;
+            for (size_t i = 0; code && i < sizeof(codes) / sizeof(codes[0]); i++)
+                if (strcmp(json_string_value(code), codes[i].name) == 0)
+                    r->code = codes[i].code;
+            st = r->status = WH_REFUSED;
+        }
+    }
+    json_decref(root);
+    return st;
+}
+
+struct uid_ref {
+    const char *uid;
+    size_t index;
+};
+
+static int uid_ref_cmp(const void *a, const void *b)
+{
+    const struct uid_ref *x = a, *y = b;
+    int c = strcmp(x->uid, y->uid);
+    if (c != 0)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Index of an entry whose uid repeats an earlier one, or (size_t)-1. */
+static size_t find_duplicate(struct uid_ref *refs, size_t n)
+{
+    size_t dup = (size_t)-1;
+    if (n < 2)
+        return dup;
+    qsort(refs, n, sizeof(*refs), uid_ref_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (strcmp(refs[i - 1].uid, refs[i].uid) == 0 && refs[i].index < dup)
+            dup = refs[i].index;
+    return dup;
+}
+
+/* list and uidl: the array has been found; checks every entry, keeps the
+ * first max_messages. */
+static enum wh_status parse_listing(struct wh_result *r, enum wh_event event, json_t *arr,
+                                    size_t max_messages)
+{
+    const char *ev = wh_event_names[event];
+    int list = event == WH_LIST;
+    size_t n = json_array_size(arr);
+    size_t keep = (max_messages > 0 && n > max_messages) ? max_messages : n;
+
+    struct uid_ref *refs = n > 0 ? malloc(n * sizeof(*refs)) : NULL;
+    r->msgs = keep > 0 ? calloc(keep, sizeof(*r->msgs)) : NULL;
+    if ((n > 0 && !refs) || (keep > 0 && !r->msgs)) {
+        free(refs);
+        return fail(r, "%s: out of memory", ev);
+    }
+
+    size_t n_uids = 0, i;
+    for (i = 0; i < n; i++) {
+        json_t *e = json_array_get(arr, i);
+        json_t *uid = e;
+        uint64_t size = 0;
+        if (list) {
+            if (!json_is_object(e)) {
+                fail(r, "list: messages[%zu] is not an object", i);
+                goto out;
+            }
+            json_t *sz = json_object_get(e, "size");
+            if (!sz) {
+                fail(r, "list: messages[%zu].size missing", i);
+                goto out;
+            }
+            if (!get_uint53(sz, &size)) {
+                fail(r, "list: messages[%zu].size not an integer in 0..2^53-1", i);
+                goto out;
+            }
+            uid = get_opt(e, "uid");
+            /* All or none: entry 0 decides. */
+            if (i > 0 && (uid != NULL) != (n_uids > 0)) {
+                fail(r, "list: uid on some entries only (messages[%zu])", i);
+                goto out;
+            }
+        }
+        if (uid) {
+            if (!json_is_string(uid) || strlen(json_string_value(uid)) != json_string_length(uid) ||
+                !wh_uid_valid(json_string_value(uid))) {
+                fail(r, "%s: %s[%zu]%s is not a valid uid", ev, list ? "messages" : "uids", i,
+                     list ? ".uid" : "");
+                goto out;
+            }
+            refs[n_uids].uid = json_string_value(uid);
+            refs[n_uids].index = i;
+            n_uids++;
+        }
+        if (i < keep) {
+            r->msgs[i].size = size;
+            r->n_msgs = i + 1;
+            if (uid && !(r->msgs[i].uid = strdup(json_string_value(uid)))) {
+                fail(r, "%s: out of memory", ev);
+                goto out;
+            }
+        }
+    }
+
+    size_t dup = find_duplicate(refs, n_uids);
+    if (dup != (size_t)-1) {
+        fail(r, "%s: duplicate uid at %s[%zu]", ev, list ? "messages" : "uids", dup);
+        goto out;
+    }
+    r->has_uids = n_uids > 0;
+    r->truncated_from = keep < n ? n : 0;
+    r->status = WH_OK;
+out:
+    free(refs);
+    return r->status;
+}
+
+static enum wh_status parse_list(struct wh_result *r, enum wh_event event, const char *body,
+                                 size_t len, size_t max_messages)
+{
+    const char *ev = wh_event_names[event];
+    const char *what = event == WH_LIST ? "messages" : "uids";
+    if (r->http_status != 200)
+        return fail(r, "%s: HTTP status %ld", ev, r->http_status);
+
+    json_t *root = load_reply(r, event, body, len);
+    if (!root)
+        return WH_TEMP;
+    json_t *arr = json_object_get(root, what);
+    enum wh_status st;
+    if (!json_is_array(arr))
+        st = fail(r, "%s: %s missing or not an array", ev, what);
+    else
+        st = parse_listing(r, event, arr, max_messages);
+    json_decref(root);
+    return st;
+}
+
+static enum wh_status parse_connect(struct wh_result *r, const char *body, size_t len)
+{
+    long s = r->http_status;
+    if (s == 403)
+        return refused_by_status(r, WH_CODE_AUTH, body, len);
+    if (s < 200 || s > 299)
+        return fail(r, "connect: HTTP status %ld", s);
+    if (!body || is_blank(body, len)) {
+        r->status = WH_OK;
+        return WH_OK;
+    }
+
+    json_t *root = load_reply(r, WH_CONNECT, body, len);
+    if (!root)
+        return WH_TEMP;
+    enum wh_status st = WH_TEMP;
+    json_t *ok = json_object_get(root, "ok");
+    if (!json_is_boolean(ok)) {
+        fail(r, "connect: ok missing or not a boolean");
+    } else if (json_is_true(ok)) {
+        st = r->status = WH_OK;
+    } else if (!take_message(r, root)) {
+        fail(r, "connect: message is not a string");
+    } else {
+        r->code = WH_CODE_AUTH;
+        st = r->status = WH_REFUSED;
+    }
+    json_decref(root);
+    return st;
+}
+
+enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *content_type,
+                             const char *body, size_t len, size_t max_messages, struct wh_result *r)
+{
+    (void)content_type; /* backends in any stack: the body decides */
+    memset(r, 0, sizeof(*r));
+    r->http_status = http_status;
+    r->status = WH_TEMP;
+    if ((unsigned)event >= WH_N_EVENTS)
+        return fail(r, "unknown event %d", (int)event);
+    const char *ev = wh_event_names[event];
+    if (http_status <= 0)
+        return fail(r, "%s: no response", ev);
+    if (!body)
+        len = 0;
+
+    switch (event) {
+    case WH_AUTHENTICATE:
+        return parse_authenticate(r, body, len);
+    case WH_LIST:
+    case WH_UIDL:
+        return parse_list(r, event, body, len, max_messages);
+    case WH_CONNECT:
+        return parse_connect(r, body, len);
+    case WH_RETRIEVE:
+        if (http_status == 200) {
+            r->status = WH_OK;
+        } else if (http_status == 404) {
+            r->status = WH_NOT_FOUND;
+        } else {
+            return fail(r, "retrieve: HTTP status %ld", http_status);
+        }
+        return r->status;
+    case WH_QUIT:
+    case WH_DISCONNECT:
+    default:
+        if (http_status < 200 || http_status > 299)
+            return fail(r, "%s: HTTP status %ld", ev, http_status);
+        r->status = WH_OK;
+        return WH_OK;
+    }
+}
+
+char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const char **err)
+{
+    *out_len = 0;
+    *err = NULL;
+    /* Not bound by WH_BODY_MAX: the caller caps what it buffers. */
+    json_t *root = load_object(body, len, SIZE_MAX, JSON_ALLOW_NUL, err, NULL, 0);
+    if (!root)
+        return NULL;
+
+    char *out = NULL;
+    json_t *text = get_opt(root, "content");
+    json_t *b64 = get_opt(root, "content_base64");
+    if (text && b64) {
+        *err = "both content and content_base64";
+    } else if (text) {
+        if (!json_is_string(text)) {
+            *err = "content is not a string";
+        } else {
+            size_t n = json_string_length(text);
+            out = malloc(n + 1);
+            if (out) {
+                memcpy(out, json_string_value(text), n);
+                out[n] = '\0';
+                *out_len = n;
+            } else {
+                *err = "out of memory";
+            }
+        }
+    } else if (b64) {
+        if (!json_is_string(b64)) {
+            *err = "content_base64 is not a string";
+        } else {
+            out =
+                (char *)wh_base64_decode(json_string_value(b64), json_string_length(b64), out_len);
+            if (!out)
+                *err = "content_base64 is not valid base64";
+        }
+    } else {
+        *err = "neither content nor content_base64";
+    }
+    json_decref(root);
+    return out;
+}

@@ -1,0 +1,48 @@
+/*
+ * wh_json: request bodies and reply parsing for the webhook contract.
+ *
+ * Pure functions over bytes, no I/O: unit tests and fuzz targets call them
+ * directly.
+ */
+#ifndef POP3GW_WH_JSON_H
+#define POP3GW_WH_JSON_H
+
+#include "webhook/wh.h"
+
+/*
+ * Builds the JSON body of `call` (compact, UTF-8). Returns a malloc'd,
+ * NUL-terminated string and its length in *len, or NULL on allocation
+ * failure or invalid input (a mailbox that is not valid JSON).
+ */
+char *wh_json_build(const struct wh_call *call, size_t *len);
+
+/*
+ * Parses the reply to a non-streamed event (authenticate, list, uidl, quit,
+ * connect, disconnect; retrieve only for its JSON form is handled by
+ * wh_json_parse_content). `http_status` is the response code, `body` the
+ * whole body (may be NULL when len is 0). `max_messages` caps a listing.
+ * Fills `r` (zeroed first) and returns r->status.
+ */
+enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *content_type,
+                             const char *body, size_t len, size_t max_messages,
+                             struct wh_result *r);
+
+/*
+ * For a retrieve answered as application/json: extracts `content` (UTF-8
+ * text) or `content_base64` (decoded). Returns a malloc'd buffer and its
+ * length in *out_len, or NULL with a reason in *err (static string).
+ */
+char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const char **err);
+
+/* Cuts a backend's message for the client: printable ASCII only, at most
+ * WH_MESSAGE_MAX bytes, a leading "[...]" removed. Returns malloc'd text or
+ * NULL when nothing is left. */
+char *wh_sanitize_message(const char *msg);
+
+/* True when s (len bytes) is valid UTF-8 (no overlongs, no surrogates). */
+int wh_utf8_valid(const char *s, size_t len);
+
+/* True for a uid the contract allows: 1..70 bytes in 0x21..0x7E. */
+int wh_uid_valid(const char *s);
+
+#endif
