@@ -367,6 +367,8 @@ static int cfg_store_str(char **slot, const char *v, char *err, size_t errlen)
 
     if (*v && !(copy = strdup(v)))
         return cfg_oom(err, errlen);
+    if (*slot)
+        explicit_bzero(*slot, strlen(*slot)); /* it may be a secret */
     free(*slot);
     *slot = copy;
     return 0;
@@ -561,8 +563,7 @@ static int cfg_set_int(struct cfg *c, const struct cfg_key *k, int ev, const cha
     long long n;
 
     if (cfg_parse_uint(v, (long long)k->max, &n) < 0 || n < (long long)k->min)
-        return cfg_bad(err, errlen, k, key, v, "a whole number from %.0f to %.0f", k->min,
-                       k->max);
+        return cfg_bad(err, errlen, k, key, v, "a whole number from %.0f to %.0f", k->min, k->max);
     *(int *)cfg_field(c, k, ev, sizeof(int)) = (int)n;
     return 0;
 }
@@ -788,13 +789,16 @@ static const char *const cfg_words_logfmt[] = {"logfmt", "json", NULL};
 static const char *const cfg_words_level[] = {"error", "warn", "info", "debug", NULL};
 
 #define F(field) offsetof(struct cfg, field)
-#define ADDRS(field, n) .set = cfg_set_addrs, .print = cfg_print_addrs, .off = F(field), .off2 = F(n)
+#define ADDRS(field, n)                                                                            \
+    .set = cfg_set_addrs, .print = cfg_print_addrs, .off = F(field), .off2 = F(n)
 #define STR(fn, field) .set = fn, .print = cfg_print_str, .off = F(field)
-#define ENUM(field, w) .set = cfg_set_word_enum, .print = cfg_print_word_enum, .off = F(field), .words = w
+#define ENUM(field, w)                                                                             \
+    .set = cfg_set_word_enum, .print = cfg_print_word_enum, .off = F(field), .words = w
 #define SECS(field, lo, hi, excl)                                                                  \
     .set = cfg_set_seconds, .print = cfg_print_seconds, .off = F(field), .min = lo, .max = hi,     \
     .gt = excl
-#define INT(field, lo, hi) .set = cfg_set_int, .print = cfg_print_int, .off = F(field), .min = lo, .max = hi
+#define INT(field, lo, hi)                                                                         \
+    .set = cfg_set_int, .print = cfg_print_int, .off = F(field), .min = lo, .max = hi
 
 static const struct cfg_key cfg_keys[] = {
     {"listen", ADDRS(listen, n_listen), .def = "0.0.0.0:110 when no listener is set",
@@ -959,6 +963,7 @@ int cfg_set(struct cfg *c, const char *key, const char *value, char *err, size_t
     if (!(v = strdup(value ? value : "")))
         return cfg_oom(err, errlen);
     rc = k->set(c, k, ev, key, cfg_trim(v), err, errlen);
+    explicit_bzero(v, strlen(v));
     free(v);
     return rc;
 }
@@ -1027,23 +1032,34 @@ void cfg_print(const struct cfg *c, FILE *out)
     }
 }
 
+/* Frees one string field; secrets are wiped first. */
+static void cfg_free_str(char **s, int secret)
+{
+    if (*s && secret)
+        explicit_bzero(*s, strlen(*s));
+    free(*s);
+    *s = NULL;
+}
+
 void cfg_free(struct cfg *c)
 {
-    char **strs[] = {&c->tls_cert,      &c->tls_key,      &c->hostname,    &c->backend_url,
-                     &c->backend_secret, &c->backend_token, &c->backend_ca_file,
-                     &c->backend_cert,   &c->backend_key,   &c->admin_token, &c->user,
-                     &c->expire,         &c->proxy_trusted};
-
     if (!c)
         return;
-    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        free(*strs[i]);
-        *strs[i] = NULL;
-    }
-    for (int e = 0; e < CFG_EVENTS; e++) {
-        free(c->backend_url_event[e]);
-        c->backend_url_event[e] = NULL;
-    }
+    cfg_free_str(&c->tls_cert, 0);
+    cfg_free_str(&c->tls_key, 0);
+    cfg_free_str(&c->hostname, 0);
+    cfg_free_str(&c->backend_url, 0);
+    for (int e = 0; e < CFG_EVENTS; e++)
+        cfg_free_str(&c->backend_url_event[e], 0);
+    cfg_free_str(&c->backend_secret, 1);
+    cfg_free_str(&c->backend_token, 1);
+    cfg_free_str(&c->backend_ca_file, 0);
+    cfg_free_str(&c->backend_cert, 0);
+    cfg_free_str(&c->backend_key, 0);
+    cfg_free_str(&c->admin_token, 1);
+    cfg_free_str(&c->user, 0);
+    cfg_free_str(&c->expire, 0);
+    cfg_free_str(&c->proxy_trusted, 0);
 }
 
 /* ---- loading: file, environment, flags ------------------------------------ */
@@ -1180,14 +1196,16 @@ static int cfg_load_file(struct cfg_loader *ld, const char *path)
         return cfg_fail(ld->err, ld->errlen, "cannot read config file %s: %m", path);
     rc = ini_parse_stream(cfg_file_reader, &cf, cfg_file_handler, &cf);
     fclose(cf.f);
+    if (cf.line)
+        explicit_bzero(cf.line, cf.cap); /* lines may hold secrets */
     free(cf.line);
     if (cf.failed)
         return -1;
     if (rc == -2)
         return cfg_oom(ld->err, ld->errlen);
     if (rc != 0)
-        return cfg_fail(ld->err, ld->errlen, "%s:%d: expected `key = value` or a # comment",
-                        path, rc);
+        return cfg_fail(ld->err, ld->errlen, "%s:%d: expected `key = value` or a # comment", path,
+                        rc);
     return 0;
 }
 
@@ -1274,8 +1292,8 @@ static void cfg_walk_args(struct cfg_loader *ld, struct cfg_args *a, int argc, c
             if (!path || !*path)
                 cfg_args_fail(ld, a, "%s needs a file name", arg);
             else if (!apply && a->path)
-                cfg_args_fail(ld, a, "only one config file may be given (-c %s, -c %s)",
-                              a->path, path);
+                cfg_args_fail(ld, a, "only one config file may be given (-c %s, -c %s)", a->path,
+                              path);
             else if (!apply)
                 a->path = path;
             continue;

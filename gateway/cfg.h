@@ -16,7 +16,9 @@
 #define CFG_EVENTS 7 /* authenticate list uidl retrieve quit connect disconnect */
 
 struct cfg_addr {
-    char host[256]; /* numeric address or name, without IPv6 brackets */
+    char host[256]; /* numeric address or name, without IPv6 brackets; "*" = every
+                       address (written `*:110` or `:110`): getaddrinfo(NULL, port) with
+                       AI_PASSIVE */
     int port;
 };
 
@@ -35,16 +37,16 @@ struct cfg {
     char *hostname; /* greeting and APOP timestamp; default gethostname() */
     int apop;       /* 1 = on */
 
-    char *backend_url;                 /* base URL, no trailing slash */
+    char *backend_url;                   /* base URL, no trailing slash */
     char *backend_url_event[CFG_EVENTS]; /* per-event override or NULL */
-    char *backend_secret;              /* space-separated whsec_ keys or NULL */
-    char *backend_token;               /* bearer token or NULL */
+    char *backend_secret;                /* space-separated whsec_ keys or NULL */
+    char *backend_token;                 /* bearer token or NULL */
     char *backend_ca_file, *backend_cert, *backend_key;
-    double backend_timeout;                 /* seconds, default 10 */
+    double backend_timeout;                   /* seconds, default 10 */
     double backend_timeout_event[CFG_EVENTS]; /* 0 = use backend_timeout */
-    int backend_pool;                       /* keep-alive connections per worker */
-    int max_inflight;                       /* webhook calls in flight per worker */
-    int event_connect, event_disconnect;    /* optional events enabled */
+    int backend_pool;                         /* keep-alive connections per worker */
+    int max_inflight;                         /* webhook calls in flight per worker */
+    int event_connect, event_disconnect;      /* optional events enabled */
 
     struct cfg_addr admin_listen; /* port 0 = disabled */
     char *admin_token;
@@ -55,8 +57,8 @@ struct cfg {
     double login_timeout, idle_timeout, send_timeout;
     int max_bad_commands;
     double shutdown_grace;
-    char *expire;      /* RFC 2449 EXPIRE value ("NEVER" or days) or NULL */
-    int login_delay;   /* seconds; -1 = not advertised */
+    char *expire;    /* RFC 2449 EXPIRE value ("NEVER" or days) or NULL */
+    int login_delay; /* seconds; -1 = not advertised */
     double auth_failure_delay;
     int max_auth_failures, max_auth_failures_per_ip;
     int max_messages;
@@ -76,6 +78,8 @@ extern const char *const cfg_event_names[CFG_EVENTS];
  * environment, then flags. Handles --help and --version itself (sets *exit_now
  * and returns 0). Returns 0 on success, -1 after writing a clear message to
  * `err` (a buffer of errlen bytes). The caller frees with cfg_free().
+ * When no source names listen or listen_tls, listen becomes 0.0.0.0:110.
+ * It does not call cfg_validate(); the caller does, after it.
  */
 int cfg_load(struct cfg *c, int argc, char **argv, char **envp, int *exit_now, char *err,
              size_t errlen);

@@ -32,9 +32,9 @@ static atomic_int log_max_level = LOG_INFO;
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
 struct log_line {
-    size_t n;  /* bytes in s */
-    int full;  /* something did not fit; no more fields */
-    int json;  /* JSON rather than logfmt */
+    size_t n; /* bytes in s */
+    int full; /* something did not fit; no more fields */
+    int json; /* JSON rather than logfmt */
     char s[LOG_LINE_MAX];
 };
 
@@ -50,7 +50,8 @@ void log_init(int format, int level)
 
 int log_enabled(int level)
 {
-    return level >= LOG_ERROR && level <= atomic_load_explicit(&log_max_level, memory_order_relaxed);
+    return level >= LOG_ERROR &&
+           level <= atomic_load_explicit(&log_max_level, memory_order_relaxed);
 }
 
 int log_level_parse(const char *s)
@@ -256,9 +257,9 @@ static enum log_spec log_spec_parse(const char **p)
         const char *text;
         enum log_spec spec;
     } specs[] = {
-        {"s", LS_S},     {"d", LS_D},     {"u", LS_U},     {"ld", LS_LD},  {"lu", LS_LU},
-        {"lld", LS_LLD}, {"llu", LS_LLU}, {"zu", LS_ZU},   {"f", LS_F},    {".1f", LS_F1},
-        {".3f", LS_F3},
+        {"s", LS_S},   {"d", LS_D},     {"u", LS_U},     {"ld", LS_LD},
+        {"lu", LS_LU}, {"lld", LS_LLD}, {"llu", LS_LLU}, {"zu", LS_ZU},
+        {"f", LS_F},   {".1f", LS_F1},  {".3f", LS_F3},
     };
 
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {

@@ -9,6 +9,11 @@
  * so lines from worker threads never interleave.
  *
  *     log_kv(LOG_INFO, sid, "login", "user=%s method=%s attempt=%d", u, m, n);
+ *
+ * fmt may be NULL for a line without fields (an empty "" trips
+ * -Wformat-zero-length). session NULL: no session field; a NULL %s string is
+ * logged as "" (logfmt) or null (JSON). Lines are capped at 4096 bytes; a
+ * longer one is cut, stays well-formed and ends with truncated=true.
  */
 #ifndef POP3GW_LOG_H
 #define POP3GW_LOG_H

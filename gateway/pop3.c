@@ -18,9 +18,11 @@
 #include <string.h>
 
 #include "gateway/log.h"
+#include "gateway/sasl.h"
 #include "webhook/wh_json.h"
 
 #define POP3_MAX_ARGS 2
+#define POP3_REPLY_MAX 512 /* a reply line, CRLF included (RFC 2449 §4) */
 #define POP3_OUT_KEEP 4096 /* output buffer kept between replies; more is freed */
 
 /* One message of the listing snapshot taken when TRANSACTION starts. */
@@ -63,6 +65,13 @@ struct pop3_session {
     char *mailbox;    /* JSON from authenticate, echoed */
     int logged_in, quit_done, committing, utf8;
 
+    /* SASL (AUTH) */
+    struct sasl sasl;
+    int in_sasl;        /* the next line is a SASL response */
+    int sasl_error_ack; /* OAuth error challenge sent: the next line gets sasl_error */
+    char sasl_error[POP3_REPLY_MAX];
+    const char *method; /* of the authenticate call */
+
     /* the pending call and what it borrows */
     struct wh_call call;
     char *secret;    /* password being checked; wiped after the call */
@@ -83,7 +92,7 @@ typedef void (*pop3_handler)(struct pop3_session *s, int argc, char **argv);
 #define ST_AUTH (1u << POP3_AUTHORIZATION)
 #define ST_TRANS (1u << POP3_TRANSACTION)
 #define F_REST 1u   /* the single argument is the rest of the line */
-#define F_SECRET 1u /* (alias) the argument is a secret: never traced */
+#define F_SECRET_ARGS 2u /* the arguments are secret: never traced */
 
 struct pop3_cmd {
     const char *name;
@@ -98,6 +107,8 @@ static void pop3_cmd_user(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_pass(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_apop(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_stls(struct pop3_session *s, int argc, char **argv);
+static void pop3_cmd_auth(struct pop3_session *s, int argc, char **argv);
+static void pop3_cmd_utf8(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_quit(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_stat(struct pop3_session *s, int argc, char **argv);
 static void pop3_cmd_list(struct pop3_session *s, int argc, char **argv);
@@ -114,6 +125,8 @@ static const struct pop3_cmd pop3_commands[] = {
     {"PASS", ST_AUTH, 1, 1, F_REST, pop3_cmd_pass},
     {"APOP", ST_AUTH, 2, 2, 0, pop3_cmd_apop},
     {"STLS", ST_AUTH, 0, 0, 0, pop3_cmd_stls},
+    {"AUTH", ST_AUTH, 0, 2, F_SECRET_ARGS, pop3_cmd_auth},
+    {"UTF8", ST_AUTH, 0, 0, 0, pop3_cmd_utf8},
     {"QUIT", ST_AUTH | ST_TRANS, 0, 0, 0, pop3_cmd_quit},
     {"STAT", ST_TRANS, 0, 0, 0, pop3_cmd_stat},
     {"LIST", ST_TRANS, 0, 1, 0, pop3_cmd_list},
@@ -136,7 +149,7 @@ static void pop3_reply(struct pop3_session *s, const char *fmt, ...)
  * variable part is bounded), so the 512-octet limit of RFC 2449 holds. */
 static void pop3_reply(struct pop3_session *s, const char *fmt, ...)
 {
-    char line[512];
+    char line[POP3_REPLY_MAX];
     va_list ap;
     int n;
 
@@ -241,6 +254,7 @@ void pop3_free(struct pop3_session *s)
     if (!s)
         return;
     pop3_wipe(&s->secret);
+    sasl_clear(&s->sasl);
     pop3_listing_free(s);
     free(s->del);
     free(s->id);
@@ -286,8 +300,7 @@ const struct wh_call *pop3_call(const struct pop3_session *s)
 
 size_t pop3_line_max(const struct pop3_session *s)
 {
-    (void)s;
-    return POP3_LINE_MAX;
+    return s->in_sasl || s->sasl_error_ack ? POP3_AUTH_LINE_MAX : POP3_LINE_MAX;
 }
 
 int pop3_logged_in(const struct pop3_session *s)
@@ -358,14 +371,19 @@ static void pop3_start_call(struct pop3_session *s, enum wh_event ev, enum pop3_
 
 static void pop3_start_auth(struct pop3_session *s, const char *method)
 {
+    s->method = method;
     pop3_start_call(s, WH_AUTHENTICATE, PEND_AUTH);
     s->call.method = method;
     s->call.attempt = ++s->attempts;
     if (strcmp(method, "APOP") == 0) {
         s->call.apop_timestamp = s->apop_ts;
         s->call.apop_digest = s->apop_digest;
-    } else {
+    } else if (strcmp(method, "USER") == 0) {
         s->call.password = s->secret;
+    } else {
+        s->call.password = s->sasl.password;
+        s->call.authzid = s->sasl.authzid;
+        s->call.token = s->sasl.token;
     }
 }
 
@@ -403,6 +421,17 @@ static int pop3_plaintext_ok(const struct pop3_session *s)
     return s->p->plaintext_always || s->tls || s->loopback;
 }
 
+/* Lists the SASL mechanisms usable now: " NAME" each (CAPA) or one per
+ * line (a bare AUTH). */
+static void pop3_mechs(struct pop3_session *s, int lines)
+{
+    int m;
+
+    for (m = 0; m < SASL_N_MECHS; m++)
+        if (!sasl_mech_plaintext(m) || pop3_plaintext_ok(s))
+            buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(m));
+}
+
 static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
@@ -411,6 +440,11 @@ static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
     buf_printf(&s->out, "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
     if (s->state == POP3_AUTHORIZATION && pop3_plaintext_ok(s))
         buf_printf(&s->out, "USER\r\n");
+    if (s->state == POP3_AUTHORIZATION) {
+        buf_printf(&s->out, "SASL");
+        pop3_mechs(s, 0);
+        buf_printf(&s->out, "\r\nUTF8 USER\r\n");
+    }
     if (s->state == POP3_AUTHORIZATION && s->p->stls_available && !s->tls)
         buf_printf(&s->out, "STLS\r\n");
     if (s->p->expire)
@@ -545,10 +579,15 @@ static void pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
     pop3_start_quit(s);
 }
 
+static void pop3_refusal(const struct pop3_session *s, const struct wh_result *r, char *out,
+                         size_t n);
+
 /* authenticate answered */
 static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
 {
     pop3_wipe(&s->secret);
+    if (r->status == WH_OK)
+        sasl_clear(&s->sasl);
     if (r->status == WH_OK) {
         s->logged_in = 1;
         free(s->user);
@@ -568,6 +607,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
     }
     s->want = POP3_WANT_INPUT;
     if (r->status == WH_TEMP) {
+        sasl_clear(&s->sasl);
         log_kv(LOG_WARN, s->id, "login failed: backend error", "user=%s client=%s error=%s",
                pop3_user(s), s->ip, r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] authentication is unavailable now, try again later");
@@ -578,27 +618,154 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
            pop3_user(s), s->ip, s->call.method, s->attempts);
     free(s->user_given);
     s->user_given = NULL;
+    pop3_refusal(s, r, s->sasl_error, sizeof(s->sasl_error));
+    sasl_clear(&s->sasl);
+    s->close_after_delay =
+        s->p->max_auth_failures > 0 && s->auth_failures >= s->p->max_auth_failures;
+    if (s->method && (!strcmp(s->method, "XOAUTH2") || !strcmp(s->method, "OAUTHBEARER"))) {
+        /* RFC 7628 §3.2.2: an error challenge first; the client answers
+         * with one more line, then gets the -ERR. */
+        pop3_reply(s, "+ %s",
+                   sasl_oauth_error_challenge(!strcmp(s->method, "XOAUTH2") ? SASL_XOAUTH2
+                                                                            : SASL_OAUTHBEARER));
+        s->sasl_error_ack = 1;
+        return;
+    }
+    pop3_reply(s, "%s", s->sasl_error);
+    s->want = POP3_WANT_DELAY;
+}
+
+/* The -ERR line for a refused login, by its response code. */
+static void pop3_refusal(const struct pop3_session *s, const struct wh_result *r, char *out,
+                         size_t n)
+{
+    const char *m = r->message;
+
+    (void)s;
     switch (r->code) {
     case WH_CODE_IN_USE:
-        pop3_reply(s, "-ERR [IN-USE] %s", r->message ? r->message : "maildrop is in use");
+        snprintf(out, n, "-ERR [IN-USE] %s", m ? m : "maildrop is in use");
         break;
     case WH_CODE_LOGIN_DELAY:
-        pop3_reply(s, "-ERR [LOGIN-DELAY] %s", r->message ? r->message : "logging in too often");
+        snprintf(out, n, "-ERR [LOGIN-DELAY] %s", m ? m : "logging in too often");
         break;
     case WH_CODE_SYS_TEMP:
-        pop3_reply(s, "-ERR [SYS/TEMP] %s", r->message ? r->message : "try again later");
+        snprintf(out, n, "-ERR [SYS/TEMP] %s", m ? m : "try again later");
         break;
     case WH_CODE_SYS_PERM:
-        pop3_reply(s, "-ERR [SYS/PERM] %s", r->message ? r->message : "login not possible");
+        snprintf(out, n, "-ERR [SYS/PERM] %s", m ? m : "login not possible");
         break;
     case WH_CODE_AUTH:
     default:
-        pop3_reply(s, "-ERR [AUTH] %s", r->message ? r->message : "invalid user name or password");
+        snprintf(out, n, "-ERR [AUTH] %s", m ? m : "invalid user name or password");
         break;
     }
-    s->close_after_delay =
-        s->p->max_auth_failures > 0 && s->auth_failures >= s->p->max_auth_failures;
+}
+
+/* The client acknowledged the OAuth error challenge. */
+static void pop3_sasl_error_done(struct pop3_session *s)
+{
+    s->sasl_error_ack = 0;
+    pop3_reply(s, "%s", s->sasl_error);
     s->want = POP3_WANT_DELAY;
+}
+
+/* ---- AUTH (RFC 5034) -------------------------------------------------- */
+
+/* Checks the decoded credentials and asks the backend. */
+static void pop3_sasl_done(struct pop3_session *s)
+{
+    struct sasl *a = &s->sasl;
+
+    s->in_sasl = 0;
+    if ((a->user && (strlen(a->user) > WH_USER_MAX || !wh_utf8_valid(a->user, strlen(a->user)))) ||
+        (a->authzid && !wh_utf8_valid(a->authzid, strlen(a->authzid))) ||
+        (a->password && !wh_utf8_valid(a->password, strlen(a->password))) ||
+        (a->token && !wh_utf8_valid(a->token, strlen(a->token)))) {
+        sasl_clear(a);
+        pop3_reply(s, "-ERR [AUTH] credentials are not valid UTF-8");
+        return;
+    }
+    free(s->user_given);
+    s->user_given = NULL;
+    if (a->user && !(s->user_given = strdup(a->user))) {
+        sasl_clear(a);
+        pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
+        return;
+    }
+    pop3_start_auth(s, sasl_mech_name(a->mech));
+}
+
+/* Acts on what the SASL decoder said. */
+static void pop3_sasl_result(struct pop3_session *s, enum sasl_rc rc, const char *chal)
+{
+    switch (rc) {
+    case SASL_CONTINUE:
+        s->in_sasl = 1;
+        pop3_reply(s, "+ %s", chal);
+        return;
+    case SASL_DONE:
+        pop3_sasl_done(s);
+        return;
+    case SASL_CANCEL:
+        s->in_sasl = 0;
+        sasl_clear(&s->sasl);
+        pop3_reply(s, "-ERR AUTH cancelled");
+        return;
+    case SASL_BAD:
+    default:
+        s->in_sasl = 0;
+        log_kv(LOG_INFO, s->id, "bad SASL response", "why=%s", s->sasl.why ? s->sasl.why : "");
+        sasl_clear(&s->sasl);
+        pop3_bad(s, "invalid SASL response");
+        return;
+    }
+}
+
+static void pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
+{
+    char chal[64];
+    int m;
+
+    if (argc == 0) {
+        /* Not in RFC 5034, but clients (Outlook) send it to list mechanisms. */
+        buf_printf(&s->out, "+OK SASL mechanisms follow\r\n");
+        pop3_mechs(s, 1);
+        buf_add(&s->out, ".\r\n", 3);
+        return;
+    }
+    m = sasl_mech_lookup(argv[0]);
+    if (m < 0) {
+        pop3_reply(s, "-ERR unsupported SASL mechanism");
+        return;
+    }
+    if (sasl_mech_plaintext(m) && !pop3_plaintext_ok(s)) {
+        pop3_reply(s, "-ERR [AUTH] plaintext authentication is not allowed without TLS%s",
+                   s->p->stls_available ? "; use STLS first" : "");
+        return;
+    }
+    pop3_sasl_result(s, sasl_start(&s->sasl, m, argc == 2 ? argv[1] : NULL, chal, sizeof(chal)),
+                     chal);
+}
+
+/* A line while a SASL exchange is in progress. */
+static void pop3_sasl_line(struct pop3_session *s, const char *line)
+{
+    char chal[64];
+
+    if (s->sasl_error_ack) {
+        pop3_sasl_error_done(s);
+        return;
+    }
+    pop3_sasl_result(s, sasl_step(&s->sasl, line, chal, sizeof(chal)), chal);
+}
+
+static void pop3_cmd_utf8(struct pop3_session *s, int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    s->utf8 = 1;
+    pop3_reply(s, "+OK UTF8 enabled");
 }
 
 void pop3_delay_done(struct pop3_session *s)
@@ -1024,7 +1191,8 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
     s->cmd = c ? c->name : "";
     if (log_enabled(LOG_DEBUG))
         log_kv(LOG_DEBUG, s->id, "command", "verb=%s args=%s", c ? c->name : "(unknown)",
-               c && (c->flags & F_REST) && strcmp(c->name, "USER") ? "***" : (rest ? rest : ""));
+               c && ((c->flags & F_SECRET_ARGS) || !strcmp(c->name, "PASS")) && rest ? "***"
+                                                                                  : (rest ? rest : ""));
     if (!c) {
         pop3_bad(s, "unknown command");
         return;
@@ -1054,11 +1222,42 @@ static int pop3_line_ok(const char *p, size_t n)
     return 1;
 }
 
+/* Handles one complete line (without its line end). */
+static void pop3_line(struct pop3_session *s, const char *data, size_t n)
+{
+    char small[POP3_LINE_MAX + 1], *line = small;
+
+    if (!pop3_line_ok(data, n)) {
+        if (s->in_sasl || s->sasl_error_ack) {
+            s->in_sasl = s->sasl_error_ack = 0;
+            sasl_clear(&s->sasl);
+        }
+        pop3_bad(s, "invalid characters in command");
+        return;
+    }
+    if (n == 0 && !s->in_sasl && !s->sasl_error_ack) {
+        pop3_bad(s, "empty command");
+        return;
+    }
+    if (n >= sizeof(small) && !(line = malloc(n + 1))) {
+        pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
+        return;
+    }
+    memcpy(line, data, n);
+    line[n] = '\0';
+    if (s->in_sasl || s->sasl_error_ack)
+        pop3_sasl_line(s, line);
+    else
+        pop3_dispatch(s, line);
+    explicit_bzero(line, n);
+    if (line != small)
+        free(line);
+}
+
 size_t pop3_feed(struct pop3_session *s, const char *data, size_t len)
 {
     size_t max = pop3_line_max(s), n;
     const char *lf;
-    char line[POP3_LINE_MAX + 1];
 
     if (s->want != POP3_WANT_INPUT || len == 0)
         return 0;
@@ -1072,6 +1271,10 @@ size_t pop3_feed(struct pop3_session *s, const char *data, size_t len)
         }
         s->discarding = 0;
         s->cmd = "";
+        if (s->in_sasl || s->sasl_error_ack) {
+            s->in_sasl = s->sasl_error_ack = 0;
+            sasl_clear(&s->sasl);
+        }
         log_kv(LOG_INFO, s->id, "line too long", "limit=%zu", max);
         pop3_bad(s, "line too long");
         return (size_t)(lf - data) + 1;
@@ -1081,15 +1284,6 @@ size_t pop3_feed(struct pop3_session *s, const char *data, size_t len)
     n = (size_t)(lf - data);
     if (n > 0 && data[n - 1] == '\r')
         n--;
-    if (!pop3_line_ok(data, n)) {
-        pop3_bad(s, "invalid characters in command");
-    } else if (n == 0) {
-        pop3_bad(s, "empty command");
-    } else {
-        memcpy(line, data, n);
-        line[n] = '\0';
-        pop3_dispatch(s, line);
-        explicit_bzero(line, sizeof(line));
-    }
+    pop3_line(s, data, n);
     return (size_t)(lf - data) + 1;
 }
