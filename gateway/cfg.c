@@ -20,7 +20,7 @@
  * (for messages), drops leading blanks (so an indented line is never taken as
  * an inih continuation line), refuses [section] lines, and handles lines
  * longer than the library's fixed line buffer itself instead of letting inih
- * split them.
+ * split them. As in inih, `;` after a blank also starts a comment.
  */
 #include "cfg.h"
 #include "log.h"

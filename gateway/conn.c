@@ -15,19 +15,26 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <errno.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "gateway/conv.h"
 #include "gateway/log.h"
 #include "gateway/pop3.h"
+#include "gateway/proxy.h"
 #include "gateway/server.h"
+#include "gateway/tls.h"
 #include "webhook/wh_client.h"
+#include "admin/metrics.h"
 
 #define CONN_INPUT_MAX (64 * 1024)     /* buffered client input before reading stops */
 #define CONN_OUTPUT_HIGH (256 * 1024)  /* above this a streamed retrieve pauses */
@@ -47,15 +54,29 @@ struct conn {
     int gone;               /* the client closed or broke the connection */
     int closing;            /* flush the output, then free */
     const char *reason;     /* why it ends, for the disconnect event */
+    int fd;                 /* the socket, until a bufferevent owns it */
+    struct event *proxy_ev; /* waiting for the PROXY header */
+    struct sockaddr_storage peer; /* the client (after PROXY) */
+    struct timespec proxy_deadline;
+    int stls;               /* STLS accepted: start TLS once the +OK is flushed */
     char id[24];
     char ip[INET6_ADDRSTRLEN];
     int port;
-    int tls;
+    int tls;                /* TLS is (or is about to be) active */
+    int implicit_tls;       /* the listener is implicit TLS */
+    long long since;        /* unix time of accept */
+    int tls_done;           /* the TLS handshake completed */
+    unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
+    enum pop3_state counted; /* state counted in the sessions_* gauges */
+    int counted_valid;
 };
 
 static void conn_process(struct conn *c);
 static void conn_free(struct conn *c);
 static void conn_flush(struct conn *c);
+static int conn_make_bev(struct conn *c, int accepting_tls);
+static void conn_setup_bev(struct conn *c);
+static void conn_track_state(struct conn *c, int gone);
 
 static void conn_kick(struct conn *c)
 {
@@ -111,11 +132,13 @@ static void conn_stream_end(struct conn *c, int ok)
         n = conv_finish(&c->conv, tail);
         if (!c->gone)
             bufferevent_write(c->bev, tail, n);
-        if (call && call->lines < 0 && c->conv.octets != pop3_msg_size(c->s, call->message))
+        if (call && call->lines < 0 && c->conv.octets != pop3_msg_size(c->s, call->message)) {
+            METRIC_INC(size_mismatches);
             log_kv(LOG_WARN, c->id, "message size differs from listing",
                    "message=%u listed=%llu sent=%llu", (unsigned)call->message,
                    (unsigned long long)pop3_msg_size(c->s, call->message),
                    (unsigned long long)c->conv.octets);
+        }
     }
     c->streaming = 0;
     c->req = NULL;
@@ -236,9 +259,55 @@ static int conn_feed(struct conn *c)
         if (k == 0)
             break;
         evbuffer_drain(in, k);
+        c->bytes_in += k;
+        METRIC_ADD(bytes_in, k);
         any = 1;
     }
     return any;
+}
+
+/* STLS: replaces the plain bufferevent by a TLS one on the same socket. */
+static void conn_start_tls(struct conn *c)
+{
+    int fd = (int)bufferevent_getfd(c->bev);
+
+    c->stls = 0;
+    bufferevent_setfd(c->bev, -1); /* keep the socket open */
+    bufferevent_free(c->bev);      /* and drop what the client sent before TLS */
+    c->bev = NULL;
+    c->fd = fd;
+    if (conn_make_bev(c, 1) < 0) {
+        log_kv(LOG_ERROR, c->id, "cannot start TLS", "client=%s", c->ip);
+        c->reason = "error";
+        conn_free(c);
+        return;
+    }
+    conn_setup_bev(c);
+    c->tls = 1;
+    pop3_tls_started(c->s);
+    log_kv(LOG_DEBUG, c->id, "STLS: TLS started", "client=%s", c->ip);
+    conn_process(c);
+}
+
+/* Keeps the sessions-by-state gauges in step (gone: the session ends). */
+static void conn_track_state(struct conn *c, int gone)
+{
+    enum pop3_state st = c->s ? pop3_state(c->s) : POP3_CLOSED;
+
+    if (gone)
+        st = POP3_CLOSED;
+    if (c->counted_valid && c->counted == st)
+        return;
+    if (c->counted_valid && c->counted == POP3_AUTHORIZATION)
+        METRIC_DEC(sessions_authorization);
+    else if (c->counted_valid && c->counted == POP3_TRANSACTION)
+        METRIC_DEC(sessions_transaction);
+    if (st == POP3_AUTHORIZATION)
+        METRIC_INC(sessions_authorization);
+    else if (st == POP3_TRANSACTION)
+        METRIC_INC(sessions_transaction);
+    c->counted = st;
+    c->counted_valid = 1;
 }
 
 /* Runs the session as far as it goes; called from the loop only. */
@@ -251,6 +320,7 @@ static void conn_process(struct conn *c)
     if (!c->streaming && !c->req)
         conn_feed(c);
     conn_flush(c);
+    conn_track_state(c, 0);
     switch (pop3_want(c->s)) {
     case POP3_WANT_INPUT:
         if (c->w->draining) {
@@ -290,11 +360,13 @@ static void conn_process(struct conn *c)
         return;
     }
     case POP3_WANT_STLS:
-        /* No TLS in this build of the shell: the session never offers STLS
-         * without a certificate, so this is unreachable. */
-        pop3_timeout(c->s);
-        conn_flush(c);
-        break;
+        /* The handshake starts once "+OK" has left; input buffered so far
+         * (sent before the handshake) is dropped with the old bufferevent. */
+        c->stls = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_start_tls(c);
+        return;
     case POP3_WANT_CLOSE:
         break;
     default:
@@ -339,6 +411,11 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
             conn_free(c);
         return;
     }
+    if (c->stls) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_start_tls(c);
+        return;
+    }
     if (c->req && c->streaming)
         wh_resume(c->req);
 }
@@ -349,11 +426,26 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     struct conn *c = arg;
 
     (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        /* The TLS handshake completed. */
+        c->tls_done = 1;
+        METRIC_INC(tls_handshakes);
+        return;
+    }
+    if (c->tls && !c->tls_done)
+        METRIC_INC(tls_failures);
     if (what & BEV_EVENT_TIMEOUT) {
+        METRIC_INC(send_timeouts);
         log_kv(LOG_INFO, c->id, "send timeout: client stopped reading", "client=%s", c->ip);
         c->reason = "timeout";
     } else if (what & BEV_EVENT_ERROR) {
+        unsigned long e = bufferevent_get_openssl_error(c->bev);
         c->reason = "error";
+        if (e) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof(buf));
+            log_kv(LOG_INFO, c->id, "TLS error", "client=%s error=%s", c->ip, buf);
+        }
     } else {
         c->reason = "client_closed";
     }
@@ -436,22 +528,194 @@ static void conn_hex(char *out, const unsigned char *p, size_t n)
     out[2 * n] = '\0';
 }
 
+/* Wraps the socket in a bufferevent (TLS or plain). 0 or -1. */
+static int conn_make_bev(struct conn *c, int accepting_tls)
+{
+    struct event_base *base = c->w->base;
+
+    if (accepting_tls) {
+        SSL *ssl = tls_new_ssl();
+        if (!ssl)
+            return -1;
+        c->bev = bufferevent_openssl_socket_new(base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev) {
+            SSL_free(ssl);
+            return -1;
+        }
+        /* A client that drops the TCP connection without close_notify has
+         * simply left: treat it as EOF. */
+        bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(base, c->fd, BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev)
+            return -1;
+    }
+    c->fd = -1; /* the bufferevent owns it now */
+    return 0;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* evbuffer: counts the octets that left for the client. */
+static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)b;
+    if (info->n_deleted) {
+        c->bytes_out += info->n_deleted;
+        METRIC_ADD(bytes_out, info->n_deleted);
+    }
+}
+
+static void conn_setup_bev(struct conn *c)
+{
+    const struct cfg *cfg = c->w->srv->cfg;
+    struct timeval send_tv = {(time_t)cfg->send_timeout, 0};
+
+    evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
+    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
+}
+
+/* The client's address is known (after PROXY): create the session. */
+static void conn_start(struct conn *c)
+{
+    const struct cfg *cfg = c->w->srv->cfg;
+    struct pop3_peer peer;
+    unsigned char rnd[8];
+    char ts_rand[17], apop_ts[320];
+
+    conn_addr(c, (struct sockaddr *)&c->peer);
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1 || conn_make_bev(c, c->implicit_tls) < 0) {
+        log_kv(LOG_ERROR, c->id, "cannot set up the connection", "client=%s tls=%d", c->ip,
+               c->implicit_tls);
+        conn_free(c);
+        return;
+    }
+    conn_hex(ts_rand, rnd, sizeof(rnd));
+    snprintf(apop_ts, sizeof(apop_ts), "<%s.%lld@%s>", ts_rand, (long long)time(NULL),
+             cfg->hostname);
+    memset(&peer, 0, sizeof(peer));
+    peer.id = c->id;
+    peer.ip = c->ip;
+    peer.port = c->port;
+    peer.tls = c->implicit_tls;
+    peer.loopback = conn_is_loopback((struct sockaddr *)&c->peer);
+    peer.apop_timestamp = cfg->apop ? apop_ts : NULL;
+    c->s = pop3_new(&c->w->srv->params, &peer);
+    if (!c->s) {
+        conn_free(c);
+        return;
+    }
+    conn_setup_bev(c);
+    log_kv(LOG_DEBUG, c->id, "connect", "client=%s port=%d tls=%d", c->ip, c->port, c->tls);
+    conn_process(c);
+}
+
+/* event: bytes (or the deadline) for the PROXY header. The header is peeked
+ * and then consumed to its exact length, so whatever follows (a TLS
+ * ClientHello) stays in the socket for the bufferevent. */
+static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    unsigned char buf[PROXY_HEADER_MAX];
+    struct proxy_info info;
+    struct timespec now;
+    ssize_t n;
+    int len;
+    struct timeval retry = {0, 5000};
+
+    (void)fd;
+    (void)what;
+    n = recv(c->fd, buf, sizeof(buf), MSG_PEEK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        log_kv(LOG_INFO, c->id, "closed before the PROXY header", "peer=%s", c->ip);
+        conn_free(c);
+        return;
+    }
+    len = n > 0 ? proxy_parse(buf, (size_t)n, c->w->srv->proxy_versions, &info) : 0;
+    if (len < 0) {
+        METRIC_INC(proxy_rejected);
+        log_kv(LOG_WARN, c->id, "bad PROXY header: closing", "peer=%s", c->ip);
+        conn_free(c);
+        return;
+    }
+    if (len > 0) {
+        if (recv(c->fd, buf, (size_t)len, 0) != len) {
+            conn_free(c);
+            return;
+        }
+        if (!info.local)
+            memcpy(&c->peer, &info.src, sizeof(c->peer));
+        event_free(c->proxy_ev);
+        c->proxy_ev = NULL;
+        conn_start(c);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec >= c->proxy_deadline.tv_sec) {
+        METRIC_INC(proxy_rejected);
+        log_kv(LOG_WARN, c->id, "no PROXY header in time: closing", "peer=%s", c->ip);
+        conn_free(c);
+        return;
+    }
+    /* A partial header stays readable (it was only peeked), so waiting for
+     * EV_READ would spin: poll again shortly instead. With nothing read
+     * yet, wait for bytes until the deadline. */
+    event_del(c->proxy_ev);
+    if (n > 0) {
+        event_assign(c->proxy_ev, c->w->base, -1, 0, conn_proxy_cb, c);
+        event_add(c->proxy_ev, &retry);
+    } else {
+        struct timeval left = {c->proxy_deadline.tv_sec - now.tv_sec, 0};
+        event_assign(c->proxy_ev, c->w->base, c->fd, EV_READ, conn_proxy_cb, c);
+        event_add(c->proxy_ev, &left);
+    }
+}
+
+/* Waits for the PROXY header from a trusted peer. */
+static int conn_wait_proxy(struct conn *c)
+{
+    const struct cfg *cfg = c->w->srv->cfg;
+    struct timeval tv = {0, 0};
+
+    if (!proxy_trusted(c->w->srv->proxy_nets, c->w->srv->n_proxy_nets,
+                       (struct sockaddr *)&c->peer)) {
+        METRIC_INC(proxy_rejected);
+        log_kv(LOG_WARN, c->id, "PROXY header expected from an untrusted address: closing",
+               "peer=%s", c->ip);
+        return -1;
+    }
+    /* Load balancers send the header at once: a few seconds is plenty. */
+    tv.tv_sec = (time_t)(cfg->login_timeout < 5 ? cfg->login_timeout : 5) + 1;
+    clock_gettime(CLOCK_MONOTONIC, &c->proxy_deadline);
+    c->proxy_deadline.tv_sec += tv.tv_sec;
+    c->proxy_ev = event_new(c->w->base, c->fd, EV_READ, conn_proxy_cb, c);
+    if (!c->proxy_ev)
+        return -1;
+    event_add(c->proxy_ev, &tv);
+    return 0;
+}
+
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int socklen, int tls)
 {
     const struct cfg *cfg = w->srv->cfg;
     struct conn *c;
-    struct pop3_peer peer;
-    unsigned char rnd[16];
-    char ts_rand[17], apop_ts[320];
-    struct timeval send_tv;
+    unsigned char rnd[8];
     int one = 1;
 
-    (void)socklen;
     if (cfg->max_connections > 0 &&
         atomic_fetch_add(&w->srv->connections, 1) >= cfg->max_connections) {
         static const char full[] = "-ERR [SYS/TEMP] too many connections, try again later\r\n";
         atomic_fetch_sub(&w->srv->connections, 1);
-        if (write(fd, full, sizeof(full) - 1) < 0) {
+        METRIC_INC(connections_refused);
+        if (!tls && write(fd, full, sizeof(full) - 1) < 0) {
             /* nothing more to do: the connection closes either way */
         }
         close(fd);
@@ -460,66 +724,39 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
         return;
     }
     c = calloc(1, sizeof(*c));
-    if (!c)
-        goto fail;
+    if (!c || RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        free(c);
+        close(fd);
+        atomic_fetch_sub(&w->srv->connections, 1);
+        METRIC_INC(connections_refused);
+        log_kv(LOG_ERROR, NULL, "cannot set up a connection", "error=%s", "out of memory");
+        return;
+    }
+    METRIC_INC(connections_total);
+    METRIC_INC(connections_active);
+    c->since = (long long)time(NULL);
     c->w = w;
-    c->tls = tls;
+    c->fd = fd;
+    c->tls = c->implicit_tls = tls;
+    conn_hex(c->id, rnd, sizeof(rnd));
+    memcpy(&c->peer, sa, (size_t)socklen < sizeof(c->peer) ? (size_t)socklen : sizeof(c->peer));
     conn_addr(c, sa);
-    if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-        goto fail;
-    conn_hex(c->id, rnd, 8);
-    conn_hex(ts_rand, rnd + 8, 8);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
     c->delay = evtimer_new(w->base, conn_delay_cb, c);
     c->kick = event_new(w->base, -1, 0, conn_kick_cb, c);
-    if (!c->bev || !c->timer || !c->delay || !c->kick)
-        goto fail_free;
-    fd = -1; /* the bufferevent owns it now */
-    snprintf(apop_ts, sizeof(apop_ts), "<%s.%lld@%s>", ts_rand, (long long)time(NULL),
-             cfg->hostname);
-    memset(&peer, 0, sizeof(peer));
-    peer.id = c->id;
-    peer.ip = c->ip;
-    peer.port = c->port;
-    peer.tls = tls;
-    peer.loopback = conn_is_loopback(sa);
-    peer.apop_timestamp = cfg->apop ? apop_ts : NULL;
-    c->s = pop3_new(&w->srv->params, &peer);
-    if (!c->s)
-        goto fail_free;
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
-    bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
-    send_tv.tv_sec = (time_t)cfg->send_timeout;
-    send_tv.tv_usec = 0;
-    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
-    log_kv(LOG_DEBUG, c->id, "connect", "client=%s port=%d tls=%d", c->ip, c->port, tls);
-    conn_process(c);
-    return;
-fail_free:
-    if (c->bev)
-        bufferevent_free(c->bev);
-    else if (fd >= 0)
-        close(fd);
-    fd = -1;
-    if (c->timer)
-        event_free(c->timer);
-    if (c->delay)
-        event_free(c->delay);
-    if (c->kick)
-        event_free(c->kick);
-    free(c);
-    c = NULL;
-fail:
-    free(c);
-    if (fd >= 0)
-        close(fd);
-    atomic_fetch_sub(&w->srv->connections, 1);
-    log_kv(LOG_ERROR, NULL, "cannot set up a connection", "error=%s", "out of memory");
+    if (!c->timer || !c->delay || !c->kick) {
+        conn_free(c);
+        return;
+    }
+    if (w->srv->cfg->proxy_protocol != CFG_PROXY_OFF) {
+        if (conn_wait_proxy(c) < 0)
+            conn_free(c);
+        return;
+    }
+    conn_start(c);
 }
 
 /* Sends the optional disconnect event for a session that logged in and did
@@ -552,16 +789,51 @@ static void conn_free(struct conn *c)
            c->reason ? c->reason : "");
     if (c->req)
         wh_cancel(c->req);
-    conn_send_disconnect(c);
+    if (c->s)
+        conn_send_disconnect(c);
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
-    event_free(c->timer);
-    event_free(c->delay);
-    event_free(c->kick);
-    bufferevent_free(c->bev);
+    if (c->timer)
+        event_free(c->timer);
+    if (c->delay)
+        event_free(c->delay);
+    if (c->kick)
+        event_free(c->kick);
+    if (c->proxy_ev)
+        event_free(c->proxy_ev);
+    if (c->bev) {
+        SSL *ssl = c->tls_done && !c->gone ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+        if (ssl)
+            SSL_shutdown(ssl); /* best effort close_notify; never waits */
+        bufferevent_free(c->bev);
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    conn_track_state(c, 1);
     pop3_free(c->s);
     free(c);
     atomic_fetch_sub(&w->srv->connections, 1);
+    METRIC_DEC(connections_active);
+}
+
+void conn_snapshot(const struct conn *c, struct session_info *out)
+{
+    static const char *const names[] = {"AUTHORIZATION", "TRANSACTION", "UPDATE", "CLOSING"};
+    const char *user = c->s ? pop3_user(c->s) : NULL;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->id, sizeof(out->id), "%s", c->id);
+    snprintf(out->user, sizeof(out->user), "%s", user ? user : "");
+    snprintf(out->ip, sizeof(out->ip), "%s", c->ip);
+    out->port = c->port;
+    out->tls = c->tls;
+    snprintf(out->state, sizeof(out->state), "%s",
+             !c->s ? "CONNECTING" : c->closing ? "CLOSING" : names[pop3_state(c->s)]);
+    snprintf(out->command, sizeof(out->command), "%s",
+             c->s && (c->req || c->streaming) ? pop3_current_command(c->s) : "");
+    out->since = c->since;
+    out->bytes_in = c->bytes_in;
+    out->bytes_out = c->bytes_out;
 }
 
 struct conn *conn_next(struct conn *c)

@@ -14,11 +14,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
+#include "admin/metrics.h"
 #include "gateway/cfg.h"
 #include "gateway/log.h"
 #include "gateway/server.h"
+#include "gateway/tls.h"
 #include "webhook/wh_client.h"
 
 /* Raises the soft descriptor limit to the hard one: each client costs one
@@ -104,9 +108,12 @@ int main(int argc, char **argv)
         log_kv(LOG_ERROR, NULL, "cannot initialise libraries", "libs=%s", "libevent,libcurl");
         goto out;
     }
+    if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
+        goto out;
     if (server_bind(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
         goto out;
-    if (server_start(&srv) < 0)
+    METRIC_SET(started, (long)time(NULL));
+    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0)
         goto stop;
     log_kv(LOG_INFO, NULL, "pop3gw started", "version=%s backend=%s", POP3GW_VERSION,
            cfg.backend_url);
@@ -114,7 +121,8 @@ int main(int argc, char **argv)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            log_kv(LOG_INFO, NULL, "SIGHUP: nothing to reload", "signal=%s", "HUP");
+            log_kv(LOG_INFO, NULL, "SIGHUP: reloading", "tls=%d", tls_enabled());
+            tls_reload();
             continue;
         }
         log_kv(LOG_INFO, NULL, "stopping", "signal=%s grace=%.1f", sig == SIGTERM ? "TERM" : "INT",
@@ -123,10 +131,12 @@ int main(int argc, char **argv)
     }
     rc = 0;
 stop:
-    server_stop(&srv);
+    server_stop(&srv); /* /readyz says "draining" meanwhile */
+    admin_stop();
 out:
     server_free(&srv);
     wh_global_cleanup();
+    tls_cleanup();
     if (rc == 0)
         log_kv(LOG_INFO, NULL, "stopped", "version=%s", POP3GW_VERSION);
     cfg_free(&cfg);

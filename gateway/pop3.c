@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin/metrics.h"
 #include "gateway/log.h"
 #include "gateway/sasl.h"
 #include "webhook/wh_json.h"
@@ -184,6 +185,7 @@ static void pop3_close(struct pop3_session *s)
 static void pop3_bad(struct pop3_session *s, const char *why)
 {
     s->bad_commands++;
+    METRIC_INC(bad_commands);
     if (s->p->max_bad_commands > 0 && s->bad_commands >= s->p->max_bad_commands) {
         pop3_reply(s, "-ERR %s; too many bad commands, closing", why);
         log_kv(LOG_INFO, s->id, "too many bad commands", "count=%d", s->bad_commands);
@@ -582,6 +584,18 @@ static void pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
 static void pop3_refusal(const struct pop3_session *s, const struct wh_result *r, char *out,
                          size_t n);
 
+static void pop3_count_login(const char *method, int ok)
+{
+    int m = metrics_method_index(method);
+
+    if (m < 0)
+        return;
+    if (ok)
+        METRIC_INC(logins_ok[m]);
+    else
+        METRIC_INC(logins_failed[m]);
+}
+
 /* authenticate answered */
 static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
 {
@@ -602,6 +616,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
         r->mailbox = NULL;
         log_kv(LOG_INFO, s->id, "login", "user=%s client=%s method=%s", s->user, s->ip,
                s->call.method);
+        pop3_count_login(s->call.method, 1);
         pop3_start_call(s, WH_LIST, PEND_LIST);
         return;
     }
@@ -614,6 +629,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
         return;
     }
     s->auth_failures++;
+    pop3_count_login(s->call.method, 0);
     log_kv(LOG_INFO, s->id, "login failed", "user=%s client=%s method=%s attempt=%d",
            pop3_user(s), s->ip, s->call.method, s->attempts);
     free(s->user_given);
@@ -813,6 +829,8 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
         pop3_reply(s, "-ERR [SYS/TEMP] the maildrop cannot be opened now, try again later");
         return;
     }
+    if (r->truncated_from)
+        METRIC_INC(listings_truncated);
     if (r->truncated_from)
         log_kv(LOG_WARN, s->id, "listing cut to max_messages", "user=%s listed=%zu kept=%zu",
                s->user, r->truncated_from, r->n_msgs);
@@ -1027,6 +1045,7 @@ void pop3_retrieve_end(struct pop3_session *s, int ok)
         pop3_close(s);
         return;
     }
+    METRIC_INC(messages_retrieved);
     s->want = POP3_WANT_INPUT;
 }
 
@@ -1074,8 +1093,10 @@ static void pop3_proceed_quit(struct pop3_session *s, struct wh_result *r)
             log_kv(LOG_INFO, s->id, "deleted", "user=%s message=%" PRIu32 " uid=%s", s->user,
                    s->del[i].message, s->del[i].uid ? s->del[i].uid : "");
         s->quit_done = 1;
+        METRIC_ADD(messages_deleted, s->call.n_deleted);
         pop3_reply(s, "+OK bye, %zu messages deleted", s->n_deleted);
     } else if (s->n_deleted) {
+        METRIC_INC(quit_failures);
         log_kv(LOG_WARN, s->id, "quit failed: deletions not committed", "user=%s deleted=%zu error=%s",
                s->user, s->n_deleted, r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] some deleted messages not removed");
@@ -1123,6 +1144,7 @@ void pop3_timeout(struct pop3_session *s)
 {
     if (s->state == POP3_CLOSED)
         return;
+    METRIC_INC(timeouts);
     log_kv(LOG_INFO, s->id, "timeout", "state=%s", pop3_state_names[s->state]);
     pop3_reply(s, "-ERR autologout: idle for too long, closing");
     pop3_close(s);
@@ -1189,6 +1211,7 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
         *rest++ = '\0';
     c = pop3_lookup(line);
     s->cmd = c ? c->name : "";
+    METRIC_INC(commands_total);
     if (log_enabled(LOG_DEBUG))
         log_kv(LOG_DEBUG, s->id, "command", "verb=%s args=%s", c ? c->name : "(unknown)",
                c && ((c->flags & F_SECRET_ARGS) || !strcmp(c->name, "PASS")) && rest ? "***"

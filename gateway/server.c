@@ -20,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/log.h"
+#include "gateway/tls.h"
 #include "webhook/wh_client.h"
 
 #define SERVER_BACKLOG 1024
@@ -73,6 +75,17 @@ int server_bind(struct server *srv, const struct cfg *cfg)
     int i, k;
 
     srv->cfg = cfg;
+    srv->proxy_versions = cfg->proxy_protocol == CFG_PROXY_V1   ? PROXY_V1
+                          : cfg->proxy_protocol == CFG_PROXY_V2 ? PROXY_V2
+                                                                : PROXY_V1 | PROXY_V2;
+    if (cfg->proxy_trusted) {
+        srv->n_proxy_nets = proxy_nets_parse(cfg->proxy_trusted, srv->proxy_nets,
+                                             (int)(sizeof(srv->proxy_nets) / sizeof(srv->proxy_nets[0])));
+        if (srv->n_proxy_nets < 0) {
+            log_kv(LOG_ERROR, NULL, "bad proxy_trusted", "value=%s", cfg->proxy_trusted);
+            return -1;
+        }
+    }
     srv->n_workers = cfg->workers > 0 ? cfg->workers : 1;
     for (i = 0; i < cfg->n_listen; i++)
         srv->specs[srv->n_specs++] = (struct listener_spec){cfg->listen[i], 0};
@@ -200,6 +213,124 @@ static void server_stop_cb(evutil_socket_t fd, short what, void *arg)
     server_drain_check_cb(-1, 0, w);
 }
 
+/* ---- queries from the admin thread ------------------------------------ */
+
+static void server_query_unref(struct server_query *q)
+{
+    int last;
+
+    pthread_mutex_lock(&q->lock);
+    last = --q->refs == 0;
+    pthread_mutex_unlock(&q->lock);
+    if (last) {
+        pthread_mutex_destroy(&q->lock);
+        pthread_cond_destroy(&q->cond);
+        free(q->list);
+        free(q);
+    }
+}
+
+/* Adds this worker's answer to a query. */
+static void server_query_answer(struct worker *w, struct server_query *q)
+{
+    struct conn *c;
+    size_t need;
+
+    pthread_mutex_lock(&q->lock);
+    if (q->with_sessions) {
+        need = q->n + w->n_conns;
+        if (need > q->cap) {
+            size_t cap = need + 64;
+            struct session_info *l = realloc(q->list, cap * sizeof(*l));
+            if (l) {
+                q->list = l;
+                q->cap = cap;
+            }
+        }
+        for (c = TAILQ_FIRST(&w->conns); c && q->n < q->cap; c = conn_next(c)) {
+            conn_snapshot(c, &q->list[q->n]);
+            q->list[q->n++].worker = w->index;
+        }
+    }
+    q->answered++;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    server_query_unref(q);
+}
+
+/* event: the admin thread asked something. */
+static void server_query_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct server_query *q, *next;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->qlock);
+    q = w->queries;
+    w->queries = NULL;
+    pthread_mutex_unlock(&w->qlock);
+    for (; q; q = next) {
+        next = q->next_in_worker[w->index];
+        server_query_answer(w, q);
+    }
+}
+
+struct server_query *server_query_start(struct server *srv, int with_sessions)
+{
+    struct server_query *q = calloc(1, sizeof(*q));
+    int i, n = srv->n_workers < 64 ? srv->n_workers : 64;
+
+    if (!q)
+        return NULL;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    q->with_sessions = with_sessions;
+    q->workers = n;
+    q->refs = 1 + n;
+    for (i = 0; i < n; i++) {
+        struct worker *w = &srv->workers[i];
+        pthread_mutex_lock(&w->qlock);
+        q->next_in_worker[i] = w->queries;
+        w->queries = q;
+        pthread_mutex_unlock(&w->qlock);
+        event_active(w->query_ev, EV_TIMEOUT, 0);
+    }
+    return q;
+}
+
+int server_query_wait(struct server_query *q, int timeout_ms)
+{
+    struct timespec until;
+    int answered;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&q->lock);
+    while (q->answered < q->workers)
+        if (pthread_cond_timedwait(&q->cond, &q->lock, &until) != 0)
+            break;
+    answered = q->answered;
+    pthread_mutex_unlock(&q->lock);
+    return answered;
+}
+
+void server_query_release(struct server_query *q)
+{
+    if (q)
+        server_query_unref(q);
+}
+
+int server_draining(const struct server *srv)
+{
+    return atomic_load(&srv->draining);
+}
+
 static void *server_worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -223,7 +354,9 @@ static int server_worker_init(struct server *srv, struct worker *w, int index)
     w->grace_ev = evtimer_new(w->base, server_grace_cb, w);
     w->drain_ev = evtimer_new(w->base, server_drain_check_cb, w);
     w->accept_retry = evtimer_new(w->base, server_accept_retry_cb, w);
-    if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry)
+    w->query_ev = event_new(w->base, -1, 0, server_query_cb, w);
+    pthread_mutex_init(&w->qlock, NULL);
+    if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry || !w->query_ev)
         return -1;
     for (k = 0; k < srv->n_specs; k++) {
         int *fd = &srv->fds[index * srv->n_specs + k];
@@ -245,7 +378,7 @@ int server_start(struct server *srv)
     srv->params.hostname = srv->cfg->hostname;
     srv->params.apop = srv->cfg->apop;
     srv->params.plaintext_always = srv->cfg->plaintext_auth == CFG_PLAIN_ALLOW;
-    srv->params.stls_available = 0;
+    srv->params.stls_available = tls_enabled();
     srv->params.max_bad_commands = srv->cfg->max_bad_commands;
     srv->params.max_auth_failures = srv->cfg->max_auth_failures;
     srv->params.expire = srv->cfg->expire;
@@ -273,6 +406,7 @@ void server_stop(struct server *srv)
 {
     int i;
 
+    atomic_store(&srv->draining, 1);
     for (i = 0; i < srv->n_workers && srv->workers; i++)
         event_active(srv->workers[i].stop_ev, EV_TIMEOUT, 0);
     for (i = 0; i < srv->n_workers && srv->workers; i++)
@@ -297,6 +431,10 @@ static void server_worker_free(struct worker *w)
         event_free(w->drain_ev);
     if (w->accept_retry)
         event_free(w->accept_retry);
+    if (w->query_ev) {
+        server_query_cb(-1, 0, w); /* answer what is left, so askers are not kept */
+        event_free(w->query_ev);
+    }
     if (w->base)
         event_base_free(w->base);
 }

@@ -14,6 +14,7 @@
 
 #include "gateway/cfg.h"
 #include "gateway/pop3.h"
+#include "gateway/proxy.h"
 
 struct event_base;
 struct sockaddr;
@@ -23,6 +24,33 @@ struct wh_client;
 struct conn;
 
 TAILQ_HEAD(conn_list, conn);
+
+/* A copy of one live session, for /sessions. */
+struct session_info {
+    char id[24];
+    char user[256];
+    char ip[46];
+    int port;
+    int tls;
+    int worker;
+    char state[16];    /* CONNECTING AUTHORIZATION TRANSACTION UPDATE CLOSING */
+    char command[8];   /* the verb being handled, or "" */
+    long long since;   /* unix time the connection was accepted */
+    unsigned long long bytes_in, bytes_out;
+};
+
+/* A question to every worker, answered from their own loops. */
+struct server_query {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs;            /* the asker plus each worker yet to answer */
+    int workers;         /* asked */
+    int answered;        /* answered so far */
+    int with_sessions;   /* copy the sessions too */
+    struct session_info *list;
+    size_t n, cap;
+    struct server_query *next_in_worker[64]; /* per-worker queue links */
+};
 
 struct listener_spec {
     struct cfg_addr addr;
@@ -44,6 +72,9 @@ struct worker {
     struct conn_list conns;
     size_t n_conns;
     int draining;
+    pthread_mutex_t qlock;        /* guards queries */
+    struct server_query *queries; /* waiting for this worker */
+    struct event *query_ev;       /* activated by the asker */
 };
 
 struct server {
@@ -55,6 +86,10 @@ struct server {
     struct worker *workers;
     int n_workers;
     atomic_long connections; /* open client connections, all workers */
+    struct proxy_net proxy_nets[64]; /* who may send a PROXY header */
+    int n_proxy_nets;
+    int proxy_versions; /* PROXY_V1 | PROXY_V2 accepted */
+    atomic_int draining;
 };
 
 /* Binds every listener for every worker. 0, or -1 after logging why. */
@@ -65,10 +100,26 @@ int server_start(struct server *srv);
 void server_stop(struct server *srv);
 void server_free(struct server *srv);
 
+/*
+ * Asks every worker to answer (and to copy its sessions when with_sessions).
+ * Workers answer from their own event loop and never wait on the asker.
+ * server_query_wait() blocks the asking thread (the admin thread) up to
+ * timeout_ms and returns how many workers answered; then read q->list and
+ * call server_query_release(). NULL when memory runs out.
+ */
+struct server_query *server_query_start(struct server *srv, int with_sessions);
+int server_query_wait(struct server_query *q, int timeout_ms);
+void server_query_release(struct server_query *q);
+
+/* True while the server drains (SIGTERM). */
+int server_draining(const struct server *srv);
+
 /* conn.c: takes an accepted socket. */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int socklen, int tls);
 /* conn.c: tells an idle session the server is stopping; busy ones finish first. */
 void conn_drain(struct conn *c);
+/* conn.c: copies what /sessions shows of one connection. */
+void conn_snapshot(const struct conn *c, struct session_info *out);
 /* conn.c: the next connection in the worker's list. */
 struct conn *conn_next(struct conn *c);
 /* conn.c: closes at once (end of the grace period). */

@@ -28,6 +28,7 @@
 #include <sys/queue.h>
 #include <time.h>
 
+#include "admin/metrics.h"
 #include "gateway/buf.h"
 #include "gateway/cfg.h"
 #include "gateway/log.h"
@@ -62,6 +63,8 @@ struct wh_req {
     int paused;         /* a data() callback asked to pause */
     int dead;           /* cancelled or failed inside a curl callback */
     struct timespec deadline; /* for the whole call, retries included */
+    struct timespec started;  /* when the call started, for the latency histogram */
+    int observed;             /* latency recorded */
     double timeout;           /* seconds (retrieve: without progress) */
     struct event *timer;      /* backoff, and retrieve's no-progress timer */
 };
@@ -216,6 +219,37 @@ static void wh_now(struct timespec *ts)
     clock_gettime(CLOCK_MONOTONIC, ts);
 }
 
+/* Records the call's latency once (retrieve: when its headers arrive). */
+static void wh_observe(struct wh_req *r)
+{
+    struct timespec now;
+
+    if (r->observed)
+        return;
+    r->observed = 1;
+    wh_now(&now);
+    metrics_observe(&metrics.webhook_latency[r->event],
+                    (double)(now.tv_sec - r->started.tv_sec) +
+                        (double)(now.tv_nsec - r->started.tv_nsec) / 1e9);
+}
+
+/* Counts a finished call and, when it failed, why. */
+static void wh_count(struct wh_req *r, int failed, enum metrics_wh_error why)
+{
+    METRIC_INC(webhook_calls[r->event]);
+    if (failed) {
+        METRIC_INC(webhook_errors[r->event][why]);
+        METRIC_SET(backend_last_error, (long)time(NULL));
+    } else {
+        METRIC_SET(backend_last_ok, (long)time(NULL));
+    }
+}
+
+static enum metrics_wh_error wh_error_kind(CURLcode res)
+{
+    return res == CURLE_OPERATION_TIMEDOUT ? MWE_TIMEOUT : MWE_CONNECT;
+}
+
 static long wh_ms_left(const struct wh_req *r)
 {
     struct timespec now;
@@ -356,6 +390,7 @@ static int wh_headers_complete(struct wh_req *r)
         r->headers_done = 0;
         return 0;
     }
+    wh_observe(r);
     if (r->event != WH_RETRIEVE || code != 200)
         return 0;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
@@ -430,6 +465,7 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
 
 static void wh_req_free(struct wh_req *r)
 {
+    METRIC_DEC(webhook_inflight);
     if (r->timer)
         event_free(r->timer);
     if (r->easy)
@@ -520,6 +556,13 @@ static void wh_deliver(struct wh_req *r, CURLcode res, long code)
         wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len,
                       (size_t)r->c->cfg->max_messages, &res_r);
     }
+    wh_observe(r);
+    if (res != CURLE_OK)
+        wh_count(r, 1, wh_error_kind(res));
+    else if (res_r.status == WH_TEMP)
+        wh_count(r, 1, code >= 200 && code < 300 ? MWE_BODY : MWE_STATUS);
+    else
+        wh_count(r, 0, MWE_N);
     if (res_r.status == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=%s id=%s http_status=%ld error=%s",
                wh_event_names[r->event], r->id, code, res_r.error ? res_r.error : "");
@@ -534,7 +577,9 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
     size_t len = 0;
     char *content;
 
+    wh_observe(r);
     if (r->streaming) {
+        wh_count(r, res != CURLE_OK, MWE_BROKEN);
         if (res != CURLE_OK)
             log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
                    curl_easy_strerror(res));
@@ -543,6 +588,7 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
     }
     if (res != CURLE_OK || code != 200) {
         enum wh_status st = (res == CURLE_OK && code == 404) ? WH_NOT_FOUND : WH_TEMP;
+        wh_count(r, st == WH_TEMP, res != CURLE_OK ? wh_error_kind(res) : MWE_STATUS);
         if (st == WH_TEMP)
             log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
                    r->id, code, res != CURLE_OK ? curl_easy_strerror(res) : "unexpected status");
@@ -550,6 +596,7 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
         return;
     }
     content = wh_json_parse_content(r->reply.data, r->reply.len, &len, &err);
+    wh_count(r, !content, MWE_BODY);
     if (!content) {
         log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s error=%s", r->id,
                err ? err : "bad JSON content");
@@ -575,6 +622,7 @@ static void wh_finish(struct wh_req *r, CURLcode res)
         log_kv(LOG_INFO, NULL, "webhook retry", "event=%s id=%s attempt=%d error=%s",
                wh_event_names[r->event], r->id, r->attempts + 1, curl_easy_strerror(res));
         r->state = RQ_BACKOFF;
+        METRIC_INC(webhook_retries[r->event]);
         wh_arm(r, ms);
         return;
     }
@@ -624,6 +672,7 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
 
     if (!r)
         return NULL;
+    METRIC_INC(webhook_inflight);
     r->c = c;
     r->event = call->event;
     r->h = h;
@@ -640,6 +689,7 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
     t = wh_timeout_for(c->cfg, r->event);
     r->timeout = t;
     wh_now(&now);
+    r->started = now;
     r->deadline.tv_sec = now.tv_sec + (time_t)t;
     r->deadline.tv_nsec = now.tv_nsec + (long)((t - (double)(time_t)t) * 1e9);
     if (r->deadline.tv_nsec >= 1000000000L) {

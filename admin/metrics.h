@@ -1,0 +1,88 @@
+/*
+ * metrics: process-wide counters, gauges and latency histograms.
+ *
+ * Workers update them with relaxed atomics (no lock on the hot path); the
+ * admin thread reads them to render /status and /metrics.
+ */
+#ifndef POP3GW_METRICS_H
+#define POP3GW_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "webhook/wh.h"
+
+/* Login methods, in the order of metrics_method_names. */
+enum metrics_method { MM_USER, MM_APOP, MM_PLAIN, MM_LOGIN, MM_XOAUTH2, MM_OAUTHBEARER, MM_N };
+
+/* Upper bounds (seconds) of the latency histogram buckets; +Inf follows. */
+#define METRICS_BUCKETS 12
+extern const double metrics_bucket_bounds[METRICS_BUCKETS];
+
+struct metrics_hist {
+    atomic_ulong bucket[METRICS_BUCKETS + 1]; /* non-cumulative; the last is +Inf */
+    atomic_ulong count;
+    atomic_ulong sum_us; /* microseconds */
+};
+
+/* Why a webhook call failed (label "reason" of pop3gw_webhook_errors_total). */
+enum metrics_wh_error {
+    MWE_TIMEOUT,   /* deadline passed */
+    MWE_CONNECT,   /* connection refused or reset, DNS */
+    MWE_STATUS,    /* 5xx or an unexpected status */
+    MWE_BODY,      /* a body not per the contract */
+    MWE_BROKEN,    /* a streamed retrieve broke after +OK */
+    MWE_N
+};
+
+struct metrics {
+    /* connections */
+    atomic_ulong connections_total;    /* accepted */
+    atomic_long connections_active;    /* open now */
+    atomic_ulong connections_refused;  /* over max_connections / per IP */
+    atomic_ulong tls_handshakes;       /* completed (implicit TLS and STLS) */
+    atomic_ulong tls_failures;         /* handshakes that failed */
+    atomic_ulong proxy_rejected;       /* bad, missing or untrusted PROXY headers */
+    atomic_long sessions_authorization; /* sessions in each state now */
+    atomic_long sessions_transaction;
+    /* POP3 */
+    atomic_ulong commands_total;        /* command lines handled */
+    atomic_ulong bad_commands;          /* unknown, wrong state or syntax, too long */
+    atomic_ulong logins_ok[MM_N];
+    atomic_ulong logins_failed[MM_N];   /* refused by the backend */
+    atomic_ulong timeouts;              /* login/idle autologout */
+    atomic_ulong send_timeouts;         /* a client stopped reading */
+    atomic_ulong messages_retrieved;    /* RETR/TOP completed */
+    atomic_ulong messages_deleted;      /* committed by a successful quit */
+    atomic_ulong quit_failures;         /* quit with deletions not committed */
+    atomic_ulong size_mismatches;       /* streamed size differs from the listing */
+    atomic_ulong listings_truncated;    /* cut to max_messages */
+    atomic_ulong bytes_in, bytes_out;   /* POP3 payload octets */
+    /* webhooks */
+    atomic_ulong webhook_calls[WH_N_EVENTS];  /* finished calls */
+    atomic_ulong webhook_errors[WH_N_EVENTS][MWE_N];
+    atomic_ulong webhook_retries[WH_N_EVENTS];
+    atomic_long webhook_inflight;             /* running or queued now */
+    struct metrics_hist webhook_latency[WH_N_EVENTS]; /* seconds to the reply (retrieve: to the headers) */
+    atomic_ulong backend_ok_streak_reset;     /* reserved */
+    atomic_long backend_last_ok;              /* unix time of the last good reply */
+    atomic_long backend_last_error;           /* unix time of the last failed call */
+    atomic_long started;                      /* unix time the process started */
+};
+
+extern struct metrics metrics;
+extern const char *const metrics_method_names[MM_N];
+extern const char *const metrics_wh_error_names[MWE_N];
+
+#define METRIC_ADD(field, n) atomic_fetch_add_explicit(&metrics.field, (n), memory_order_relaxed)
+#define METRIC_INC(field) METRIC_ADD(field, 1)
+#define METRIC_DEC(field) atomic_fetch_sub_explicit(&metrics.field, 1, memory_order_relaxed)
+#define METRIC_SET(field, v) atomic_store_explicit(&metrics.field, (v), memory_order_relaxed)
+#define METRIC_GET(field) atomic_load_explicit(&metrics.field, memory_order_relaxed)
+
+/* Records one observation (seconds) in a histogram. */
+void metrics_observe(struct metrics_hist *h, double seconds);
+/* Maps a method name ("USER", "PLAIN", ...) to its index, or -1. */
+int metrics_method_index(const char *name);
+
+#endif

@@ -1,0 +1,78 @@
+#!/bin/sh
+# make demo: a sample mailbox, the reference backend and the gateway on
+# 127.0.0.1, in the foreground until Ctrl-C.
+set -eu
+B=${B:-build}
+DIR=${DEMO_DIR:-$B/demo}
+POP3_PORT=${POP3_PORT:-1110}
+BACKEND_PORT=${BACKEND_PORT:-8025}
+PASSWORD=wonderland
+
+mkdir -p "$DIR/mail/alice/new" "$DIR/mail/alice/cur" "$DIR/mail/alice/tmp"
+printf 'alice:%s\n' "$PASSWORD" > "$DIR/mail/users"
+if [ -z "$(ls -A "$DIR/mail/alice/new" "$DIR/mail/alice/cur")" ]; then
+    now=$(date +%s)
+    cat > "$DIR/mail/alice/new/$now.M1P1.demo" <<MSG
+From: pop3gw demo <demo@example.org>
+To: alice@example.org
+Subject: Welcome to pop3gw
+Date: $(date -R)
+Message-ID: <$now.1@demo.example.org>
+
+Hello Alice,
+
+this message lives in a Maildir served by the reference backend
+(pop3gw-maildir). Your mail client speaks POP3 to pop3gw, and pop3gw
+turns every command into a JSON webhook to that backend.
+.
+A line with a single dot, like the one above, is dot-stuffed on the wire.
+MSG
+    cat > "$DIR/mail/alice/new/$((now + 1)).M2P1.demo" <<MSG
+From: pop3gw demo <demo@example.org>
+To: alice@example.org
+Subject: A second message
+Date: $(date -R)
+Message-ID: <$now.2@demo.example.org>
+
+Delete me with DELE 2 and QUIT, and the backend removes the file.
+MSG
+fi
+
+pids=""
+cleanup() {
+    trap - INT TERM EXIT
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    for p in $pids; do wait "$p" 2>/dev/null || true; done
+    echo "demo stopped"
+}
+trap cleanup INT TERM EXIT
+
+"$B/pop3gw-maildir" --listen=127.0.0.1:$BACKEND_PORT --root="$DIR/mail" &
+pids="$!"
+"$B/pop3gw" --listen=127.0.0.1:$POP3_PORT --backend_url=http://127.0.0.1:$BACKEND_PORT \
+    --admin_listen=127.0.0.1:8110 --log_level=info &
+pids="$pids $!"
+
+# Wait until the gateway greets.
+i=0
+until curl -s --max-time 1 "pop3://127.0.0.1:$POP3_PORT/" -u "alice:$PASSWORD" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 50 ]; then echo "the gateway did not start" >&2; exit 1; fi
+    sleep 0.1
+done
+
+cat <<TXT
+
+  pop3gw demo is running. Mail lives in $DIR/mail/alice (a Maildir).
+
+  Read a message:      curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/1
+  List messages:       curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/
+  Talk POP3 yourself:  python3 -c "import poplib; p=poplib.POP3('127.0.0.1',$POP3_PORT); p.user('alice'); p.pass_('$PASSWORD'); print(p.stat())"
+
+  Mail client settings: POP3 server 127.0.0.1, port $POP3_PORT, no encryption,
+  normal password, user alice, password $PASSWORD.
+
+  Press Ctrl-C to stop.
+
+TXT
+wait
