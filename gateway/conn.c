@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "gateway/conv.h"
+#include "gateway/limits.h"
 #include "gateway/log.h"
 #include "gateway/pop3.h"
 #include "gateway/proxy.h"
@@ -51,7 +52,8 @@ struct conn {
     struct event *kick;     /* runs conn_process from the loop */
     struct conv conv;       /* retrieve being streamed */
     int streaming;          /* conv is in use */
-    int gone;               /* the client closed or broke the connection */
+    int gone;               /* the connection broke: nothing more can be written */
+    int eof;                /* the client closed its sending side: answer what was read, then close */
     int closing;            /* flush the output, then free */
     const char *reason;     /* why it ends, for the disconnect event */
     int fd;                 /* the socket, until a bufferevent owns it */
@@ -69,6 +71,7 @@ struct conn {
     unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
     enum pop3_state counted; /* state counted in the sessions_* gauges */
     int counted_valid;
+    int ip_counted;          /* holds a slot in the per-address limit */
 };
 
 static void conn_process(struct conn *c);
@@ -227,10 +230,22 @@ static void conn_start_call(struct conn *c)
     const struct wh_call *call = pop3_call(c->s);
     struct wh_result r;
 
+    memset(&r, 0, sizeof(r));
+    if (call->event == WH_AUTHENTICATE && limits_login_blocked(c->ip, time(NULL))) {
+        /* Too many failures from this address: refused without asking. */
+        log_kv(LOG_WARN, c->id, "login refused: max_auth_failures_per_ip reached", "client=%s",
+               c->ip);
+        r.status = WH_REFUSED;
+        r.code = WH_CODE_AUTH;
+        r.message = strdup("too many failed logins from your address, try again later");
+        pop3_call_done(c->s, &r);
+        free(r.message);
+        conn_kick(c);
+        return;
+    }
     c->req = wh_start(c->w->wh, call, &conn_handler, c);
     if (c->req)
         return;
-    memset(&r, 0, sizeof(r));
     r.status = WH_TEMP;
     if (call->event == WH_RETRIEVE)
         pop3_retrieve_begin(c->s, WH_TEMP);
@@ -334,6 +349,11 @@ static void conn_process(struct conn *c)
             conn_free(c);
             return;
         }
+        if (c->eof) {
+            /* Every complete line has been answered: close after the flush. */
+            c->reason = "client_closed";
+            break;
+        }
         conn_arm_timer(c);
         /* Reading stops only at the input cap; re-enable below it. */
         bufferevent_enable(c->bev, EV_READ);
@@ -355,8 +375,10 @@ static void conn_process(struct conn *c)
             conn_free(c);
             return;
         }
-        if (!evtimer_pending(c->delay, NULL))
+        if (!evtimer_pending(c->delay, NULL)) {
+            limits_login_failed(c->ip, time(NULL));
             evtimer_add(c->delay, &tv);
+        }
         return;
     }
     case POP3_WANT_STLS:
@@ -447,7 +469,13 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             log_kv(LOG_INFO, c->id, "TLS error", "client=%s error=%s", c->ip, buf);
         }
     } else {
+        /* EOF: the client may still read (a half-close after QUIT). */
         c->reason = "client_closed";
+        c->eof = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        if (!c->closing)
+            conn_process(c);
+        return;
     }
     c->gone = 1;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -592,6 +620,18 @@ static void conn_start(struct conn *c)
     char ts_rand[17], apop_ts[320];
 
     conn_addr(c, (struct sockaddr *)&c->peer);
+    if (limits_conn_acquire(c->ip) < 0) {
+        static const char msg[] = "-ERR [SYS/TEMP] too many connections from your address\r\n";
+        METRIC_INC(connections_refused);
+        log_kv(LOG_WARN, c->id, "connection refused: max_connections_per_ip reached",
+               "client=%s limit=%d", c->ip, cfg->max_connections_per_ip);
+        if (!c->implicit_tls && send(c->fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0) {
+            /* the connection closes either way */
+        }
+        conn_free(c);
+        return;
+    }
+    c->ip_counted = 1;
     if (RAND_bytes(rnd, sizeof(rnd)) != 1 || conn_make_bev(c, c->implicit_tls) < 0) {
         log_kv(LOG_ERROR, c->id, "cannot set up the connection", "client=%s tls=%d", c->ip,
                c->implicit_tls);
@@ -810,6 +850,8 @@ static void conn_free(struct conn *c)
     if (c->fd >= 0)
         close(c->fd);
     conn_track_state(c, 1);
+    if (c->ip_counted)
+        limits_conn_release(c->ip);
     pop3_free(c->s);
     free(c);
     atomic_fetch_sub(&w->srv->connections, 1);

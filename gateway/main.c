@@ -20,6 +20,7 @@
 #include "admin/admin.h"
 #include "admin/metrics.h"
 #include "gateway/cfg.h"
+#include "gateway/limits.h"
 #include "gateway/log.h"
 #include "gateway/server.h"
 #include "gateway/tls.h"
@@ -108,6 +109,7 @@ int main(int argc, char **argv)
         log_kv(LOG_ERROR, NULL, "cannot initialise libraries", "libs=%s", "libevent,libcurl");
         goto out;
     }
+    limits_init(cfg.max_connections_per_ip, cfg.max_auth_failures_per_ip);
     if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
         goto out;
     if (server_bind(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
@@ -137,6 +139,7 @@ out:
     server_free(&srv);
     wh_global_cleanup();
     tls_cleanup();
+    limits_cleanup();
     if (rc == 0)
         log_kv(LOG_INFO, NULL, "stopped", "version=%s", POP3GW_VERSION);
     cfg_free(&cfg);

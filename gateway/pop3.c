@@ -42,6 +42,7 @@ enum pop3_pending {
     PEND_UIDL_QUIT, /* uidl so that quit can name the deleted uids */
     PEND_RETRIEVE,  /* retrieve for RETR or TOP (streamed) */
     PEND_QUIT,      /* quit, committing deletions */
+    PEND_CONNECT,   /* connect, before the greeting */
 };
 
 struct pop3_session {
@@ -89,6 +90,9 @@ struct pop3_session {
 };
 
 typedef void (*pop3_handler)(struct pop3_session *s, int argc, char **argv);
+
+static void pop3_start_call(struct pop3_session *s, enum wh_event ev, enum pop3_pending why);
+static void pop3_greet(struct pop3_session *s);
 
 #define ST_AUTH (1u << POP3_AUTHORIZATION)
 #define ST_TRANS (1u << POP3_TRANSACTION)
@@ -231,14 +235,39 @@ struct pop3_session *pop3_new(const struct pop3_params *params, const struct pop
     s->state = POP3_AUTHORIZATION;
     s->want = POP3_WANT_INPUT;
     s->cmd = "";
-    if (s->apop_ts)
-        pop3_reply(s, "+OK %s POP3 gateway ready %s", params->hostname, s->apop_ts);
+    if (params->connect_event)
+        pop3_start_call(s, WH_CONNECT, PEND_CONNECT);
     else
-        pop3_reply(s, "+OK %s POP3 gateway ready", params->hostname);
+        pop3_greet(s);
     return s;
 err:
     pop3_free(s);
     return NULL;
+}
+
+static void pop3_greet(struct pop3_session *s)
+{
+    if (s->apop_ts)
+        pop3_reply(s, "+OK %s POP3 gateway ready %s", s->p->hostname, s->apop_ts);
+    else
+        pop3_reply(s, "+OK %s POP3 gateway ready", s->p->hostname);
+}
+
+/* connect answered: greet, or refuse the connection */
+static void pop3_proceed_connect(struct pop3_session *s, struct wh_result *r)
+{
+    s->want = POP3_WANT_INPUT;
+    if (r->status == WH_OK) {
+        pop3_greet(s);
+        return;
+    }
+    if (r->status == WH_REFUSED)
+        pop3_reply(s, "-ERR %s", r->message ? r->message : "connection refused");
+    else
+        pop3_reply(s, "-ERR [SYS/TEMP] service unavailable, try again later");
+    log_kv(LOG_INFO, s->id, "connection refused by the backend", "client=%s status=%d", s->ip,
+           (int)r->status);
+    pop3_close(s);
 }
 
 static void pop3_listing_free(struct pop3_session *s)
@@ -1127,6 +1156,9 @@ void pop3_call_done(struct pop3_session *s, struct wh_result *r)
         break;
     case PEND_QUIT:
         pop3_proceed_quit(s, r);
+        break;
+    case PEND_CONNECT:
+        pop3_proceed_connect(s, r);
         break;
     case PEND_RETRIEVE:
         /* A retrieve that ended before any body: same as begin without body. */

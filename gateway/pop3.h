@@ -55,6 +55,7 @@ struct pop3_params {
     const char *expire; /* EXPIRE value to advertise, or NULL */
     int login_delay;    /* LOGIN-DELAY to advertise, or -1 */
     size_t max_messages;
+    int connect_event; /* ask the backend (connect event) before the greeting */
 };
 
 /* Who the client is: fixed for the session (PROXY-protocol aware). */

@@ -384,6 +384,7 @@ int server_start(struct server *srv)
     srv->params.expire = srv->cfg->expire;
     srv->params.login_delay = srv->cfg->login_delay;
     srv->params.max_messages = (size_t)srv->cfg->max_messages;
+    srv->params.connect_event = srv->cfg->event_connect;
     srv->workers = calloc((size_t)srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers)
         return -1;

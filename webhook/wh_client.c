@@ -37,6 +37,8 @@
 
 #define WH_RETRIES 3           /* attempts for an idempotent call */
 #define WH_RETRY_BACKOFF_MS 50 /* first backoff, doubled each time */
+#define WH_BREAKER_FAILURES 5  /* failed calls in a row that open the circuit */
+#define WH_BREAKER_COOLDOWN 2  /* seconds it stays open before one probe */
 
 enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
 
@@ -65,6 +67,8 @@ struct wh_req {
     struct timespec deadline; /* for the whole call, retries included */
     struct timespec started;  /* when the call started, for the latency histogram */
     int observed;             /* latency recorded */
+    int probe;                /* the one call let through a half-open circuit */
+    int fast_failed;          /* failed at once: the circuit is open */
     double timeout;           /* seconds (retrieve: without progress) */
     struct event *timer;      /* backoff, and retrieve's no-progress timer */
 };
@@ -84,6 +88,9 @@ struct wh_client {
     size_t max_streams;
     int depth;        /* inside curl_multi_socket_action */
     unsigned long seq;
+    int failures;          /* calls failed in a row (transport, status, body) */
+    time_t open_until;     /* circuit open: fail at once until then */
+    int probing;           /* a probe is running */
     struct wh_keys keys;
     char *token;
     char user_agent[64];
@@ -233,9 +240,26 @@ static void wh_observe(struct wh_req *r)
                         (double)(now.tv_nsec - r->started.tv_nsec) / 1e9);
 }
 
-/* Counts a finished call and, when it failed, why. */
+/* Counts a finished call and, when it failed, why; drives the breaker. */
 static void wh_count(struct wh_req *r, int failed, enum metrics_wh_error why)
 {
+    struct wh_client *c = r->c;
+
+    if (r->probe)
+        c->probing = 0;
+    if (!r->fast_failed) {
+        if (!failed) {
+            if (c->failures >= WH_BREAKER_FAILURES)
+                log_kv(LOG_INFO, NULL, "backend answers again: circuit closed", "event=%s",
+                       wh_event_names[r->event]);
+            c->failures = 0;
+        } else if (why != MWE_BROKEN && ++c->failures >= WH_BREAKER_FAILURES) {
+            if (c->failures == WH_BREAKER_FAILURES || r->probe)
+                log_kv(LOG_WARN, NULL, "backend failing: circuit open", "failures=%d cooldown=%d",
+                       c->failures, WH_BREAKER_COOLDOWN);
+            c->open_until = time(NULL) + WH_BREAKER_COOLDOWN;
+        }
+    }
     METRIC_INC(webhook_calls[r->event]);
     if (failed) {
         METRIC_INC(webhook_errors[r->event][why]);
@@ -498,6 +522,20 @@ static void wh_release(struct wh_req *r)
 /* Starts (or restarts) the transfer of a request that holds a slot. */
 static void wh_launch(struct wh_req *r)
 {
+    struct wh_client *c = r->c;
+
+    if (c->failures >= WH_BREAKER_FAILURES) {
+        if (time(NULL) < c->open_until || c->probing) {
+            /* Open circuit: answer at once instead of waiting on a dead backend. */
+            r->state = RQ_RUNNING;
+            r->fast_failed = 1;
+            r->attempts = WH_RETRIES;
+            wh_finish(r, CURLE_COULDNT_CONNECT);
+            return;
+        }
+        r->probe = 1; /* half open: this call tests the backend */
+        c->probing = 1;
+    }
     r->state = RQ_RUNNING;
     r->attempts++;
     r->got_bytes = r->headers_done = r->streaming = r->json_body = r->paused = 0;
@@ -550,7 +588,7 @@ static void wh_deliver(struct wh_req *r, CURLcode res, long code)
     if (res != CURLE_OK) {
         res_r.status = WH_TEMP;
         res_r.http_status = code;
-        res_r.error = strdup(curl_easy_strerror(res));
+        res_r.error = strdup(r->fast_failed ? "circuit open" : curl_easy_strerror(res));
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
         wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len,
@@ -591,7 +629,10 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
         wh_count(r, st == WH_TEMP, res != CURLE_OK ? wh_error_kind(res) : MWE_STATUS);
         if (st == WH_TEMP)
             log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
-                   r->id, code, res != CURLE_OK ? curl_easy_strerror(res) : "unexpected status");
+                   r->id, code,
+                   r->fast_failed    ? "circuit open"
+                   : res != CURLE_OK ? curl_easy_strerror(res)
+                                     : "unexpected status");
         r->h->begin(r->ctx, st);
         return;
     }
@@ -699,10 +740,9 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
     r->state = RQ_QUEUED;
     TAILQ_INSERT_TAIL(&c->queue, r, link);
     log_kv(LOG_DEBUG, call->session, "webhook", "event=%s id=%s", wh_event_names[r->event], r->id);
-    if (c->depth)
-        event_active(c->reaper, EV_TIMEOUT, 0);
-    else
-        wh_pump(c);
+    /* Started from the loop, never here: callbacks must not run inside
+     * wh_start(). */
+    event_active(c->reaper, EV_TIMEOUT, 0);
     return r;
 }
 

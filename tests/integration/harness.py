@@ -1,0 +1,770 @@
+"""Harness for pop3gw's integration tests (Python 3 standard library only).
+
+It builds throw-away mail roots for the reference backend (pop3gw-maildir),
+starts the backend and the gateway as real processes on free loopback ports,
+waits for them by polling (never by sleeping a fixed time), stops them
+whatever happens, and offers small POP3 clients (poplib and a raw socket one)
+plus the expected CRLF conversions of every stored message.
+
+run.py sets PGW_IT_BUILD to the directory that holds the two binaries.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import poplib
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HOST = "127.0.0.1"
+START_DEADLINE = 15.0  # seconds a process gets to become ready
+STOP_DEADLINE = 15.0  # seconds a process gets to exit after SIGTERM
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks test key
+
+# Gateway flags every test gateway gets: one worker, no admin endpoint, a
+# fixed host name for APOP timestamps, debug logs, and no failed-login delay
+# or lockout so that the tests that fail logins on purpose stay fast.
+GATEWAY_DEFAULTS = {
+    "admin_listen": "",
+    "workers": "1",
+    "log_level": "debug",
+    "hostname": "test.local",
+    "apop": "on",
+    "auth_failure_delay": "0",
+    "max_auth_failures_per_ip": "100000",
+    "shutdown_grace": "3",
+    "backend_timeout": "5",
+}
+
+
+# ---------------------------------------------------------------- build dir
+
+
+def build_dir():
+    return os.path.abspath(os.environ.get("PGW_IT_BUILD", "build"))
+
+
+def binary(name):
+    """Path of a built binary; fails the calling test if it is missing."""
+    path = os.path.join(build_dir(), name)
+    if not os.access(path, os.X_OK):
+        raise AssertionError("binary %s not found (build it with `make`)" % path)
+    return path
+
+
+def is_sanitized(path):
+    """True when the binary was built with AddressSanitizer."""
+    try:
+        with open(path, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------- run directory
+
+_run_dir = None
+_run_lock = threading.Lock()
+
+
+def run_dir():
+    """One directory per run for logs and mail roots; run.py removes it."""
+    global _run_dir
+    with _run_lock:
+        if _run_dir is None:
+            _run_dir = tempfile.mkdtemp(prefix="pop3gw-it-")
+        return _run_dir
+
+
+def new_dir(prefix):
+    return tempfile.mkdtemp(prefix=prefix + "-", dir=run_dir())
+
+
+def free_port():
+    """A port that was free a moment ago (bind to 0, read it, close)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------- message conversions
+
+
+def crlf(data):
+    """A stored message as a POP3 client receives it (before dot-stuffing):
+    bare LF becomes CRLF, CRLF stays, and a final CRLF is added if missing."""
+    out = re.sub(rb"(?<!\r)\n", b"\r\n", data)
+    if not out.endswith(b"\r\n"):
+        out += b"\r\n"
+    return out
+
+
+def dot_stuff(data):
+    """RFC 1939 byte stuffing of a CRLF message (without the terminator)."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..")
+
+
+def lines_of(expected):
+    """The lines of a CRLF message without their line ends."""
+    assert expected.endswith(b"\r\n")
+    return expected[:-2].split(b"\r\n")
+
+
+def top_lines(expected, n):
+    """Lines of TOP msg n: the header, the blank line, then n body lines."""
+    lines = lines_of(expected)
+    try:
+        blank = lines.index(b"")
+    except ValueError:
+        return lines
+    return lines[: blank + 1 + n]
+
+
+# --------------------------------------------------------------- mail roots
+
+
+class Message:
+    def __init__(self, uid, data=None, expected=None, size=None, sha256=None, path=None):
+        self.uid = uid  # file name; uid = name up to the first ':'
+        self.data = data  # stored bytes (None for a big generated file)
+        self.expected = crlf(data) if data is not None else expected
+        self.size = len(self.expected) if self.expected is not None else size
+        self.sha256 = (hashlib.sha256(self.expected).hexdigest()
+                       if self.expected is not None else sha256)
+        self.path = path
+
+
+def _uid(n):
+    return "17000000%02d.M%dP4242.pop3gw-test" % (n, n)
+
+
+def alice_messages():
+    """(uid, bytes) for alice's mailbox, in maildrop order."""
+    body1 = (b"Return-Path: <sender@example.com>\n"
+             b"From: Sender <sender@example.com>\n"
+             b"To: alice@test.local\n"
+             b"Subject: first message\n"
+             b"Date: Mon, 06 Nov 2023 10:00:00 +0000\n"
+             b"Message-ID: <m1@example.com>\n"
+             b"\n"
+             b"Hello Alice,\n"
+             b"\n"
+             b"this is the first message.\n"
+             b"It has several lines.\n"
+             b"Bye.\n")
+    dots = (b"From: dots@example.com\n"
+            b"To: alice@test.local\n"
+            b"Subject: lines that start with dots\n"
+            b"\n"
+            b".leading dot line\n"
+            b"..two leading dots\n"
+            b".\n"
+            b"a line after a lone dot\n"
+            b"...\n"
+            b" .space then dot\n"
+            b".\n")
+    no_newline = (b"From: nonl@example.com\n"
+                  b"Subject: no final newline\n"
+                  b"\n"
+                  b"first body line\n"
+                  b"last line without newline")
+    crlf_msg = (b"From: crlf@example.com\r\n"
+                b"Subject: already CRLF\r\n"
+                b"\r\n"
+                b"line one\r\n"
+                b".crlf dot line\r\n"
+                b"line three\r\n")
+    nul = (b"From: nul@example.com\n"
+           b"Subject: a NUL byte\n"
+           b"\n"
+           b"before\x00after\n"
+           b"the line after the NUL\n")
+    mixed = (b"From: mixed@example.com\r\n"
+             b"Subject: mixed line ends\n"
+             b"\r\n"
+             b"crlf line\r\n"
+             b"lf line\n"
+             b"another crlf line\r\n" +
+             b"x" * 1500 + b"\n" +
+             b"last\n")
+    return [(_uid(i + 1), m) for i, m in
+            enumerate([body1, dots, no_newline, crlf_msg, nul, mixed])]
+
+
+def bob_messages():
+    return [
+        ("1700000101.M1P1.pop3gw-test",
+         b"From: x@example.com\nSubject: for bob\n\nHi Bob.\n"),
+        ("1700000102.M2P1.pop3gw-test",
+         b"From: y@example.com\nSubject: bob again\n\nSecond.\n.\nEnd\n"),
+    ]
+
+
+DEFAULT_USERS = {
+    "alice": "secret1",
+    "bob": "pass word 2",
+    "carol": "carolpw",
+}
+
+
+class MailRoot:
+    """A Maildir tree for pop3gw-maildir: ROOT/users and ROOT/USER/{new,cur,tmp}.
+
+    alice and carol get the same six messages (carol is for tests that
+    delete in a shared stack); bob has two.
+    """
+
+    def __init__(self, users=None):
+        self.path = new_dir("mail")
+        self.users = dict(DEFAULT_USERS if users is None else users)
+        self.messages = {}  # user -> [Message] in maildrop order
+        with open(os.path.join(self.path, "users"), "w") as f:
+            for user, pw in self.users.items():
+                f.write("%s:%s\n" % (user, pw))
+        for user in self.users:
+            self.messages[user] = []
+            for sub in ("new", "cur", "tmp"):
+                os.makedirs(os.path.join(self.path, user, sub), exist_ok=True)
+        if "alice" in self.users:
+            for uid, data in alice_messages():
+                self.add("alice", uid, data)
+        if "carol" in self.users:
+            for uid, data in alice_messages():
+                self.add("carol", uid.replace("pop3gw-test", "carol"), data)
+        if "bob" in self.users:
+            for uid, data in bob_messages():
+                self.add("bob", uid, data)
+
+    def add(self, user, uid, data, sub="new"):
+        path = os.path.join(self.path, user, sub, uid)
+        with open(path, "wb") as f:
+            f.write(data)
+        m = Message(uid, data, path=path)
+        self.messages[user].append(m)
+        return m
+
+    def add_big(self, user, uid, megabytes=50):
+        """Writes a generated message of about `megabytes` MB straight to a
+        file (never whole in memory) and records its expected size and
+        SHA-256 after CRLF conversion. Its lines include dot lines, and it
+        ends without a final newline."""
+        path = os.path.join(self.path, user, "new", uid)
+        lines = []
+        for i in range(12000):  # about 1 MB of varied lines
+            r = i % 50
+            if r == 7:
+                lines.append(b".a line that starts with a dot %d" % i)
+            elif r == 19:
+                lines.append(b".")
+            elif r == 31:
+                lines.append(b"..two dots %d" % i)
+            elif r == 40:
+                lines.append(b"")
+            else:
+                lines.append(b"line %06d " % i + b"abcdefghijklmnopqrstuvwxyz0123456789" * 2)
+        block = b"\n".join(lines) + b"\n"
+        block_crlf = block.replace(b"\n", b"\r\n")
+        h = hashlib.sha256()
+        size = 0
+        head = (b"From: big@example.com\nTo: %s@test.local\nSubject: big one\n\n"
+                % user.encode())
+        tail = b"END without a final newline"
+        with open(path, "wb") as f:
+            f.write(head)
+            h.update(crlf(head))
+            size += len(crlf(head))
+            n = 0
+            while size < megabytes * 1024 * 1024:
+                marker = b"block %d\n" % n
+                f.write(marker)
+                f.write(block)
+                c = crlf(marker) + block_crlf
+                h.update(c)
+                size += len(c)
+                n += 1
+            f.write(tail)
+            h.update(tail + b"\r\n")
+            size += len(tail) + 2
+        m = Message(uid, expected=None, size=size, sha256=h.hexdigest(), path=path)
+        self.messages[user].append(m)
+        return m
+
+    def uids_on_disk(self, user):
+        """uids of the files currently in USER/new and USER/cur."""
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.path, user, sub)
+            out.extend(name.split(":", 1)[0] for name in os.listdir(d))
+        return sorted(out)
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- processes
+
+_logs = []  # (name, path) of every process log of this run, for failure dumps
+_logs_lock = threading.Lock()
+
+
+def known_logs():
+    with _logs_lock:
+        return list(_logs)
+
+
+def log_tail(path, start=0, max_lines=80):
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()
+    if len(lines) > max_lines:
+        lines = ["... (%d lines cut)" % (len(lines) - max_lines)] + lines[-max_lines:]
+    return "\n".join(lines)
+
+
+class Proc:
+    """A child process with its stdout and stderr in a log file."""
+
+    def __init__(self, name, argv, env=None):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.proc = None
+        self.log_path = os.path.join(new_dir("log"), name + ".log")
+        self.returncode = None
+        with _logs_lock:
+            _logs.append((name, self.log_path))
+
+    def start(self):
+        logf = open(self.log_path, "ab")
+        logf.write(("$ %s\n" % " ".join(self.argv)).encode())
+        logf.flush()
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=subprocess.STDOUT, env=self.env,
+                                         close_fds=True)
+        finally:
+            logf.close()
+        self.returncode = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self, what="starting"):
+        if self.proc.poll() is not None:
+            raise AssertionError("%s exited with %s while %s; log:\n%s" % (
+                self.name, self.proc.returncode, what, log_tail(self.log_path)))
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_DEADLINE):
+        """Signals the process, waits, kills it if it does not exit.
+        Returns the exit code, or None if it had to be killed."""
+        if self.proc is None:
+            return self.returncode
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.returncode = None
+                self.proc = None
+                return None
+        self.returncode = self.proc.returncode
+        self.proc = None
+        return self.returncode
+
+    def kill(self):
+        return self.stop(sig=signal.SIGKILL, timeout=10)
+
+    def log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def status_kb(self, field):
+        """A field of /proc/PID/status in kB (VmRSS, VmHWM)."""
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise KeyError(field)
+
+
+def _sanitizer_env(extra_asan=None):
+    # POP3GW_* variables are gateway configuration: none leak in from outside.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POP3GW_")}
+    asan = env.get("ASAN_OPTIONS", "")
+    opts = ["detect_leaks=1", "abort_on_error=0"]
+    if extra_asan:
+        opts.extend(extra_asan)
+    env["ASAN_OPTIONS"] = ":".join([o for o in [asan] + opts if o])
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return env
+
+
+class Backend(Proc):
+    """pop3gw-maildir serving a MailRoot."""
+
+    def __init__(self, root, port=None, args=(), log_requests=True, name="backend"):
+        self.root = root
+        self.port = port or free_port()
+        self.req_log = os.path.join(new_dir("req"), "requests.jsonl") if log_requests else None
+        argv = [binary("pop3gw-maildir"), "--listen=%s:%d" % (HOST, self.port),
+                "--root=%s" % root.path]
+        if self.req_log:
+            argv.append("--log-requests=%s" % self.req_log)
+        argv.extend(args)
+        super().__init__(name, argv, env=_sanitizer_env())
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (HOST, self.port)
+
+    def start(self):
+        super().start()
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            self.check_alive()
+            try:
+                self.stats(timeout=1)
+                return self
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("backend not ready after %.0fs; log:\n%s" % (
+                    START_DEADLINE, log_tail(self.log_path)))
+            time.sleep(0.02)
+
+    def stats(self, timeout=5):
+        """GET /_stats: {"connections": N, "requests": {event: n}}."""
+        c = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        try:
+            c.request("GET", "/_stats")
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise ValueError("/_stats answered %d" % r.status)
+            return json.loads(body)
+        finally:
+            c.close()
+
+    def requests(self):
+        """The webhook requests received so far, as dicts (body + "_path")."""
+        if not self.req_log or not os.path.exists(self.req_log):
+            return []
+        out = []
+        with open(self.req_log, "rb") as f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # being written
+                line = line.strip()
+                if line:
+                    out.append(json.loads(line))
+        return out
+
+    def wait_requests(self, pred, timeout=5.0, start=0):
+        """Polls the request log until pred(requests[start:]) is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reqs = self.requests()[start:]
+            if pred(reqs):
+                return reqs
+            if time.monotonic() > deadline:
+                raise AssertionError("backend request log never matched; got:\n%s" %
+                                     "\n".join(json.dumps(r) for r in reqs))
+            time.sleep(0.02)
+
+
+class Gateway(Proc):
+    """pop3gw in front of a Backend."""
+
+    def __init__(self, backend, port=None, args=None, name="gateway", extra_asan=None):
+        self.backend = backend
+        self.port = port or free_port()
+        opts = dict(GATEWAY_DEFAULTS)
+        opts.update(args or {})
+        opts["listen"] = "%s:%d" % (HOST, self.port)
+        opts.setdefault("backend_url", backend.url if backend else "http://%s:1" % HOST)
+        argv = [binary("pop3gw")]
+        argv.extend("--%s=%s" % (k, v) for k, v in opts.items() if v is not None)
+        super().__init__(name, argv, env=_sanitizer_env(extra_asan))
+
+    def start(self):
+        super().start()
+        self.start_failed = True  # until the greeting came
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            self.check_alive()
+            try:
+                with socket.create_connection((HOST, self.port), timeout=2) as s:
+                    line = s.makefile("rb").readline(1024)
+                if line.startswith(b"+OK"):
+                    self.start_failed = False
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("gateway gave no greeting after %.0fs; log:\n%s" % (
+                    START_DEADLINE, log_tail(self.log_path)))
+            time.sleep(0.02)
+
+    def stop_clean(self):
+        """SIGTERM; raises unless the gateway exits with status 0 in time."""
+        if self.proc is None:
+            return
+        rc = self.stop()
+        if rc != 0 and not getattr(self, "start_failed", False):  # else already reported
+            raise AssertionError("gateway did not exit cleanly on SIGTERM (status %r); log:\n%s"
+                                 % (rc, log_tail(self.log_path, max_lines=60)))
+
+
+# ------------------------------------------------------------------ clients
+
+
+def pop(gw, timeout=10):
+    return poplib.POP3(HOST, gw.port, timeout=timeout)
+
+
+def login(gw, user="alice", password=None, timeout=10):
+    p = pop(gw, timeout)
+    p.user(user)
+    p.pass_(password if password is not None else DEFAULT_USERS[user])
+    return p
+
+
+class ProtocolError(AssertionError):
+    pass
+
+
+class Raw:
+    """A POP3 client on a bare socket that checks the wire format strictly:
+    every line ends in CRLF, first reply lines fit in 512 octets, and a
+    multi-line reply only has dot lines that are stuffed."""
+
+    def __init__(self, port, timeout=10, rcvbuf=None):
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((HOST, port))
+        self.buf = bytearray()
+        self.eof = False
+        self.greeting = self.line()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _fill(self, n=65536):
+        """One recv into the buffer; False at EOF."""
+        if self.eof:
+            return False
+        data = self.sock.recv(n)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def recv_some(self, n=65536):
+        """Buffered bytes, or one recv of at most n bytes (b'' at EOF)."""
+        if not self.buf:
+            self._fill(n)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def line(self, limit=70000):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self.buf[:i + 1])
+                del self.buf[:i + 1]
+                break
+            if len(self.buf) > limit:
+                raise ProtocolError("line longer than %d octets" % limit)
+            if not self._fill():
+                raise EOFError("connection closed by the server (pending %r)" %
+                               bytes(self.buf[:200]))
+        if not line.endswith(b"\r\n"):
+            raise ProtocolError("line without CRLF: %r" % line[:200])
+        return line
+
+    def status(self):
+        line = self.line()
+        if len(line) > 512:
+            raise ProtocolError("first reply line longer than 512 octets: %r" % line[:100])
+        if not (line.startswith(b"+OK") or line.startswith(b"-ERR")):
+            raise ProtocolError("not a status line: %r" % line[:200])
+        return line
+
+    def body(self):
+        """Reads a multi-line body up to the terminator; returns the
+        unstuffed bytes with their CRLFs."""
+        out = []
+        while True:
+            line = self.line()
+            if line == b".\r\n":
+                return b"".join(out)
+            if line.startswith(b"."):
+                if not line.startswith(b".."):
+                    raise ProtocolError("unstuffed dot line: %r" % line[:200])
+                line = line[1:]
+            out.append(line)
+
+    def cmd(self, command):
+        """Sends one command, returns its status line."""
+        if isinstance(command, str):
+            command = command.encode()
+        self.send(command + b"\r\n")
+        return self.status()
+
+    def multi(self, command):
+        """Sends one command; returns (status, body or None on -ERR)."""
+        st = self.cmd(command)
+        if st.startswith(b"+OK"):
+            return st, self.body()
+        return st, None
+
+    def login(self, user="alice", password=None):
+        a = self.cmd("USER " + user)
+        b = self.cmd("PASS " + (password if password is not None else DEFAULT_USERS[user]))
+        if not b.startswith(b"+OK"):
+            raise AssertionError("login failed: %r %r" % (a, b))
+        return b
+
+    def expect_eof(self, timeout=5):
+        """Reads until the server closes; returns the bytes read meanwhile.
+        Raises socket.timeout if the server keeps the connection open."""
+        self.sock.settimeout(timeout)
+        try:
+            while self._fill():
+                pass
+        finally:
+            self.sock.settimeout(self.timeout)
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def pending(self, wait=0.3):
+        """Whatever arrives within `wait` seconds (b'' if nothing)."""
+        if not self.buf and not self.eof:
+            r, _, _ = select.select([self.sock], [], [], wait)
+            if r:
+                self._fill()
+        out = bytes(self.buf)
+        self.buf.clear()
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+# ---------------------------------------------------------------- test base
+
+
+class StackTestCase(unittest.TestCase):
+    """A backend and a gateway per class (set SHARED = False for one per
+    test). Subclasses set BACKEND_ARGS / GATEWAY_ARGS and may override
+    make_root()."""
+
+    SHARED = True
+    BACKEND_ARGS = ()
+    GATEWAY_ARGS = {}
+    EXTRA_ASAN = None
+
+    @classmethod
+    def make_root(cls):
+        return MailRoot()
+
+    @classmethod
+    def start_stack(cls, owner):
+        """Starts root, backend and gateway; registers their cleanup on
+        `owner` (the class or the test)."""
+        root = cls.make_root()
+        add_cleanup = owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup
+        add_cleanup(root.remove)
+        backend = Backend(root, args=cls.BACKEND_ARGS)
+        add_cleanup(backend.stop)
+        backend.start()
+        gw = Gateway(backend, args=cls.GATEWAY_ARGS, extra_asan=cls.EXTRA_ASAN)
+        add_cleanup(gw.stop_clean)
+        gw.start()
+        return root, backend, gw
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if cls.SHARED:
+            cls.root, cls.backend, cls.gw = cls.start_stack(cls)
+
+    def setUp(self):
+        super().setUp()
+        if not self.SHARED:
+            self.root, self.backend, self.gw = self.start_stack(self)
+
+    # helpers
+    def msgs(self, user="alice"):
+        return self.root.messages[user]
+
+    def session_requests(self, start, until="quit"):
+        """Requests logged since index `start`, once an `until` event is
+        among them (the backend logs a request as it answers it, so a line
+        may land just after the client saw the reply); asserts they are all
+        from one session and returns them."""
+        if until:
+            reqs = self.backend.wait_requests(
+                lambda rs: any(r.get("event") == until for r in rs), start=start)
+        else:
+            reqs = self.backend.requests()[start:]
+        sessions = {r.get("session") for r in reqs}
+        self.assertLessEqual(len(sessions), 1, "requests from several sessions: %r" % reqs)
+        return reqs
+
+    def assertErr(self, fn, *args, code=None):
+        """Calls a poplib method expecting -ERR (optionally with a response
+        code); returns the response line."""
+        with self.assertRaises(poplib.error_proto) as cm:
+            fn(*args)
+        resp = cm.exception.args[0]
+        if isinstance(resp, str):
+            resp = resp.encode()
+        self.assertTrue(resp.startswith(b"-ERR"), "expected -ERR, got %r" % resp)
+        if code:
+            self.assertTrue(resp.startswith(b"-ERR [" + code.encode() + b"]"),
+                            "expected -ERR [%s], got %r" % (code, resp))
+        return resp
+
+
+def eprint(*a):
+    print(*a, file=sys.stderr)

@@ -1,0 +1,258 @@
+"""How the gateway uses its backend: when uidl is called, outages,
+keep-alive reuse, and webhook signatures."""
+
+from harness import (SECRET, Backend, Gateway, MailRoot, StackTestCase, login, pop)
+
+
+class UidlFromListTests(StackTestCase):
+    """Default backend: uids come with the listing, so no uidl event."""
+
+    def test_no_uidl_event_when_list_has_uids(self):
+        msgs = self.msgs()
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            _, uidls, _ = p.uidl()
+            self.assertEqual(uidls, [b"%d %s" % (i + 1, m.uid.encode())
+                                     for i, m in enumerate(msgs)])
+            self.assertEqual(p.uidl(3), b"+OK 3 %s" % msgs[2].uid.encode())
+        finally:
+            p.quit()
+        events = [r["event"] for r in self.session_requests(start)]
+        self.assertEqual(events, ["authenticate", "list", "quit"])
+
+    def test_list_event_once_per_session(self):
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            p.stat()
+            p.list()
+            p.list(1)
+            p.stat()
+            p.uidl()
+        finally:
+            p.quit()
+        events = [r["event"] for r in self.session_requests(start)]
+        self.assertEqual(events.count("list"), 1, events)
+
+    def test_retrieve_request_fields(self):
+        msgs = self.msgs()
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            p.retr(2)
+            p.top(3, 1)
+        finally:
+            p.quit()
+        reqs = [r for r in self.session_requests(start) if r["event"] == "retrieve"]
+        self.assertEqual(len(reqs), 2, reqs)
+        self.assertEqual(reqs[0]["message"], 2)
+        self.assertEqual(reqs[0]["uid"], msgs[1].uid)
+        self.assertNotIn("lines", reqs[0])
+        self.assertEqual(reqs[1]["message"], 3)
+        self.assertEqual(reqs[1]["lines"], 1)
+        self.assertEqual(reqs[1]["user"], "alice")
+
+
+class UidlEventTests(StackTestCase):
+    """Backend started with --no-list-uids: the gateway must ask uidl."""
+    BACKEND_ARGS = ("--no-list-uids",)
+
+    def test_uidl_event_once(self):
+        msgs = self.msgs()
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            self.assertEqual(p.stat()[0], len(msgs))
+            _, uidls, _ = p.uidl()
+            self.assertEqual(uidls, [b"%d %s" % (i + 1, m.uid.encode())
+                                     for i, m in enumerate(msgs)])
+            self.assertEqual(p.uidl(2), b"+OK 2 %s" % msgs[1].uid.encode())
+            p.uidl()
+        finally:
+            p.quit()
+        events = [r["event"] for r in self.session_requests(start)]
+        self.assertEqual(events.count("uidl"), 1, events)
+        self.assertEqual(events, ["authenticate", "list", "uidl", "quit"])
+
+    def test_no_uidl_event_without_uidl_command(self):
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            p.stat()
+            p.retr(1)
+        finally:
+            p.quit()
+        events = [r["event"] for r in self.session_requests(start)]
+        self.assertNotIn("uidl", events)
+
+    def test_quit_deletions_carry_uids(self):
+        # carol is alice's twin, so alice's mailbox stays whole for the others.
+        msgs = self.msgs("carol")
+        start = len(self.backend.requests())
+        p = login(self.gw, "carol")
+        p.dele(2)
+        p.dele(4)
+        self.assertTrue(p.quit().startswith(b"+OK"))
+        reqs = self.session_requests(start)
+        events = [r["event"] for r in reqs]
+        self.assertEqual(events, ["authenticate", "list", "uidl", "quit"])
+        self.assertEqual(sorted(reqs[-1]["deleted"], key=lambda d: d["message"]),
+                         [{"message": 2, "uid": msgs[1].uid},
+                          {"message": 4, "uid": msgs[3].uid}])
+        left = sorted(m.uid for i, m in enumerate(msgs) if i not in (1, 3))
+        self.assertEqual(self.root.uids_on_disk("carol"), left)
+
+    def test_retrieve_after_uidl_carries_uid(self):
+        msgs = self.msgs()
+        start = len(self.backend.requests())
+        p = login(self.gw)
+        try:
+            p.uidl()
+            p.retr(3)
+        finally:
+            p.quit()
+        ret = [r for r in self.session_requests(start) if r["event"] == "retrieve"]
+        self.assertEqual(ret[0].get("uid"), msgs[2].uid)
+
+
+class BackendOutageTests(StackTestCase):
+    SHARED = False
+    GATEWAY_ARGS = {"backend_timeout": "3"}
+
+    def session_ok(self):
+        p = login(self.gw)
+        try:
+            self.assertEqual(p.stat()[0], len(self.msgs()))
+            _, lines, _ = p.retr(1)
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n", self.msgs()[0].expected)
+        finally:
+            p.quit()
+
+    def test_backend_down_then_back(self):
+        self.session_ok()  # leaves a kept-alive backend connection behind
+        port = self.backend.port
+        self.backend.kill()
+        for _ in range(2):
+            p = pop(self.gw)
+            try:
+                p.user("alice")
+                self.assertErr(p.pass_, "secret1", code="SYS/TEMP")
+            finally:
+                p.quit()
+        self.gw.check_alive("the backend was down")
+        # Same port, same mail root.
+        self.backend = Backend(self.root, port=port, name="backend-restarted")
+        self.addCleanup(self.backend.stop)
+        self.backend.start()
+        self.session_ok()
+        self.session_ok()
+
+    def test_backend_dies_after_login(self):
+        p = login(self.gw)
+        try:
+            self.backend.kill()
+            self.assertErr(p.retr, 1, code="SYS/TEMP")
+            # The session survives a failed retrieve.
+            self.assertTrue(p.noop().startswith(b"+OK"))
+        finally:
+            # Nothing to delete: +OK even though quit cannot reach the backend.
+            self.assertTrue(p.quit().startswith(b"+OK"))
+        self.gw.check_alive("the backend died mid-session")
+
+
+class KeepAliveTests(StackTestCase):
+    GATEWAY_ARGS = {"workers": "1"}
+
+    def test_connections_reused(self):
+        before = self.backend.stats()
+        for _ in range(20):
+            p = login(self.gw)
+            try:
+                p.stat()
+                p.retr(1)
+            finally:
+                p.quit()
+        after = self.backend.stats()
+        # The second /_stats call is itself one more connection.
+        conns = after["connections"] - before["connections"] - 1
+        reqs = sum(after["requests"].get(e, 0) - before["requests"].get(e, 0)
+                   for e in ("authenticate", "list", "retrieve", "quit"))
+        self.assertGreaterEqual(reqs, 80, after)
+        self.assertLessEqual(conns, 4, "%d backend connections for %d requests: %r"
+                             % (conns, reqs, after))
+
+
+class SignatureTests(StackTestCase):
+    BACKEND_ARGS = ("--secret=" + SECRET,)
+    GATEWAY_ARGS = {"backend_secret": SECRET}
+
+    def test_signed_login_works(self):
+        p = login(self.gw)
+        try:
+            self.assertEqual(p.stat()[0], len(self.msgs()))
+            _, lines, _ = p.retr(2)
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n", self.msgs()[1].expected)
+        finally:
+            p.quit()
+
+    def test_rotated_secrets(self):
+        # Two keys, the right one second: the gateway signs with each.
+        other = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+        gw = Gateway(self.backend, args={"backend_secret": other + " " + SECRET},
+                     name="gateway-rotated")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        p = login(gw)
+        try:
+            self.assertEqual(p.stat()[0], len(self.msgs()))
+        finally:
+            p.quit()
+
+    def test_wrong_secret_fails(self):
+        wrong = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+        gw = Gateway(self.backend, args={"backend_secret": wrong}, name="gateway-wrong-secret")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        p = pop(gw)
+        try:
+            p.user("alice")
+            resp = self.assertErr(p.pass_, "secret1")
+            self.assertTrue(resp.startswith(b"-ERR [AUTH]") or resp.startswith(b"-ERR [SYS/TEMP]"),
+                            resp)
+        finally:
+            p.quit()
+
+    def test_unsigned_fails(self):
+        gw = Gateway(self.backend, args={"backend_secret": None}, name="gateway-unsigned")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        p = pop(gw)
+        try:
+            p.user("alice")
+            self.assertErr(p.pass_, "secret1")
+        finally:
+            p.quit()
+
+
+class TokenTests(StackTestCase):
+    BACKEND_ARGS = ("--token=tok-123",)
+    GATEWAY_ARGS = {"backend_token": "tok-123"}
+
+    def test_token_login_works(self):
+        p = login(self.gw)
+        try:
+            self.assertEqual(p.stat()[0], len(self.msgs()))
+        finally:
+            p.quit()
+
+    def test_wrong_token_fails(self):
+        gw = Gateway(self.backend, args={"backend_token": "nope"}, name="gateway-wrong-token")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        p = pop(gw)
+        try:
+            p.user("alice")
+            self.assertErr(p.pass_, "secret1")
+        finally:
+            p.quit()
