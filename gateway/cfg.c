@@ -1053,6 +1053,7 @@ void cfg_free(struct cfg *c)
         cfg_free_str(&c->backend_url_event[e], 0);
     cfg_free_str(&c->backend_secret, 1);
     cfg_free_str(&c->backend_token, 1);
+    cfg_free_str(&c->health_url, 0);
     cfg_free_str(&c->backend_ca_file, 0);
     cfg_free_str(&c->backend_cert, 0);
     cfg_free_str(&c->backend_key, 0);
@@ -1310,6 +1311,14 @@ static void cfg_walk_args(struct cfg_loader *ld, struct cfg_args *a, int argc, c
             ld->c->check_config = 1;
             continue;
         }
+        if (strcmp(arg, "--health") == 0 || strncmp(arg, "--health=", 9) == 0) {
+            ld->c->health = 1;
+            if (apply && arg[8] == '=') {
+                free(ld->c->health_url);
+                ld->c->health_url = strdup(arg + 9);
+            }
+            continue;
+        }
         cfg_quote(arg, q, sizeof q);
         if (strncmp(arg, "--", 2) != 0 || !arg[2]) {
             cfg_args_fail(ld, a, "unexpected argument \"%s\": flags are --key=value", q);
@@ -1349,7 +1358,7 @@ static void cfg_usage(FILE *out)
 
     fprintf(out,
             "usage: pop3gw [-c FILE] [--check-config] [--KEY=VALUE ...]\n"
-            "       pop3gw --help | --version\n"
+            "       pop3gw --health[=URL] | --help | --version\n"
             "\n"
             "Every key can be set in FILE as `key = value` (# starts a comment), in the\n"
             "environment as POP3GW_KEY (upper case) and as a flag --key=value or --key value;\n"
@@ -1357,6 +1366,7 @@ static void cfg_usage(FILE *out)
             "\n"
             "  -c FILE, --config=FILE      read keys from FILE\n"
             "  --check-config              check, print the effective config (secrets masked)\n"
+            "  --health[=URL]              probe the admin /healthz (default: admin_listen); exit 0 when healthy\n"
             "  --help                      this text\n"
             "  --version                   print the version\n"
             "\n"

@@ -68,6 +68,8 @@ struct cfg {
     int log_level; /* LOG_ERROR .. LOG_DEBUG from log.h */
 
     int check_config; /* --check-config given */
+    int health;       /* --health given: probe the admin endpoint and exit */
+    char *health_url; /* --health=URL, or NULL for admin_listen's /healthz */
 };
 
 /* Event names in the order of the per-event arrays above. */

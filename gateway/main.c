@@ -5,6 +5,7 @@
  * workers, then waits for signals in the main thread: SIGTERM and SIGINT
  * drain and stop the workers; SIGHUP reloads what can be reloaded.
  */
+#include <curl/curl.h>
 #include <errno.h>
 #include <event2/thread.h>
 #include <grp.h>
@@ -68,6 +69,79 @@ static int main_drop_privileges(const struct cfg *cfg)
     return 0;
 }
 
+static size_t main_discard(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+/*
+ * --health: a probe for container health checks (no extra tools in the
+ * image). GETs the admin endpoint's /healthz (or the URL given) with a 2 s
+ * timeout; exit 0 on 200, 1 otherwise.
+ */
+static int main_health(const struct cfg *cfg)
+{
+    char url[600];
+    const char *host = cfg->admin_listen.host;
+    CURL *e;
+    long code = 0;
+    CURLcode res;
+
+    if (cfg->health_url && *cfg->health_url) {
+        snprintf(url, sizeof(url), "%s", cfg->health_url);
+    } else {
+        if (cfg->admin_listen.port == 0) {
+            fprintf(stderr, "pop3gw: --health needs admin_listen (it is disabled)\n");
+            return 1;
+        }
+        if (!strcmp(host, "0.0.0.0") || !strcmp(host, "*") || !*host)
+            host = "127.0.0.1";
+        else if (!strcmp(host, "::"))
+            host = "::1";
+        snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz",
+                 host, cfg->admin_listen.port);
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    e = curl_easy_init();
+    if (!e)
+        return 1;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, main_discard);
+    res = curl_easy_perform(e);
+    if (res == CURLE_OK)
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(e);
+    curl_global_cleanup();
+    if (code == 200)
+        return 0;
+    fprintf(stderr, "pop3gw: unhealthy: %s: %s\n", url,
+            res != CURLE_OK ? curl_easy_strerror(res) : "status not 200");
+    return 1;
+}
+
+/* SIGHUP: reads the configuration again and hands the backend secret and
+ * token to the workers; a configuration that no longer loads changes
+ * nothing. */
+static void main_reload_secrets(struct server *srv, int argc, char **argv)
+{
+    struct cfg fresh;
+    char err[1024];
+    int exit_now = 0;
+
+    if (cfg_load(&fresh, argc, argv, NULL, &exit_now, err, sizeof(err)) < 0) {
+        log_kv(LOG_ERROR, NULL, "SIGHUP: configuration not reloaded", "error=%s", err);
+        cfg_free(&fresh);
+        return;
+    }
+    server_reload_secrets(srv, fresh.backend_secret, fresh.backend_token);
+    log_kv(LOG_INFO, NULL, "backend secrets reloaded", "keys=%s", fresh.backend_secret ? "set" : "none");
+    cfg_free(&fresh);
+}
+
 int main(int argc, char **argv)
 {
     struct cfg cfg;
@@ -85,6 +159,11 @@ int main(int argc, char **argv)
     if (exit_now) {
         cfg_free(&cfg);
         return 0;
+    }
+    if (cfg.health) {
+        rc = main_health(&cfg);
+        cfg_free(&cfg);
+        return rc;
     }
     if (cfg_validate(&cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "pop3gw: %s\n", err);
@@ -125,6 +204,7 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) {
             log_kv(LOG_INFO, NULL, "SIGHUP: reloading", "tls=%d", tls_enabled());
             tls_reload();
+            main_reload_secrets(&srv, argc, argv);
             continue;
         }
         log_kv(LOG_INFO, NULL, "stopping", "signal=%s grace=%.1f", sig == SIGTERM ? "TERM" : "INT",

@@ -331,6 +331,54 @@ int server_draining(const struct server *srv)
     return atomic_load(&srv->draining);
 }
 
+static void server_wipe(char **p)
+{
+    if (*p) {
+        explicit_bzero(*p, strlen(*p));
+        free(*p);
+        *p = NULL;
+    }
+}
+
+/* event: the main thread has new backend secrets for this worker. */
+static void server_reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    char *secret, *token;
+    int have;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->qlock);
+    secret = w->new_secret;
+    token = w->new_token;
+    have = w->new_secrets;
+    w->new_secret = w->new_token = NULL;
+    w->new_secrets = 0;
+    pthread_mutex_unlock(&w->qlock);
+    if (have && wh_client_set_secrets(w->wh, secret, token) < 0)
+        log_kv(LOG_ERROR, NULL, "cannot apply new backend secrets", "worker=%d", w->index);
+    server_wipe(&secret);
+    server_wipe(&token);
+}
+
+void server_reload_secrets(struct server *srv, const char *secret, const char *token)
+{
+    int i;
+
+    for (i = 0; i < srv->n_workers && srv->workers; i++) {
+        struct worker *w = &srv->workers[i];
+        pthread_mutex_lock(&w->qlock);
+        server_wipe(&w->new_secret);
+        server_wipe(&w->new_token);
+        w->new_secret = secret ? strdup(secret) : NULL;
+        w->new_token = token ? strdup(token) : NULL;
+        w->new_secrets = 1;
+        pthread_mutex_unlock(&w->qlock);
+        event_active(w->reload_ev, EV_TIMEOUT, 0);
+    }
+}
+
 static void *server_worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -355,8 +403,10 @@ static int server_worker_init(struct server *srv, struct worker *w, int index)
     w->drain_ev = evtimer_new(w->base, server_drain_check_cb, w);
     w->accept_retry = evtimer_new(w->base, server_accept_retry_cb, w);
     w->query_ev = event_new(w->base, -1, 0, server_query_cb, w);
+    w->reload_ev = event_new(w->base, -1, 0, server_reload_cb, w);
     pthread_mutex_init(&w->qlock, NULL);
-    if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry || !w->query_ev)
+    if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry || !w->query_ev ||
+        !w->reload_ev)
         return -1;
     for (k = 0; k < srv->n_specs; k++) {
         int *fd = &srv->fds[index * srv->n_specs + k];
@@ -432,6 +482,10 @@ static void server_worker_free(struct worker *w)
         event_free(w->drain_ev);
     if (w->accept_retry)
         event_free(w->accept_retry);
+    if (w->reload_ev)
+        event_free(w->reload_ev);
+    server_wipe(&w->new_secret);
+    server_wipe(&w->new_token);
     if (w->query_ev) {
         server_query_cb(-1, 0, w); /* answer what is left, so askers are not kept */
         event_free(w->query_ev);

@@ -75,6 +75,9 @@ struct worker {
     pthread_mutex_t qlock;        /* guards queries */
     struct server_query *queries; /* waiting for this worker */
     struct event *query_ev;       /* activated by the asker */
+    char *new_secret, *new_token; /* SIGHUP: backend secrets to take (under qlock) */
+    int new_secrets;              /* they are set */
+    struct event *reload_ev;      /* activated by the main thread */
 };
 
 struct server {
@@ -110,6 +113,9 @@ void server_free(struct server *srv);
 struct server_query *server_query_start(struct server *srv, int with_sessions);
 int server_query_wait(struct server_query *q, int timeout_ms);
 void server_query_release(struct server_query *q);
+
+/* SIGHUP: hands new backend secrets and token to every worker. */
+void server_reload_secrets(struct server *srv, const char *secret, const char *token);
 
 /* True while the server drains (SIGTERM). */
 int server_draining(const struct server *srv);
