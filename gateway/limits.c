@@ -15,8 +15,8 @@
 
 struct limits_entry {
     struct limits_entry *next;
-    int conns;          /* open connections */
-    int failures;       /* failed logins since window_start */
+    int conns;    /* open connections */
+    int failures; /* failed logins since window_start */
     time_t window_start;
     char ip[46];
 };
@@ -162,8 +162,8 @@ int limits_login_blocked(const char *ip, time_t now)
     pthread_mutex_lock(l);
     e = limits_find(b, ip, 0);
     if (e) {
-        blocked = now - e->window_start < LIMITS_FAILURE_WINDOW &&
-                  e->failures >= limits_max_failures;
+        blocked =
+            now - e->window_start < LIMITS_FAILURE_WINDOW && e->failures >= limits_max_failures;
         if (!blocked)
             limits_gc(b, e, now);
     }

@@ -18,9 +18,9 @@
 #include "gateway/log.h"
 
 static pthread_mutex_t tls_lock = PTHREAD_MUTEX_INITIALIZER;
-static SSL_CTX *tls_ctx;   /* current context, or NULL without a certificate */
+static SSL_CTX *tls_ctx; /* current context, or NULL without a certificate */
 static char *tls_cert_path, *tls_key_path;
-static int tls_min;        /* 12 or 13 */
+static int tls_min; /* 12 or 13 */
 
 const char *tls_error(char *buf, int len)
 {
@@ -59,8 +59,8 @@ static SSL_CTX *tls_build(void)
         goto fail;
     return ctx;
 fail:
-    log_kv(LOG_ERROR, NULL, "cannot load TLS certificate", "cert=%s key=%s error=%s",
-           tls_cert_path, tls_key_path, tls_error(err, sizeof(err)));
+    log_kv(LOG_ERROR, NULL, "cannot load TLS certificate", "cert=%s key=%s error=%s", tls_cert_path,
+           tls_key_path, tls_error(err, sizeof(err)));
     SSL_CTX_free(ctx);
     return NULL;
 }

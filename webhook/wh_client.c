@@ -544,6 +544,11 @@ static void wh_launch(struct wh_req *r)
         wh_finish(r, CURLE_OUT_OF_MEMORY);
         return;
     }
+    /* Retrieve has no overall deadline (a long message to a slow client is
+     * fine); its own timer bounds the wait for the headers, then the time
+     * without progress while not paused. */
+    if (r->event == WH_RETRIEVE && r->timeout > 0)
+        wh_arm(r, (long)(r->timeout * 1000));
 }
 
 /* Gives slots to queued requests, in order. */
