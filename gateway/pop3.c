@@ -23,6 +23,7 @@
 #include "webhook/wh_json.h"
 
 #define POP3_MAX_ARGS 2
+#define POP3_TOP_MAX 2000000000L /* TOP line counts are capped here (the whole message) */
 #define POP3_REPLY_MAX 512 /* a reply line, CRLF included (RFC 2449 §4) */
 #define POP3_OUT_KEEP 4096 /* output buffer kept between replies; more is freed */
 
@@ -458,9 +459,10 @@ static void pop3_mechs(struct pop3_session *s, int lines)
 {
     int m;
 
+    if (!pop3_plaintext_ok(s))
+        return; /* passwords and bearer tokens only over TLS (or loopback) */
     for (m = 0; m < SASL_N_MECHS; m++)
-        if (!sasl_mech_plaintext(m) || pop3_plaintext_ok(s))
-            buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(m));
+        buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(m));
 }
 
 static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
@@ -471,11 +473,13 @@ static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
     buf_printf(&s->out, "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n");
     if (s->state == POP3_AUTHORIZATION && pop3_plaintext_ok(s))
         buf_printf(&s->out, "USER\r\n");
-    if (s->state == POP3_AUTHORIZATION) {
+    if (s->state == POP3_AUTHORIZATION && pop3_plaintext_ok(s)) {
         buf_printf(&s->out, "SASL");
         pop3_mechs(s, 0);
-        buf_printf(&s->out, "\r\nUTF8 USER\r\n");
+        buf_printf(&s->out, "\r\n");
     }
+    if (s->state == POP3_AUTHORIZATION)
+        buf_printf(&s->out, "UTF8 USER\r\n");
     if (s->state == POP3_AUTHORIZATION && s->p->stls_available && !s->tls)
         buf_printf(&s->out, "STLS\r\n");
     if (s->p->expire)
@@ -784,7 +788,7 @@ static void pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR unsupported SASL mechanism");
         return;
     }
-    if (sasl_mech_plaintext(m) && !pop3_plaintext_ok(s)) {
+    if (!pop3_plaintext_ok(s)) {
         pop3_reply(s, "-ERR [AUTH] plaintext authentication is not allowed without TLS%s",
                    s->p->stls_available ? "; use STLS first" : "");
         return;
@@ -853,9 +857,12 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
 
     s->want = POP3_WANT_INPUT;
     if (r->status != WH_OK) {
+        /* The backend accepted the login (and may hold a lock): close, so
+         * the session ends as one that logged in (disconnect event). */
         log_kv(LOG_WARN, s->id, "list failed", "user=%s error=%s", s->user,
                r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] the maildrop cannot be opened now, try again later");
+        pop3_close(s);
         return;
     }
     if (r->truncated_from)
@@ -1027,11 +1034,14 @@ static void pop3_cmd_top(struct pop3_session *s, int argc, char **argv)
 
     (void)argc;
     for (p = argv[1]; *p; p++) {
-        if (*p < '0' || *p > '9' || lines > 100000000L) {
+        if (*p < '0' || *p > '9') {
             pop3_reply(s, "-ERR invalid number of lines");
             return;
         }
-        lines = lines * 10 + (*p - '0');
+        /* Any count is valid (RFC 1939 §7); past the cap it means "all". */
+        lines = lines > POP3_TOP_MAX / 10 ? POP3_TOP_MAX : lines * 10 + (*p - '0');
+        if (lines > POP3_TOP_MAX)
+            lines = POP3_TOP_MAX;
     }
     if (!*argv[1]) {
         pop3_reply(s, "-ERR invalid number of lines");

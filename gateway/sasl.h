@@ -35,7 +35,8 @@ struct sasl {
 const char *sasl_mech_name(enum sasl_mech m);
 /* Looks up a mechanism name, case-insensitively; -1 when unknown. */
 int sasl_mech_lookup(const char *name);
-/* True for mechanisms that carry a plaintext password. */
+/* True for mechanisms that carry a plaintext password (bearer tokens are
+ * as sensitive: the session asks for TLS before any mechanism). */
 int sasl_mech_plaintext(enum sasl_mech m);
 
 /*

@@ -182,13 +182,59 @@ static char *xstrdup(const char *s)
     return p;
 }
 
+/* ---- cleanup after a failed assertion ------------------------------------ */
+
+/* cmocka leaves a failing test by longjmp: what a test still holds is listed
+ * here and freed by the teardown, so the sanitizers report only real leaks. */
+#define OWNED_MAX 64
+static void *owned[OWNED_MAX];
+static void (*owned_free[OWNED_MAX])(void *);
+
+static void own(void *p, void (*fn)(void *))
+{
+    size_t i;
+
+    if (!p)
+        return;
+    for (i = 0; i < OWNED_MAX; i++)
+        if (!owned[i]) {
+            owned[i] = p;
+            owned_free[i] = fn;
+            return;
+        }
+    fail_msg("too many live objects");
+}
+
+static void disown(void *p)
+{
+    size_t i;
+
+    for (i = 0; p && i < OWNED_MAX; i++)
+        if (owned[i] == p)
+            owned[i] = NULL;
+}
+
+static int free_leftovers(void **state)
+{
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < OWNED_MAX; i++)
+        if (owned[i]) {
+            void *p = owned[i];
+            owned[i] = NULL;
+            owned_free[i](p);
+        }
+    return 0;
+}
+
 /* ---- the driver --------------------------------------------------------- */
 
 struct drive {
     const struct setup *su;
     struct pop3_session *s;
-    struct str tr; /* the transcript */
-    struct str in; /* client bytes not consumed yet */
+    struct str tr;    /* the transcript */
+    struct str in;    /* client bytes not consumed yet */
     int manual_delay; /* stop at POP3_WANT_DELAY instead of ending it */
     int in_delay, closed, tls;
     char *list_user, *list_mailbox; /* what the list call carried */
@@ -260,8 +306,9 @@ static void answer_authenticate(struct drive *d, const struct wh_call *c, struct
 
     assert_non_null(c->method);
     assert_true(c->attempt >= 1);
-    assert_null(c->mailbox);
     str_printf(&line, "@authenticate user=%s method=%s", c->user, c->method);
+    if (c->mailbox) /* not expected: the mailbox comes with a successful login */
+        str_printf(&line, " mailbox=%s", c->mailbox);
     if (strcmp(c->method, "USER") == 0) {
         assert_non_null(c->password);
         assert_null(c->apop_timestamp);
@@ -529,11 +576,19 @@ static void pump(struct drive *d)
     }
 }
 
+static void d_free(struct drive *d);
+
+static void d_free_any(void *p)
+{
+    d_free(p);
+}
+
 static struct drive *d_open(const struct setup *su)
 {
     struct drive *d = calloc(1, sizeof(*d));
 
     assert_non_null(d);
+    own(d, d_free_any);
     d->su = su;
     d->tls = su->peer.tls;
     d->s = pop3_new(&su->params, &su->peer);
@@ -549,6 +604,7 @@ static struct drive *d_open(const struct setup *su)
 
 static void d_free(struct drive *d)
 {
+    disown(d);
     pop3_free(d->s);
     free(d->tr.p);
     free(d->in.p);
@@ -607,6 +663,8 @@ static void print_escaped(const char *label, const char *s)
 
 static void outcome_free(struct outcome *o)
 {
+    disown(o->tr);
+    disown(o->user);
     free(o->tr);
     free(o->user);
     memset(o, 0, sizeof(*o));
@@ -615,7 +673,7 @@ static void outcome_free(struct outcome *o)
 /* Runs the input through a fresh session in every chunk mode; all must give
  * the same transcript and end state. Returns the outcome (free it with
  * outcome_free). */
-static struct outcome run_scenario(const struct setup *su, const char *in, size_t len)
+static struct outcome run_scenario_at(const struct setup *su, const char *in, size_t len, int at)
 {
     struct outcome first;
     size_t i;
@@ -633,6 +691,8 @@ static struct outcome run_scenario(const struct setup *su, const char *in, size_
         o.quit_done = pop3_quit_done(d->s);
         o.committing = pop3_committing(d->s);
         o.user = xstrdup(pop3_user(d->s));
+        own(o.tr, free);
+        own(o.user, free);
         d_free(d);
         if (i == 0) {
             first = o;
@@ -643,7 +703,8 @@ static struct outcome run_scenario(const struct setup *su, const char *in, size_
             print_error("\n");
             print_escaped("fed in chunks", o.tr);
             print_error("\n");
-            fail_msg("the transcript differs when fed in chunks of %zu", chunk_modes[i]);
+            print_error("the transcript differs when fed in chunks of %zu\n", chunk_modes[i]);
+            _fail(__FILE__, at);
         }
         assert_int_equal(o.state, first.state);
         assert_int_equal(o.want, first.want);
@@ -660,12 +721,9 @@ static struct outcome run_scenario(const struct setup *su, const char *in, size_
     return first;
 }
 
-#define SCENARIO(su, in) run_scenario((su), (in), sizeof(in) - 1)
+#define SCENARIO(su, in) run_scenario_at((su), (in), sizeof(in) - 1, __LINE__)
 
-static struct outcome scenario_str(const struct setup *su, const char *in)
-{
-    return run_scenario(su, in, strlen(in));
-}
+#define scenario_str(su, in) run_scenario_at((su), (in), strlen(in), __LINE__)
 
 /* '*' matches any run of characters; everything else matches itself. */
 static int glob(const char *p, const char *s, const char *e)
@@ -687,7 +745,8 @@ static int glob(const char *p, const char *s, const char *e)
     return s == e;
 }
 
-static void expect_fail(const char *tr, const char *const *want, size_t at, const char *why)
+static void expect_fail(const char *tr, const char *const *want, size_t at, const char *why,
+                        int line)
 {
     size_t i;
 
@@ -695,11 +754,12 @@ static void expect_fail(const char *tr, const char *const *want, size_t at, cons
     print_error("expected:\n");
     for (i = 0; want[i]; i++)
         print_error("%s%s\n", want[i], i == at ? "    <-- here" : "");
-    fail_msg("transcript line %zu: %s", at + 1, why);
+    print_error("transcript line %zu: %s\n", at + 1, why);
+    _fail(__FILE__, line);
 }
 
 /* The transcript must be exactly these lines (patterns), in this order. */
-static void expect_lines(const char *tr, const char *const *want)
+static void expect_lines_at(const char *tr, const char *const *want, int line)
 {
     const char *p = tr;
     size_t i;
@@ -707,16 +767,31 @@ static void expect_lines(const char *tr, const char *const *want)
     for (i = 0; want[i]; i++) {
         const char *e = strstr(p, "\r\n");
         if (!e)
-            expect_fail(tr, want, i, "missing");
+            expect_fail(tr, want, i, "missing", line);
         if (!glob(want[i], p, e))
-            expect_fail(tr, want, i, "does not match");
+            expect_fail(tr, want, i, "does not match", line);
         p = e + 2;
     }
     if (*p)
-        expect_fail(tr, want, i, "unexpected extra lines");
+        expect_fail(tr, want, i, "unexpected extra lines", line);
 }
 
-#define EXPECT(o, ...) expect_lines((o).tr, (const char *const[]){__VA_ARGS__, NULL})
+/* The whole transcript must match one pattern ('*' may span lines). */
+static void expect_glob_at(const char *tr, const char *pattern, int line)
+{
+    if (glob(pattern, tr, tr + strlen(tr)))
+        return;
+    print_escaped("transcript", tr);
+    print_escaped("expected", pattern);
+    print_error("\n");
+    _fail(__FILE__, line);
+}
+
+#define expect_glob(tr, pattern) expect_glob_at((tr), (pattern), __LINE__)
+
+/* expect_lines(tr, (const char *const[]){"pattern", ..., NULL}) */
+#define expect_lines(tr, ...) expect_lines_at((tr), (__VA_ARGS__), __LINE__)
+#define EXPECT(o, ...) expect_lines_at((o).tr, (const char *const[]){__VA_ARGS__, NULL}, __LINE__)
 
 /* The number of transcript lines matching a pattern. */
 static size_t count_lines(const char *tr, const char *pattern)
@@ -756,16 +831,22 @@ static int has_capa(const char *tr, const char *name)
             break;
         }
     for (i = start + 1; i < last_dot; i++)
-        if (strncmp(lines[i], name, len) == 0 &&
-            (lines[i][len] == '\r' || lines[i][len] == ' '))
+        if (strncmp(lines[i], name, len) == 0 && (lines[i][len] == '\r' || lines[i][len] == ' '))
             return 1;
     return 0;
 }
 
 #define LOGIN "USER alice\r\nPASS secret\r\n"
-#define LOGGED_IN                                                                                  \
-    "+OK*", "@authenticate user=alice method=USER password=secret attempt=1", "@list user=alice",  \
+/* The transcript lines of LOGIN, with the password `pw`. */
+#define LOGGED_IN_PW(pw)                                                                           \
+    "+OK*", "@authenticate user=alice method=USER password=" pw " attempt=1", "@list user=alice",  \
         "+OK*"
+#define LOGGED_IN LOGGED_IN_PW("secret")
+/* The greeting and LOGIN. */
+#define START "+OK*", LOGGED_IN
+#define LOGGED_IN_GLOB                                                                             \
+    "+OK*\r\n@authenticate user=alice method=USER password=secret attempt=1\r\n"                   \
+    "@list user=alice\r\n+OK*\r\n"
 
 /* ---- greeting and CAPA -------------------------------------------------- */
 
@@ -1002,8 +1083,8 @@ static void test_wrong_arity_transaction(void **state)
                                            "DELE 1 2\r\nNOOP x\r\nRSET x\r\nQUIT x\r\n"
                                            "CAPA x\r\nLIST \r\nSTAT\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
-           "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "+OK 3 600");
+    EXPECT(o, START, "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
+           "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "+OK 3 600");
     assert_int_equal(o.state, POP3_TRANSACTION);
     outcome_free(&o);
 }
@@ -1016,8 +1097,8 @@ static void test_case_insensitive_verbs(void **state)
         SCENARIO(&su, "user alice\r\nPaSs secret\r\nstat\r\nStat\r\nsTAT\r\nlist 2\r\n"
                       "uidl 2\r\ndele 1\r\nrset\r\nnoop\r\ntop 2 0\r\nretr 3\r\nquit\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK 3 600", "+OK 3 600", "+OK 3 600", "+OK 2 200", "+OK 2 u2", "+OK*",
-           "+OK*", "+OK*", "@retrieve message=2 uid=u2 lines=0", "+OK*", "@body",
+    EXPECT(o, START, "+OK 3 600", "+OK 3 600", "+OK 3 600", "+OK 2 200", "+OK 2 u2", "+OK*", "+OK*",
+           "+OK*", "@retrieve message=2 uid=u2 lines=0", "+OK*", "@body",
            "@retrieve message=3 uid=u3 lines=-1", "+OK*", "@body", "@quit deleted=[] committing",
            "+OK*", "@close");
     assert_int_equal(o.quit_done, 1);
@@ -1031,9 +1112,9 @@ static void test_bad_message_numbers(void **state)
     (void)state;
     static const char *const verbs[] = {"LIST", "UIDL", "RETR", "DELE"};
     static const char *const bad[] = {
-        "0",   "-1",   "+1",          "1a",         "a",
-        "0x1", "1.0",  "99999999999", "4294967297", "18446744073709551617",
-        "4",   "1 2",  " 1",          "1 ",         "",
+        "0",   "-1",  "+1",          "1a",         "a",
+        "0x1", "1.0", "99999999999", "4294967297", "18446744073709551617",
+        "4",   "1 2", " 1",          "1 ",         "",
     };
     struct setup su = setup_default();
     struct str in = {0};
@@ -1082,7 +1163,7 @@ static void test_top_lines_larger_than_message(void **state)
     struct setup su = setup_default();
     struct outcome o = SCENARIO(&su, LOGIN "TOP 1 100000\r\nTOP 1 99999999999\r\nNOOP\r\n");
 
-    EXPECT(o, LOGGED_IN, "@retrieve message=1 uid=u1 lines=100000", "+OK*", "@body",
+    EXPECT(o, START, "@retrieve message=1 uid=u1 lines=100000", "+OK*", "@body",
            "@retrieve message=1 uid=u1 lines=*", "+OK*", "@body", "+OK*");
     outcome_free(&o);
 }
@@ -1098,8 +1179,8 @@ static void test_login(void **state)
     struct outcome o = SCENARIO(&su, LOGIN "STAT\r\nUIDL 1\r\nRETR 1\r\nDELE 1\r\nQUIT\r\n");
 
     EXPECT(o, "+OK*", "+OK*", "@authenticate user=alice method=USER password=secret attempt=1",
-           "@list user=Alice mailbox={\"id\":7,\"shard\":\"b\"}", "+OK*", "+OK 3 600",
-           "+OK 1 u1", "@retrieve message=1 uid=u1 lines=-1", "+OK*", "@body", "+OK*",
+           "@list user=Alice mailbox={\"id\":7,\"shard\":\"b\"}", "+OK*", "+OK 3 600", "+OK 1 u1",
+           "@retrieve message=1 uid=u1 lines=-1", "+OK*", "@body", "+OK*",
            "@quit deleted=[1:u1] committing", "+OK*", "@close");
     assert_int_equal(o.logged_in, 1);
     assert_int_equal(o.quit_done, 1);
@@ -1202,13 +1283,13 @@ static void test_plaintext_refused_without_tls(void **state)
     /* allowed with implicit TLS or plaintext_auth = allow */
     su.peer.tls = 1;
     o = SCENARIO(&su, LOGIN "STAT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK 3 600");
+    EXPECT(o, START, "+OK 3 600");
     outcome_free(&o);
 
     su.peer.tls = 0;
     su.params.plaintext_always = 1;
     o = SCENARIO(&su, LOGIN "STAT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK 3 600");
+    EXPECT(o, START, "+OK 3 600");
     outcome_free(&o);
 }
 
@@ -1217,8 +1298,9 @@ static void test_user_invalid_utf8(void **state)
     (void)state;
     struct setup su = setup_default();
     static const char *const names[] = {
-        "\xff\xfe",         /* never valid */
-        "a\xc0\xaf" "b",    /* overlong */
+        "\xff\xfe", /* never valid */
+        "a\xc0\xaf"
+        "b",                /* overlong */
         "\xed\xa0\x80",     /* a surrogate */
         "x\xc3",            /* cut short */
         "\xf4\x90\x80\x80", /* past U+10FFFF */
@@ -1286,9 +1368,7 @@ static void test_apop_bad_digest_syntax(void **state)
         "c4c9334bac560ecc979e58001b3e22fbb", /* 33 */
         "g4c9334bac560ecc979e58001b3e22fb",  /* not hex */
         "c4c9334bac560ecc979e58001b3e22f ",  /* a space */
-        "c4c9-334bac560ecc979e58001b3e22f",
-        "0xc9334bac560ecc979e58001b3e22fb",
-        "",
+        "c4c9-334bac560ecc979e58001b3e22f",  "0xc9334bac560ecc979e58001b3e22fb", "",
     };
     size_t i;
 
@@ -1389,8 +1469,6 @@ static void test_delay_blocks_input(void **state)
     assert_int_equal(pop3_feed(d->s, d->in.p, d->in.len), 0);
     assert_int_equal(pop3_feed(d->s, "NOOP\r\n", 6), 0);
     assert_int_equal(d->in.len, strlen("CAPA\r\nQUIT\r\n"));
-    pop3_timeout(d->s); /* the line below must not have been sent yet */
-    pop3_output_clear(d->s);
     d_free(d);
 
     d = d_open(&su);
@@ -1461,8 +1539,9 @@ static void test_list_failure(void **state)
     su.be.list_status = WH_TEMP;
     struct outcome o = SCENARIO(&su, LOGIN "STAT\r\nQUIT\r\n");
 
+    /* The session closes after the -ERR: STAT and QUIT are never read. */
     EXPECT(o, "+OK*", "+OK*", "@authenticate user=alice method=USER password=secret attempt=1",
-           "@list user=alice", "-ERR [SYS/TEMP]*", "-ERR*", "+OK*", "@close");
+           "@list user=alice", "-ERR [SYS/TEMP]*", "@close");
     assert_int_equal(o.state, POP3_CLOSED);
     assert_int_equal(o.quit_done, 0);
     outcome_free(&o);
@@ -1470,21 +1549,20 @@ static void test_list_failure(void **state)
 
 /* After a list failure the client may log in again; the new login must be
  * checked as the new user, and nothing of the first may leak. */
-static void test_list_failure_then_login_again(void **state)
+/* A list failure after a good login closes the session: the backend may hold
+ * a lock for that login, and a later login on the same connection must not
+ * inherit its user or mailbox. The second login's lines are never read. */
+static void test_list_failure_closes(void **state)
 {
     (void)state;
     struct setup su = setup_default();
     su.be.list_status = WH_TEMP;
     su.be.mailbox = "{\"box\":1}";
-    struct outcome o = SCENARIO(&su, LOGIN LOGIN "USER bob\r\nPASS bobpw\r\n");
+    struct outcome o = SCENARIO(&su, LOGIN "USER bob\r\nPASS bobpw\r\n");
 
     EXPECT(o, "+OK*", "+OK*", "@authenticate user=alice method=USER password=secret attempt=1",
-           "@list user=alice mailbox={\"box\":1}", "-ERR [SYS/TEMP]*", "+OK*",
-           "@authenticate user=alice method=USER password=secret attempt=2",
-           "@list user=alice mailbox={\"box\":1}", "-ERR [SYS/TEMP]*", "+OK*",
-           "@authenticate user=bob method=USER password=bobpw attempt=3", "-ERR [AUTH]*",
-           "@delay");
-    assert_int_equal(o.state, POP3_AUTHORIZATION);
+           "@list user=alice mailbox={\"box\":1}", "-ERR [SYS/TEMP]*", "@close");
+    assert_int_equal(o.state, POP3_CLOSED);
     outcome_free(&o);
 }
 
@@ -1499,10 +1577,10 @@ static void test_deleted_messages_hidden(void **state)
                                            "UIDL 3\r\nLIST 1\r\nRSET\r\nSTAT\r\nLIST\r\n"
                                            "LIST 2\r\nUIDL\r\nDELE 2\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK 2 400", "+OK*", "1 100", "3 300", ".", "+OK*", "1 u1",
-           "3 u3", ".", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "+OK 3 300", "+OK 3 u3",
-           "+OK 1 100", "+OK*", "+OK 3 600", "+OK*", "1 100", "2 200", "3 300", ".", "+OK 2 200",
-           "+OK*", "1 u1", "2 u2", "3 u3", ".", "+OK*");
+    EXPECT(o, START, "+OK*", "+OK 2 400", "+OK*", "1 100", "3 300", ".", "+OK*", "1 u1", "3 u3",
+           ".", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "+OK 3 300", "+OK 3 u3", "+OK 1 100",
+           "+OK*", "+OK 3 600", "+OK*", "1 100", "2 200", "3 300", ".", "+OK 2 200", "+OK*", "1 u1",
+           "2 u2", "3 u3", ".", "+OK*");
     assert_int_equal(o.state, POP3_TRANSACTION);
     outcome_free(&o);
 }
@@ -1514,8 +1592,8 @@ static void test_delete_all(void **state)
     struct outcome o = SCENARIO(&su, LOGIN "DELE 3\r\nDELE 1\r\nDELE 2\r\nSTAT\r\nLIST\r\n"
                                            "UIDL\r\nLIST 1\r\nNOOP\r\nQUIT\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "+OK*", "+OK 0 0", "+OK*", ".", "+OK*", ".", "-ERR*",
-           "+OK*", "@quit deleted=[1:u1,2:u2,3:u3] committing", "+OK*", "@close");
+    EXPECT(o, START, "+OK*", "+OK*", "+OK*", "+OK 0 0", "+OK*", ".", "+OK*", ".", "-ERR*", "+OK*",
+           "@quit deleted=[1:u1,2:u2,3:u3] committing", "+OK*", "@close");
     outcome_free(&o);
 }
 
@@ -1528,7 +1606,7 @@ static void test_empty_maildrop(void **state)
     struct outcome o = SCENARIO(&su, LOGIN "STAT\r\nLIST\r\nUIDL\r\nLIST 1\r\nUIDL 1\r\n"
                                            "RETR 1\r\nTOP 1 0\r\nDELE 1\r\nRSET\r\nQUIT\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK 0 0", "+OK*", ".", "+OK*", ".", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
+    EXPECT(o, START, "+OK 0 0", "+OK*", ".", "+OK*", ".", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
            "-ERR*", "+OK*", "@quit deleted=[] committing", "+OK*", "@close");
     outcome_free(&o);
 }
@@ -1541,20 +1619,20 @@ static void test_uidl_fetched_once(void **state)
     struct outcome o = SCENARIO(&su, LOGIN "RETR 1\r\nUIDL\r\nUIDL\r\nUIDL 2\r\nRETR 1\r\n"
                                            "DELE 2\r\nQUIT\r\n");
 
-    EXPECT(o, LOGGED_IN, "@retrieve message=1 uid=- lines=-1", "+OK*", "@body", "@uidl", "+OK*",
-           "1 u1", "2 u2", "3 u3", ".", "+OK*", "1 u1", "2 u2", "3 u3", ".", "+OK 2 u2",
+    EXPECT(o, START, "@retrieve message=1 uid=- lines=-1", "+OK*", "@body", "@uidl", "+OK*", "1 u1",
+           "2 u2", "3 u3", ".", "+OK*", "1 u1", "2 u2", "3 u3", ".", "+OK 2 u2",
            "@retrieve message=1 uid=u1 lines=-1", "+OK*", "@body", "+OK*",
            "@quit deleted=[2:u2] committing", "+OK*", "@close");
     outcome_free(&o);
 
     /* UIDL n first */
     o = SCENARIO(&su, LOGIN "UIDL 3\r\nUIDL\r\n");
-    EXPECT(o, LOGGED_IN, "@uidl", "+OK 3 u3", "+OK*", "1 u1", "2 u2", "3 u3", ".");
+    EXPECT(o, START, "@uidl", "+OK 3 u3", "+OK*", "1 u1", "2 u2", "3 u3", ".");
     outcome_free(&o);
 
     /* UIDL n of a deleted or absent message: no call */
     o = SCENARIO(&su, LOGIN "DELE 2\r\nUIDL 2\r\nUIDL 4\r\nUIDL\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "-ERR*", "-ERR*", "@uidl", "+OK*", "1 u1", "3 u3", ".");
+    EXPECT(o, START, "+OK*", "-ERR*", "-ERR*", "@uidl", "+OK*", "1 u1", "3 u3", ".");
     outcome_free(&o);
 }
 
@@ -1567,20 +1645,20 @@ static void test_uidl_failures(void **state)
 
     su.be.uidl_extra = -1;
     o = SCENARIO(&su, LOGIN "UIDL\r\nUIDL 1\r\nSTAT\r\n");
-    EXPECT(o, LOGGED_IN, "@uidl", "-ERR [SYS/TEMP]*", "@uidl", "-ERR [SYS/TEMP]*", "+OK 3 600");
+    EXPECT(o, START, "@uidl", "-ERR [SYS/TEMP]*", "@uidl", "-ERR [SYS/TEMP]*", "+OK 3 600");
     assert_int_equal(o.state, POP3_TRANSACTION);
     outcome_free(&o);
 
     su.be.uidl_extra = 1;
     o = SCENARIO(&su, LOGIN "UIDL\r\nRETR 1\r\n");
-    EXPECT(o, LOGGED_IN, "@uidl", "-ERR [SYS/TEMP]*", "@retrieve message=1 uid=- lines=-1",
-           "+OK*", "@body");
+    EXPECT(o, START, "@uidl", "-ERR [SYS/TEMP]*", "@retrieve message=1 uid=- lines=-1", "+OK*",
+           "@body");
     outcome_free(&o);
 
     su.be.uidl_extra = 0;
     su.be.uidl_status = WH_TEMP;
     o = SCENARIO(&su, LOGIN "UIDL\r\nNOOP\r\n");
-    EXPECT(o, LOGGED_IN, "@uidl", "-ERR [SYS/TEMP]*", "+OK*");
+    EXPECT(o, START, "@uidl", "-ERR [SYS/TEMP]*", "+OK*");
     outcome_free(&o);
 }
 
@@ -1591,7 +1669,7 @@ static void test_retr_and_top(void **state)
     struct outcome o =
         SCENARIO(&su, LOGIN "RETR 1\r\nTOP 2 5\r\nTOP 3 0\r\nRETR 3\r\nNOOP\r\nSTAT\r\n");
 
-    EXPECT(o, LOGGED_IN, "@retrieve message=1 uid=u1 lines=-1", "+OK*", "@body",
+    EXPECT(o, START, "@retrieve message=1 uid=u1 lines=-1", "+OK*", "@body",
            "@retrieve message=2 uid=u2 lines=5", "+OK*", "@body",
            "@retrieve message=3 uid=u3 lines=0", "+OK*", "@body",
            "@retrieve message=3 uid=u3 lines=-1", "+OK*", "@body", "+OK*", "+OK 3 600");
@@ -1606,22 +1684,21 @@ static void test_retrieve_failures(void **state)
 
     su.be.retrieve_status = WH_NOT_FOUND;
     o = SCENARIO(&su, LOGIN "RETR 2\r\nTOP 1 3\r\nNOOP\r\n");
-    EXPECT(o, LOGGED_IN, "@retrieve message=2 uid=u2 lines=-1", "-ERR*",
+    EXPECT(o, START, "@retrieve message=2 uid=u2 lines=-1", "-ERR*",
            "@retrieve message=1 uid=u1 lines=3", "-ERR*", "+OK*");
     assert_int_equal(o.state, POP3_TRANSACTION);
     outcome_free(&o);
 
     su.be.retrieve_status = WH_TEMP;
     o = SCENARIO(&su, LOGIN "RETR 2\r\nNOOP\r\n");
-    EXPECT(o, LOGGED_IN, "@retrieve message=2 uid=u2 lines=-1", "-ERR [SYS/TEMP]*", "+OK*");
+    EXPECT(o, START, "@retrieve message=2 uid=u2 lines=-1", "-ERR [SYS/TEMP]*", "+OK*");
     outcome_free(&o);
 
     /* the body broke after +OK: close, commit nothing */
     su.be.retrieve_status = WH_OK;
     su.be.retrieve_broken = 1;
     o = SCENARIO(&su, LOGIN "DELE 1\r\nRETR 2\r\nNOOP\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "@retrieve message=2 uid=u2 lines=-1", "+OK*", "@broken",
-           "@close");
+    EXPECT(o, START, "+OK*", "@retrieve message=2 uid=u2 lines=-1", "+OK*", "@broken", "@close");
     assert_int_equal(o.state, POP3_CLOSED);
     assert_int_equal(o.quit_done, 0);
     outcome_free(&o);
@@ -1678,7 +1755,7 @@ static void test_numbers_never_shift(void **state)
     struct outcome o = SCENARIO(&su, LOGIN "DELE 1\r\nDELE 3\r\nLIST 5\r\nUIDL 4\r\nRETR 2\r\n"
                                            "LIST\r\nQUIT\r\n");
 
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "+OK 5 55", "+OK 4 d", "@retrieve message=2 uid=b lines=-1",
+    EXPECT(o, START, "+OK*", "+OK*", "+OK 5 55", "+OK 4 d", "@retrieve message=2 uid=b lines=-1",
            "+OK*", "@body", "+OK*", "2 22", "4 44", "5 55", ".",
            "@quit deleted=[1:a,3:c] committing", "+OK*", "@close");
     outcome_free(&o);
@@ -1709,25 +1786,23 @@ static void test_quit_transaction(void **state)
     struct outcome o;
 
     o = SCENARIO(&su, LOGIN "QUIT\r\nNOOP\r\n");
-    EXPECT(o, LOGGED_IN, "@quit deleted=[] committing", "+OK*", "@close");
+    EXPECT(o, START, "@quit deleted=[] committing", "+OK*", "@close");
     assert_int_equal(o.quit_done, 1);
     assert_int_equal(o.committing, 0);
     assert_int_equal(o.state, POP3_CLOSED);
     outcome_free(&o);
 
     o = SCENARIO(&su, LOGIN "DELE 3\r\nDELE 1\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "@quit deleted=[1:u1,3:u3] committing", "+OK*",
-           "@close");
+    EXPECT(o, START, "+OK*", "+OK*", "@quit deleted=[1:u1,3:u3] committing", "+OK*", "@close");
     assert_int_equal(o.quit_done, 1);
     outcome_free(&o);
 
     o = SCENARIO(&su, LOGIN "DELE 3\r\nRSET\r\nDELE 2\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "+OK*", "@quit deleted=[2:u2] committing", "+OK*",
-           "@close");
+    EXPECT(o, START, "+OK*", "+OK*", "+OK*", "@quit deleted=[2:u2] committing", "+OK*", "@close");
     outcome_free(&o);
 
     o = SCENARIO(&su, LOGIN "DELE 3\r\nRSET\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "@quit deleted=[] committing", "+OK*", "@close");
+    EXPECT(o, START, "+OK*", "+OK*", "@quit deleted=[] committing", "+OK*", "@close");
     outcome_free(&o);
 }
 
@@ -1740,19 +1815,19 @@ static void test_quit_without_uids(void **state)
 
     /* deletions: uidl first, so every deleted entry names its uid */
     o = SCENARIO(&su, LOGIN "DELE 3\r\nDELE 1\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "+OK*", "@uidl committing",
-           "@quit deleted=[1:u1,3:u3] committing", "+OK*", "@close");
+    EXPECT(o, START, "+OK*", "+OK*", "@uidl committing", "@quit deleted=[1:u1,3:u3] committing",
+           "+OK*", "@close");
     assert_int_equal(o.quit_done, 1);
     outcome_free(&o);
 
     /* no deletions: no uidl */
     o = SCENARIO(&su, LOGIN "QUIT\r\n");
-    EXPECT(o, LOGGED_IN, "@quit deleted=[] committing", "+OK*", "@close");
+    EXPECT(o, START, "@quit deleted=[] committing", "+OK*", "@close");
     outcome_free(&o);
 
     /* uids already fetched by UIDL: no second uidl */
     o = SCENARIO(&su, LOGIN "UIDL 1\r\nDELE 2\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "@uidl", "+OK 1 u1", "+OK*", "@quit deleted=[2:u2] committing", "+OK*",
+    EXPECT(o, START, "@uidl", "+OK 1 u1", "+OK*", "@quit deleted=[2:u2] committing", "+OK*",
            "@close");
     outcome_free(&o);
 
@@ -1761,7 +1836,7 @@ static void test_quit_without_uids(void **state)
     o = SCENARIO(&su, LOGIN "DELE 2\r\nQUIT\r\n");
     assert_int_equal(count_lines(o.tr, "@uidl committing"), 1);
     assert_int_equal(count_lines(o.tr, "-ERR [SYS/TEMP] some deleted messages not removed"), 1);
-    assert_int_equal(count_lines(o.tr, "@quit deleted=[?*"), 0);
+    assert_int_equal(count_lines(o.tr, "@quit deleted=[2*"), 0);
     assert_int_equal(count_lines(o.tr, "+OK bye*"), 0);
     assert_int_equal(o.quit_done, 0);
     assert_int_equal(o.state, POP3_CLOSED);
@@ -1777,7 +1852,7 @@ static void test_quit_failure(void **state)
     struct outcome o;
 
     o = SCENARIO(&su, LOGIN "DELE 1\r\nQUIT\r\n");
-    EXPECT(o, LOGGED_IN, "+OK*", "@quit deleted=[1:u1] committing",
+    EXPECT(o, START, "+OK*", "@quit deleted=[1:u1] committing",
            "-ERR [SYS/TEMP] some deleted messages not removed", "@close");
     assert_int_equal(o.quit_done, 0);
     assert_int_equal(o.state, POP3_CLOSED);
@@ -1785,7 +1860,7 @@ static void test_quit_failure(void **state)
 
     /* nothing to delete: +OK anyway */
     o = SCENARIO(&su, LOGIN "QUIT\r\n");
-    EXPECT(o, LOGGED_IN, "@quit deleted=[] committing", "+OK*", "@close");
+    EXPECT(o, START, "@quit deleted=[] committing", "+OK*", "@close");
     assert_int_equal(o.quit_done, 0);
     assert_int_equal(o.state, POP3_CLOSED);
     outcome_free(&o);
@@ -1829,7 +1904,7 @@ static void test_timeout(void **state)
     assert_int_equal(pop3_want(d->s), POP3_WANT_CLOSE);
     assert_null(pop3_call(d->s));
     pump(d);
-    expect_lines(d->tr.p, (const char *const[]){LOGGED_IN, "+OK*", "-ERR*", "@close", NULL});
+    expect_lines(d->tr.p, (const char *const[]){START, "+OK*", "-ERR*", "@close", NULL});
     assert_int_equal(pop3_quit_done(d->s), 0);
     assert_int_equal(pop3_state(d->s), POP3_CLOSED);
     /* a second timer changes nothing */
@@ -1857,8 +1932,7 @@ static void test_shutdown(void **state)
     d_send(d, LOGIN "DELE 2\r\n");
     pop3_shutdown(d->s);
     pump(d);
-    expect_lines(d->tr.p,
-                 (const char *const[]){LOGGED_IN, "+OK*", "-ERR [SYS/TEMP]*", "@close", NULL});
+    expect_lines(d->tr.p, (const char *const[]){START, "+OK*", "-ERR [SYS/TEMP]*", "@close", NULL});
     assert_int_equal(pop3_quit_done(d->s), 0);
     d_free(d);
 }
@@ -1882,7 +1956,6 @@ static void test_line_255_accepted(void **state)
     free(auth.p);
 
     /* 255 octets with a bare LF */
-    name[247] = '\0';
     char *name2 = repeat('b', 249);
     memset(&in, 0, sizeof(in));
     memset(&auth, 0, sizeof(auth));
@@ -1912,8 +1985,7 @@ static void test_line_too_long(void **state)
         struct outcome o = scenario_str(&su, in.p);
         assert_int_equal(count_lines(o.tr, "-ERR*"), 1);
         assert_int_equal(count_lines(o.tr, "IMPLEMENTATION*"), 1);
-        assert_true(glob("+OK*\r\n-ERR*\r\n+OK*\r\n*.\r\n+OK*\r\n@close\r\n", o.tr,
-                         o.tr + strlen(o.tr)));
+        expect_glob(o.tr, "+OK*\r\n-ERR*\r\n+OK*\r\n*.\r\n+OK*\r\n@close\r\n");
         outcome_free(&o);
         free(in.p);
         free(name);
@@ -1944,7 +2016,7 @@ static void test_line_too_long_not_split(void **state)
         /* "NOOP xxx...QUIT" CRLF: at least 257 octets */
         str_printf(&in, LOGIN "NOOP %sQUIT\r\nNOOP %sDELE 1\r\nSTAT\r\nNOOP\r\n", junk, junk);
         struct outcome o = scenario_str(&su, in.p);
-        EXPECT(o, LOGGED_IN, "-ERR*", "-ERR*", "+OK 3 600", "+OK*");
+        EXPECT(o, START, "-ERR*", "-ERR*", "+OK 3 600", "+OK*");
         assert_int_equal(o.state, POP3_TRANSACTION);
         outcome_free(&o);
         free(in.p);
@@ -1993,8 +2065,8 @@ static void test_bare_lf(void **state)
     struct setup su = setup_default();
     struct outcome o = SCENARIO(&su, "USER alice\nPASS secret\nSTAT\nLIST 2\r\nDELE 2\nQUIT\n");
 
-    EXPECT(o, LOGGED_IN, "+OK 3 600", "+OK 2 200", "+OK*", "@quit deleted=[2:u2] committing",
-           "+OK*", "@close");
+    EXPECT(o, START, "+OK 3 600", "+OK 2 200", "+OK*", "@quit deleted=[2:u2] committing", "+OK*",
+           "@close");
     outcome_free(&o);
 }
 
@@ -2016,7 +2088,7 @@ static void test_empty_and_control_lines(void **state)
                                    "STAT\r\n";
     struct outcome o = SCENARIO(&su, in);
 
-    EXPECT(o, LOGGED_IN, "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
+    EXPECT(o, START, "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*", "-ERR*",
            "-ERR*", "-ERR*", "-ERR*", "+OK 3 600");
     outcome_free(&o);
 
@@ -2028,7 +2100,7 @@ static void test_empty_and_control_lines(void **state)
 
     /* empty lines in AUTHORIZATION */
     o = SCENARIO(&su, "\r\n\nCAPA\r\n");
-    assert_true(glob("+OK*\r\n-ERR*\r\n-ERR*\r\n+OK*", o.tr, o.tr + strlen(o.tr)));
+    expect_glob(o.tr, "+OK*\r\n-ERR*\r\n-ERR*\r\n+OK*");
     outcome_free(&o);
 }
 
@@ -2049,7 +2121,7 @@ static void test_max_bad_commands(void **state)
     struct str in = {0};
     str_printf(&in, LOGIN "%s\r\nNO\x01OP\r\nLIST 1 2\r\nSTAT\r\nQUIT\r\n", junk);
     o = scenario_str(&su, in.p);
-    EXPECT(o, LOGGED_IN, "-ERR*", "-ERR*", "-ERR*", "@close");
+    EXPECT(o, START, "-ERR*", "-ERR*", "-ERR*", "@close");
     assert_int_equal(o.quit_done, 0);
     outcome_free(&o);
     free(in.p);
@@ -2063,7 +2135,7 @@ static void test_max_bad_commands(void **state)
     str_printf(&in, "QUIT\r\n");
     o = scenario_str(&su, in.p);
     assert_int_equal(count_lines(o.tr, "-ERR*"), 50);
-    assert_true(glob("*-ERR*\r\n+OK*\r\n@close\r\n", o.tr, o.tr + strlen(o.tr)));
+    expect_glob(o.tr, "*-ERR*\r\n+OK*\r\n@close\r\n");
     outcome_free(&o);
     free(in.p);
 }
@@ -2118,7 +2190,7 @@ static void test_pipelined_while_call_pending(void **state)
     collect(d);
     assert_int_equal(pop3_want(d->s), POP3_WANT_CLOSE);
     expect_lines(d->tr.p,
-                 (const char *const[]){LOGGED_IN, "+OK 3 600", "+OK 1 100",
+                 (const char *const[]){START, "+OK 3 600", "+OK 1 100",
                                        "@retrieve message=2 uid=u2 lines=-1", "+OK*", "@body",
                                        "@quit deleted=[] committing", "+OK*", NULL});
     d_free(d);
@@ -2133,13 +2205,12 @@ static void test_pipelined_batch(void **state)
                                      "UIDL\r\nTOP 1 0\r\nRETR 1\r\nDELE 1\r\nLIST 1\r\nNOOP\r\n"
                                      "RSET\r\nDELE 2\r\nQUIT\r\nSTAT\r\n");
 
-    assert_true(glob("+OK*\r\n+OK*\r\n*\r\n.\r\n+OK*\r\n@authenticate *\r\n@list user=alice\r\n"
-                     "+OK*\r\n+OK 3 600\r\n+OK*\r\n1 100\r\n2 200\r\n3 300\r\n.\r\n+OK*\r\n"
-                     "1 u1\r\n2 u2\r\n3 u3\r\n.\r\n@retrieve message=1 uid=u1 lines=0\r\n"
-                     "+OK*\r\n@body\r\n@retrieve message=1 uid=u1 lines=-1\r\n+OK*\r\n@body\r\n"
-                     "+OK*\r\n-ERR*\r\n+OK*\r\n+OK*\r\n+OK*\r\n"
-                     "@quit deleted=[2:u2] committing\r\n+OK*\r\n@close\r\n",
-                     o.tr, o.tr + strlen(o.tr)));
+    expect_glob(o.tr, "+OK*\r\n+OK*\r\n*\r\n.\r\n+OK*\r\n@authenticate *\r\n@list user=alice\r\n"
+                      "+OK*\r\n+OK 3 600\r\n+OK*\r\n1 100\r\n2 200\r\n3 300\r\n.\r\n+OK*\r\n"
+                      "1 u1\r\n2 u2\r\n3 u3\r\n.\r\n@retrieve message=1 uid=u1 lines=0\r\n"
+                      "+OK*\r\n@body\r\n@retrieve message=1 uid=u1 lines=-1\r\n+OK*\r\n@body\r\n"
+                      "+OK*\r\n-ERR*\r\n+OK*\r\n+OK*\r\n+OK*\r\n"
+                      "@quit deleted=[2:u2] committing\r\n+OK*\r\n@close\r\n");
     outcome_free(&o);
 }
 
@@ -2168,8 +2239,7 @@ static void test_stls(void **state)
     assert_false(has_capa(d->tr.p, "STLS"));
     d_send(d, "STLS\r\n" LOGIN "STAT\r\n");
     assert_int_equal(pop3_state(d->s), POP3_TRANSACTION);
-    assert_true(glob("+OK*\r\n+OK*\r\n+OK*\r\n*.\r\n-ERR*\r\n" LOGGED_IN_GLOB "+OK 3 600\r\n",
-                     d->tr.p, d->tr.p + d->tr.len));
+    expect_glob(d->tr.p, "+OK*\r\n+OK*\r\n+OK*\r\n*.\r\n-ERR*\r\n" LOGGED_IN_GLOB "+OK 3 600\r\n");
     d_free(d);
 
     /* through the driver: what was pipelined after STLS is dropped */
@@ -2256,72 +2326,74 @@ static void test_debug_trace_hides_password(void **state)
     assert_non_null(strstr(log, "PASS"));
     assert_null(strstr(log, "hunter2"));
     free(log);
-    EXPECT(o, LOGGED_IN_PW("hunter2 x"), "@quit deleted=[] committing", "+OK*", "@close");
+    EXPECT(o, "+OK*", LOGGED_IN_PW("hunter2 x"), "@quit deleted=[] committing", "+OK*", "@close");
     outcome_free(&o);
 }
+
+#define T(f) cmocka_unit_test_teardown(f, free_leftovers)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greeting_plain),
-        cmocka_unit_test(test_greeting_apop),
-        cmocka_unit_test(test_capa_loopback),
-        cmocka_unit_test(test_capa_plaintext_rules),
-        cmocka_unit_test(test_capa_expire_login_delay),
-        cmocka_unit_test(test_capa_transaction),
-        cmocka_unit_test(test_transaction_commands_before_login),
-        cmocka_unit_test(test_authorization_commands_after_login),
-        cmocka_unit_test(test_unknown_commands),
-        cmocka_unit_test(test_wrong_arity_authorization),
-        cmocka_unit_test(test_wrong_arity_transaction),
-        cmocka_unit_test(test_case_insensitive_verbs),
-        cmocka_unit_test(test_bad_message_numbers),
-        cmocka_unit_test(test_top_lines_larger_than_message),
-        cmocka_unit_test(test_login),
-        cmocka_unit_test(test_login_state_and_accessors),
-        cmocka_unit_test(test_pass_with_spaces),
-        cmocka_unit_test(test_pass_utf8),
-        cmocka_unit_test(test_pass_without_user),
-        cmocka_unit_test(test_plaintext_refused_without_tls),
-        cmocka_unit_test(test_user_invalid_utf8),
-        cmocka_unit_test(test_apop),
-        cmocka_unit_test(test_apop_bad_digest_syntax),
-        cmocka_unit_test(test_attempt_numbering),
-        cmocka_unit_test(test_refusal_codes),
-        cmocka_unit_test(test_delay_blocks_input),
-        cmocka_unit_test(test_max_auth_failures),
-        cmocka_unit_test(test_auth_backend_down),
-        cmocka_unit_test(test_list_failure),
-        cmocka_unit_test(test_list_failure_then_login_again),
-        cmocka_unit_test(test_deleted_messages_hidden),
-        cmocka_unit_test(test_delete_all),
-        cmocka_unit_test(test_empty_maildrop),
-        cmocka_unit_test(test_uidl_fetched_once),
-        cmocka_unit_test(test_uidl_failures),
-        cmocka_unit_test(test_retr_and_top),
-        cmocka_unit_test(test_retrieve_failures),
-        cmocka_unit_test(test_retrieve_without_body),
-        cmocka_unit_test(test_numbers_never_shift),
-        cmocka_unit_test(test_quit_authorization),
-        cmocka_unit_test(test_quit_transaction),
-        cmocka_unit_test(test_quit_without_uids),
-        cmocka_unit_test(test_quit_failure),
-        cmocka_unit_test(test_committing),
-        cmocka_unit_test(test_timeout),
-        cmocka_unit_test(test_shutdown),
-        cmocka_unit_test(test_line_255_accepted),
-        cmocka_unit_test(test_line_too_long),
-        cmocka_unit_test(test_line_too_long_not_split),
-        cmocka_unit_test(test_line_too_long_in_pieces),
-        cmocka_unit_test(test_bare_lf),
-        cmocka_unit_test(test_empty_and_control_lines),
-        cmocka_unit_test(test_max_bad_commands),
-        cmocka_unit_test(test_pipelined_while_call_pending),
-        cmocka_unit_test(test_pipelined_batch),
-        cmocka_unit_test(test_stls),
-        cmocka_unit_test(test_stls_refused),
-        cmocka_unit_test(test_call_done_without_call),
-        cmocka_unit_test(test_debug_trace_hides_password),
+        T(test_greeting_plain),
+        T(test_greeting_apop),
+        T(test_capa_loopback),
+        T(test_capa_plaintext_rules),
+        T(test_capa_expire_login_delay),
+        T(test_capa_transaction),
+        T(test_transaction_commands_before_login),
+        T(test_authorization_commands_after_login),
+        T(test_unknown_commands),
+        T(test_wrong_arity_authorization),
+        T(test_wrong_arity_transaction),
+        T(test_case_insensitive_verbs),
+        T(test_bad_message_numbers),
+        T(test_top_lines_larger_than_message),
+        T(test_login),
+        T(test_login_state_and_accessors),
+        T(test_pass_with_spaces),
+        T(test_pass_utf8),
+        T(test_pass_without_user),
+        T(test_plaintext_refused_without_tls),
+        T(test_user_invalid_utf8),
+        T(test_apop),
+        T(test_apop_bad_digest_syntax),
+        T(test_attempt_numbering),
+        T(test_refusal_codes),
+        T(test_delay_blocks_input),
+        T(test_max_auth_failures),
+        T(test_auth_backend_down),
+        T(test_list_failure),
+        T(test_list_failure_closes),
+        T(test_deleted_messages_hidden),
+        T(test_delete_all),
+        T(test_empty_maildrop),
+        T(test_uidl_fetched_once),
+        T(test_uidl_failures),
+        T(test_retr_and_top),
+        T(test_retrieve_failures),
+        T(test_retrieve_without_body),
+        T(test_numbers_never_shift),
+        T(test_quit_authorization),
+        T(test_quit_transaction),
+        T(test_quit_without_uids),
+        T(test_quit_failure),
+        T(test_committing),
+        T(test_timeout),
+        T(test_shutdown),
+        T(test_line_255_accepted),
+        T(test_line_too_long),
+        T(test_line_too_long_not_split),
+        T(test_line_too_long_in_pieces),
+        T(test_bare_lf),
+        T(test_empty_and_control_lines),
+        T(test_max_bad_commands),
+        T(test_pipelined_while_call_pending),
+        T(test_pipelined_batch),
+        T(test_stls),
+        T(test_stls_refused),
+        T(test_call_done_without_call),
+        T(test_debug_trace_hides_password),
     };
 
     log_init(0, LOG_ERROR);
