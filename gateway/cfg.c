@@ -983,7 +983,7 @@ static int cfg_check_plaintext(const struct cfg *c, char *err, size_t errlen)
             err, errlen,
             "plaintext_auth = tls-only (the default) accepts passwords only after TLS, but no "
             "certificate is set and listen includes %s, which is not loopback: clients there "
-            "could never log in with USER/PASS, PLAIN or LOGIN. Either set tls_cert and tls_key "
+            "could never log in with USER/PASS or AUTH. Either set tls_cert and tls_key "
             "(clients then use STLS), or set plaintext_auth = allow to accept passwords in "
             "clear text, or listen on loopback only (127.0.0.1, ::1 or localhost)",
             where);

@@ -334,7 +334,10 @@ static void conn_process(struct conn *c)
         return;
     if (!c->streaming && !c->req)
         conn_feed(c);
-    conn_flush(c);
+    /* A refused login's reply waits out auth_failure_delay (the same for
+     * unknown users and wrong passwords). */
+    if (pop3_want(c->s) != POP3_WANT_DELAY)
+        conn_flush(c);
     conn_track_state(c, 0);
     switch (pop3_want(c->s)) {
     case POP3_WANT_INPUT:
@@ -394,9 +397,10 @@ static void conn_process(struct conn *c)
     default:
         abort();
     }
-    /* POP3_WANT_CLOSE: flush, then free from the write callback. */
+    /* POP3_WANT_CLOSE: flush, then free from the write callback. The
+     * gateway itself ends this session (bad commands, a failed call). */
     if (!c->reason)
-        c->reason = "client_closed";
+        c->reason = "error";
     c->closing = 1;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
@@ -602,7 +606,8 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
 static void conn_setup_bev(struct conn *c)
 {
     const struct cfg *cfg = c->w->srv->cfg;
-    struct timeval send_tv = {(time_t)cfg->send_timeout, 0};
+    struct timeval send_tv = {(time_t)cfg->send_timeout,
+                              (suseconds_t)((cfg->send_timeout - (double)(time_t)cfg->send_timeout) * 1e6)};
 
     evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);

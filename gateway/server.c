@@ -30,6 +30,16 @@
 #define SERVER_BACKLOG 1024
 #define SERVER_ACCEPT_RETRY_MS 100
 
+static int server_has_ipv6(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
+}
+
 /* Creates one listening socket for `a`. -1 after logging why. */
 static int server_listen_one(const struct cfg_addr *a)
 {
@@ -37,9 +47,12 @@ static int server_listen_one(const struct cfg_addr *a)
     char port[16];
     int fd = -1, one = 1, rc;
     const char *host = a->host;
+    int any = !strcmp(host, "*") || !*host;
 
-    if (!strcmp(host, "*") || !*host)
-        host = NULL;
+    /* "*": every address, IPv6 and IPv4 on one dual-stack socket where the
+     * system has IPv6, else IPv4 only. */
+    if (any)
+        host = server_has_ipv6() ? "::" : "0.0.0.0";
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -55,6 +68,10 @@ static int server_listen_one(const struct cfg_addr *a)
     if (fd < 0)
         goto err;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (any && res->ai_family == AF_INET6) {
+        int zero = 0;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
         goto err;
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SERVER_BACKLOG) < 0)

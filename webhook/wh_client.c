@@ -381,6 +381,7 @@ static void wh_launch(struct wh_req *r);
 static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct wh_req *r = arg;
+    struct wh_client *c = r->c;
 
     (void)fd;
     (void)what;
@@ -390,9 +391,9 @@ static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     log_kv(LOG_WARN, NULL, "webhook timed out", "event=%s id=%s timeout=%.1f",
            wh_event_names[r->event], r->id, r->timeout);
-    curl_multi_remove_handle(r->c->multi, r->easy);
-    wh_finish(r, CURLE_OPERATION_TIMEDOUT);
-    wh_pump(r->c);
+    curl_multi_remove_handle(c->multi, r->easy);
+    wh_finish(r, CURLE_OPERATION_TIMEDOUT); /* frees r */
+    wh_pump(c);
 }
 
 /* ---- curl data callbacks ---------------------------------------------- */
