@@ -307,7 +307,8 @@ static int store_finish(struct store_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
         l->msgs[i].name = l->names + l->msgs[i].name_off;
-    qsort(l->msgs, l->n, sizeof *l->msgs, store_by_name);
+    if (l->n > 1)
+        qsort(l->msgs, l->n, sizeof *l->msgs, store_by_name);
     if (store_index(l) != 0)
         return -1;
     size_t dups = 0, kept = 0;

@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -60,15 +59,6 @@ def binary(name):
     if not os.access(path, os.X_OK):
         raise AssertionError("binary %s not found (build it with `make`)" % path)
     return path
-
-
-def is_sanitized(path):
-    """True when the binary was built with AddressSanitizer."""
-    try:
-        with open(path, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
 
 
 # ------------------------------------------------------------- run directory
@@ -219,6 +209,16 @@ DEFAULT_USERS = {
     "alice": "secret1",
     "bob": "pass word 2",
     "carol": "carolpw",
+    "dave": "davepw",
+    "erin": "erinpw",  # an empty mailbox
+}
+
+# OAuth bearer tokens (third field of the users file). dave's is a few KB,
+# as real ones are, so it needs a SASL continuation line longer than 255.
+TOKENS = {
+    "carol": "tok-carol-123",
+    "dave": "ya29." + "".join("abcdefghijklmnopqrstuvwxyz0123456789-_"[(i * 7) % 38]
+                              for i in range(4000)),
 }
 
 
@@ -226,7 +226,7 @@ class MailRoot:
     """A Maildir tree for pop3gw-maildir: ROOT/users and ROOT/USER/{new,cur,tmp}.
 
     alice and carol get the same six messages (carol is for tests that
-    delete in a shared stack); bob has two.
+    delete in a shared stack); bob has two, dave one, erin none.
     """
 
     def __init__(self, users=None):
@@ -235,7 +235,8 @@ class MailRoot:
         self.messages = {}  # user -> [Message] in maildrop order
         with open(os.path.join(self.path, "users"), "w") as f:
             for user, pw in self.users.items():
-                f.write("%s:%s\n" % (user, pw))
+                token = TOKENS.get(user)
+                f.write("%s:%s%s\n" % (user, pw, ":" + token if token else ""))
         for user in self.users:
             self.messages[user] = []
             for sub in ("new", "cur", "tmp"):
@@ -249,6 +250,8 @@ class MailRoot:
         if "bob" in self.users:
             for uid, data in bob_messages():
                 self.add("bob", uid, data)
+        if "dave" in self.users:
+            self.add("dave", "1700000201.M1P1.dave", b"Subject: for dave\n\nHi Dave.\n")
 
     def add(self, user, uid, data, sub="new"):
         path = os.path.join(self.path, user, sub, uid)
@@ -340,30 +343,97 @@ def log_tail(path, start=0, max_lines=80):
     return "\n".join(lines)
 
 
-class Proc:
-    """A child process with its stdout and stderr in a log file."""
+_live = set()  # Procs whose process may still run, for the exit handler
+_live_lock = threading.Lock()
 
-    def __init__(self, name, argv, env=None):
+
+def stop_all():
+    """Kills every child still running (run.py calls it at exit)."""
+    with _live_lock:
+        procs = list(_live)
+    for p in procs:
+        try:
+            p.stop(sig=signal.SIGKILL, timeout=5)
+        except Exception:  # best effort at exit
+            pass
+
+
+class StartError(AssertionError):
+    pass
+
+
+class Proc:
+    """A child process with its stdout and stderr in a log file.
+
+    Subclasses build their command line in argv() from self.port and say
+    in ready() whether the process answers yet. When the port was picked
+    here (not given by the caller) and the process dies because someone
+    took the port in the meantime, start() picks another and retries."""
+
+    READY_WHAT = "ready"
+
+    def __init__(self, name, port=None, env=None):
         self.name = name
-        self.argv = argv
+        self.fixed_port = port is not None
+        self.port = port or free_port()
         self.env = env
         self.proc = None
         self.log_path = os.path.join(new_dir("log"), name + ".log")
         self.returncode = None
+        self.start_failed = False  # start() raised: already reported
+        self.killed = False  # a test killed it on purpose
         with _logs_lock:
             _logs.append((name, self.log_path))
 
-    def start(self):
-        logf = open(self.log_path, "ab")
-        logf.write(("$ %s\n" % " ".join(self.argv)).encode())
-        logf.flush()
-        try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
+    def argv(self):
+        raise NotImplementedError
+
+    def ready(self):
+        raise NotImplementedError
+
+    def _spawn(self):
+        argv = self.argv()
+        with open(self.log_path, "ab") as logf:
+            logf.write(("$ %s\n" % " ".join(argv)).encode())
+            logf.flush()
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
                                          stderr=subprocess.STDOUT, env=self.env,
                                          close_fds=True)
-        finally:
-            logf.close()
+        with _live_lock:
+            _live.add(self)
         self.returncode = None
+
+    def start(self):
+        self.start_failed = True
+        for attempt in range(3):
+            log_start = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+            self._spawn()
+            deadline = time.monotonic() + START_DEADLINE
+            while True:
+                if self.proc.poll() is not None:
+                    tail = log_tail(self.log_path, log_start)
+                    if (not self.fixed_port and attempt < 2
+                            and re.search(r"(?i)address already in use|EADDRINUSE", tail)):
+                        self.stop()
+                        self.port = free_port()
+                        break  # retry on another port
+                    rc = self.proc.returncode
+                    self.stop()
+                    raise StartError("%s exited with %s while starting; log:\n%s"
+                                     % (self.name, rc, tail))
+                try:
+                    if self.ready():
+                        self.start_failed = False
+                        return self
+                except (OSError, http.client.HTTPException, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop(sig=signal.SIGKILL)
+                    raise StartError("%s not %s after %.0fs; log:\n%s" % (
+                        self.name, self.READY_WHAT, START_DEADLINE,
+                        log_tail(self.log_path, log_start)))
+                time.sleep(0.02)
+        raise StartError("%s: no free port after 3 tries" % self.name)
 
     @property
     def pid(self):
@@ -372,10 +442,11 @@ class Proc:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def check_alive(self, what="starting"):
-        if self.proc.poll() is not None:
+    def check_alive(self, what="running"):
+        if self.proc is None or self.proc.poll() is not None:
+            rc = self.proc.returncode if self.proc is not None else self.returncode
             raise AssertionError("%s exited with %s while %s; log:\n%s" % (
-                self.name, self.proc.returncode, what, log_tail(self.log_path)))
+                self.name, rc, what, log_tail(self.log_path)))
 
     def stop(self, sig=signal.SIGTERM, timeout=STOP_DEADLINE):
         """Signals the process, waits, kills it if it does not exit.
@@ -389,18 +460,36 @@ class Proc:
                 pass
             try:
                 self.proc.wait(timeout=timeout)
+                self.returncode = self.proc.returncode
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
                 self.returncode = None
-                self.proc = None
-                return None
-        self.returncode = self.proc.returncode
+        else:
+            self.returncode = self.proc.returncode
         self.proc = None
+        with _live_lock:
+            _live.discard(self)
         return self.returncode
 
     def kill(self):
+        """SIGKILL on purpose (a test simulating a crash)."""
+        self.killed = True
         return self.stop(sig=signal.SIGKILL, timeout=10)
+
+    def stop_clean(self):
+        """SIGTERM; raises unless the process exits with status 0 in time.
+        Quiet when its start already failed or a test killed it."""
+        if self.proc is None and (self.start_failed or self.killed):
+            return
+        was_running = self.alive()
+        rc = self.stop()
+        if self.start_failed or self.killed:
+            return
+        if rc != 0:
+            how = "on SIGTERM" if was_running else "before the end of the test"
+            raise AssertionError("%s did not exit cleanly %s (status %r); log:\n%s"
+                                 % (self.name, how, rc, log_tail(self.log_path, max_lines=60)))
 
     def log(self):
         try:
@@ -433,35 +522,28 @@ def _sanitizer_env(extra_asan=None):
 class Backend(Proc):
     """pop3gw-maildir serving a MailRoot."""
 
+    READY_WHAT = "answering GET /_stats"
+
     def __init__(self, root, port=None, args=(), log_requests=True, name="backend"):
         self.root = root
-        self.port = port or free_port()
+        self.args = list(args)
+        self.exe = binary("pop3gw-maildir")
         self.req_log = os.path.join(new_dir("req"), "requests.jsonl") if log_requests else None
-        argv = [binary("pop3gw-maildir"), "--listen=%s:%d" % (HOST, self.port),
-                "--root=%s" % root.path]
+        super().__init__(name, port, env=_sanitizer_env())
+
+    def argv(self):
+        argv = [self.exe, "--listen=%s:%d" % (HOST, self.port), "--root=%s" % self.root.path]
         if self.req_log:
             argv.append("--log-requests=%s" % self.req_log)
-        argv.extend(args)
-        super().__init__(name, argv, env=_sanitizer_env())
+        return argv + self.args
+
+    def ready(self):
+        self.stats(timeout=1)
+        return True
 
     @property
     def url(self):
         return "http://%s:%d" % (HOST, self.port)
-
-    def start(self):
-        super().start()
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            self.check_alive()
-            try:
-                self.stats(timeout=1)
-                return self
-            except (OSError, http.client.HTTPException, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("backend not ready after %.0fs; log:\n%s" % (
-                    START_DEADLINE, log_tail(self.log_path)))
-            time.sleep(0.02)
 
     def stats(self, timeout=5):
         """GET /_stats: {"connections": N, "requests": {event: n}}."""
@@ -506,44 +588,24 @@ class Backend(Proc):
 class Gateway(Proc):
     """pop3gw in front of a Backend."""
 
+    READY_WHAT = "greeting"
+
     def __init__(self, backend, port=None, args=None, name="gateway", extra_asan=None):
         self.backend = backend
-        self.port = port or free_port()
-        opts = dict(GATEWAY_DEFAULTS)
-        opts.update(args or {})
-        opts["listen"] = "%s:%d" % (HOST, self.port)
-        opts.setdefault("backend_url", backend.url if backend else "http://%s:1" % HOST)
-        argv = [binary("pop3gw")]
-        argv.extend("--%s=%s" % (k, v) for k, v in opts.items() if v is not None)
-        super().__init__(name, argv, env=_sanitizer_env(extra_asan))
+        self.exe = binary("pop3gw")
+        self.opts = dict(GATEWAY_DEFAULTS)
+        self.opts.update(args or {})
+        self.opts.setdefault("backend_url", backend.url if backend else "http://%s:1" % HOST)
+        super().__init__(name, port, env=_sanitizer_env(extra_asan))
 
-    def start(self):
-        super().start()
-        self.start_failed = True  # until the greeting came
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            self.check_alive()
-            try:
-                with socket.create_connection((HOST, self.port), timeout=2) as s:
-                    line = s.makefile("rb").readline(1024)
-                if line.startswith(b"+OK"):
-                    self.start_failed = False
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("gateway gave no greeting after %.0fs; log:\n%s" % (
-                    START_DEADLINE, log_tail(self.log_path)))
-            time.sleep(0.02)
+    def argv(self):
+        opts = dict(self.opts, listen="%s:%d" % (HOST, self.port))
+        return [self.exe] + ["--%s=%s" % (k, v) for k, v in opts.items() if v is not None]
 
-    def stop_clean(self):
-        """SIGTERM; raises unless the gateway exits with status 0 in time."""
-        if self.proc is None:
-            return
-        rc = self.stop()
-        if rc != 0 and not getattr(self, "start_failed", False):  # else already reported
-            raise AssertionError("gateway did not exit cleanly on SIGTERM (status %r); log:\n%s"
-                                 % (rc, log_tail(self.log_path, max_lines=60)))
+    def ready(self):
+        with socket.create_connection((HOST, self.port), timeout=2) as s:
+            line = s.makefile("rb").readline(1024)
+        return line.startswith(b"+OK")
 
 
 # ------------------------------------------------------------------ clients
@@ -649,6 +711,18 @@ class Raw:
         self.send(command + b"\r\n")
         return self.status()
 
+    def step(self, line):
+        """Sends one line of a SASL exchange; returns the reply line, which
+        may also be a continuation ("+ base64")."""
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        reply = self.line()
+        if not (reply.startswith(b"+OK") or reply.startswith(b"-ERR")
+                or reply.startswith(b"+ ")):
+            raise ProtocolError("not a status or continuation line: %r" % reply[:200])
+        return reply
+
     def multi(self, command):
         """Sends one command; returns (status, body or None on -ERR)."""
         st = self.cmd(command)
@@ -715,7 +789,7 @@ class StackTestCase(unittest.TestCase):
         add_cleanup = owner.addClassCleanup if isinstance(owner, type) else owner.addCleanup
         add_cleanup(root.remove)
         backend = Backend(root, args=cls.BACKEND_ARGS)
-        add_cleanup(backend.stop)
+        add_cleanup(backend.stop_clean)
         backend.start()
         gw = Gateway(backend, args=cls.GATEWAY_ARGS, extra_asan=cls.EXTRA_ASAN)
         add_cleanup(gw.stop_clean)
@@ -764,7 +838,3 @@ class StackTestCase(unittest.TestCase):
             self.assertTrue(resp.startswith(b"-ERR [" + code.encode() + b"]"),
                             "expected -ERR [%s], got %r" % (code, resp))
         return resp
-
-
-def eprint(*a):
-    print(*a, file=sys.stderr)

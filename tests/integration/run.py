@@ -13,8 +13,10 @@ when anything failed or no test ran.
 """
 
 import argparse
+import atexit
 import os
 import shutil
+import signal
 import sys
 import time
 import unittest
@@ -81,6 +83,13 @@ def main():
     sys.path.insert(0, HERE)
     import harness  # noqa: E402  (after sys.path is set)
 
+    # Never leave a backend or gateway behind, even when stopped early.
+    atexit.register(harness.stop_all)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+
     loader = unittest.TestLoader()
     if args.patterns:
         loader.testNamePatterns = [p if any(c in p for c in "*?[") else "*%s*" % p
@@ -90,7 +99,12 @@ def main():
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=1 if args.quiet else 2,
                                      resultclass=LogDumpingResult, failfast=args.failfast)
     t0 = time.monotonic()
-    result = runner.run(suite)
+    try:
+        result = runner.run(suite)
+    except KeyboardInterrupt as e:
+        harness.stop_all()
+        print("\ninterrupted (%s); logs kept in %s" % (e, harness._run_dir), file=sys.stderr)
+        return 130
     elapsed = time.monotonic() - t0
 
     skipped = len(result.skipped)

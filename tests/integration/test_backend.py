@@ -1,7 +1,7 @@
 """How the gateway uses its backend: when uidl is called, outages,
 keep-alive reuse, and webhook signatures."""
 
-from harness import (SECRET, Backend, Gateway, MailRoot, StackTestCase, login, pop)
+from harness import SECRET, Backend, Gateway, StackTestCase, login, pop
 
 
 class UidlFromListTests(StackTestCase):
@@ -143,7 +143,7 @@ class BackendOutageTests(StackTestCase):
         self.gw.check_alive("the backend was down")
         # Same port, same mail root.
         self.backend = Backend(self.root, port=port, name="backend-restarted")
-        self.addCleanup(self.backend.stop)
+        self.addCleanup(self.backend.stop_clean)
         self.backend.start()
         self.session_ok()
         self.session_ok()

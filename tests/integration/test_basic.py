@@ -219,3 +219,26 @@ class BasicTests(StackTestCase):
         p = login(self.gw, "bob", "pass word 2")
         p.quit()
         self.assertNotIn("pass word 2", self.gw.log())
+
+
+class EmptyMailboxTests(StackTestCase):
+    """A user with no messages (its own stack: a backend that fails on an
+    empty listing must not take the other tests down with it)."""
+
+    def test_empty_mailbox(self):
+        start = len(self.backend.requests())
+        p = login(self.gw, "erin")
+        try:
+            self.assertEqual(p.stat(), (0, 0))
+            resp, listing, _ = p.list()
+            self.assertTrue(resp.startswith(b"+OK"), resp)
+            self.assertEqual(listing, [])
+            resp, uidls, _ = p.uidl()
+            self.assertEqual(uidls, [])
+            self.assertErr(p.retr, 1)
+            self.assertErr(p.list, 1)
+            self.assertErr(p.dele, 1)
+        finally:
+            self.assertTrue(p.quit().startswith(b"+OK"))
+        events = [r["event"] for r in self.session_requests(start)]
+        self.assertEqual(events, ["authenticate", "list", "quit"])

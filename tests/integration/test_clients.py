@@ -72,8 +72,10 @@ class FetchmailTests(ClientTestMixin, StackTestCase):
                     "  keep fetchall sslproto '' mda \"%s\"\n" % (HOST, self.gw.port, getpass.getuser(), mda))
         os.chmod(rc, stat.S_IRUSR | stat.S_IWUSR)
         env = dict(os.environ, HOME=work, FETCHMAILHOME=work)
+        # Its own id and pid files: as root fetchmail would lock /var/run.
         code, log = self.run_tool([FETCHMAIL, "-f", rc, "-v", "--nosyslog",
-                                   "-i", os.path.join(work, "ids")], env)
+                                   "-i", os.path.join(work, "ids"),
+                                   "--pidfile", os.path.join(work, "fetchmail.pid")], env)
         self.assertEqual(code, 0, "fetchmail exited %d:\n%s" % (code, log))
         files = sorted(os.path.join(out, n) for n in os.listdir(out))
         self.check_delivered(files, "fetchmail")

@@ -1,0 +1,662 @@
+"""The admin HTTP endpoint: /healthz, /readyz, /status, /metrics, /sessions
+and the dashboard page, the bearer token, and counters that move by exactly
+what a session did.
+
+Every gateway here enables the admin endpoint on a free loopback port (the
+harness default disables it). `promtool check metrics` runs when promtool is
+installed (Debian package `prometheus`); without it that test is skipped.
+"""
+
+import base64
+import hashlib
+import http.client
+import http.server
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port
+
+TOKEN = "s3cr3t-admin-token"
+PROTECTED = ("/status", "/metrics", "/sessions", "/")
+WAIT = 10.0  # seconds any polled condition gets
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def http_get(port, path, token=None, method="GET", headers=None, host=HOST, body=None):
+    """One request to the admin endpoint: (status, headers dict, body bytes)."""
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def wait_until(pred, what, timeout=WAIT):
+    """Polls pred() until it returns something true; returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.02)
+
+
+def parse_metrics(text):
+    """Prometheus text to ({(name, ((label, value), ...)): float}, {name: type})."""
+    samples, types = {}, {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(" ", 3)
+            types[name] = typ
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            raise AssertionError("not a sample line: %r" % line)
+        labels = tuple(sorted(label_re.findall(m.group(2) or "")))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples, types
+
+
+def metric(samples, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    if key not in samples:
+        raise AssertionError("no sample %s%r" % (name, labels))
+    return samples[key]
+
+
+class Client:
+    """A POP3 client on a bare socket that counts every octet it sends and
+    receives, so the gateway's byte counters can be checked exactly."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection((HOST, port), timeout=10)
+        self.buf = b""
+        self.sent = 0
+        self.received = 0
+        self.greeting = self.line()
+
+    @property
+    def local_port(self):
+        return self.sock.getsockname()[1]
+
+    def _fill(self):
+        data = self.sock.recv(65536)
+        self.received += len(data)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def cmd(self, text):
+        data = text.encode() + b"\r\n"
+        self.sock.sendall(data)
+        self.sent += len(data)
+        return self.line()
+
+    def multi(self, text):
+        st = self.cmd(text)
+        if st.startswith(b"+OK"):
+            while self.line() != b".":
+                pass
+        return st
+
+    def quit(self):
+        """QUIT, then read to the end so every octet sent is counted."""
+        st = self.cmd("QUIT")
+        self.sock.settimeout(10)
+        try:
+            while True:
+                self._fill()
+        except EOFError:
+            pass
+        self.sock.close()
+        return st
+
+    def close(self):
+        self.sock.close()
+
+
+class AdminMixin:
+    """Starts stacks with the admin endpoint on; offers JSON and metrics getters."""
+
+    ADMIN_TOKEN = TOKEN
+    WORKERS = "2"
+
+    @classmethod
+    def start_stack(cls, owner):
+        cls.admin_port = free_port()
+        args = dict(cls.GATEWAY_ARGS)
+        args.update({"admin_listen": "%s:%d" % (HOST, cls.admin_port), "workers": cls.WORKERS})
+        if cls.ADMIN_TOKEN:
+            args["admin_token"] = cls.ADMIN_TOKEN
+        cls.GATEWAY_ARGS = args
+        stack = super().start_stack(owner)
+        cls.wait_admin()
+        return stack
+
+    @classmethod
+    def wait_admin(cls):
+        def ready():
+            try:
+                return http_get(cls.admin_port, "/readyz")[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, "/readyz to answer 200")
+
+    def get(self, path, expect=200):
+        status, headers, body = http_get(self.admin_port, path, token=self.ADMIN_TOKEN)
+        self.assertEqual(status, expect, "%s answered %d: %r" % (path, status, body[:300]))
+        return headers, body
+
+    def status(self):
+        return json.loads(self.get("/status")[1])
+
+    def sessions(self):
+        return json.loads(self.get("/sessions")[1])
+
+    def metrics(self):
+        return parse_metrics(self.get("/metrics")[1].decode())[0]
+
+    def settled_status(self, base):
+        """/status once no connection of ours is open and no call is in flight."""
+        def idle():
+            st = self.status()
+            ok = (st["connections"]["active"] == base["connections"]["active"] and
+                  st["sessions"]["total"] == base["sessions"]["total"] and
+                  st["webhooks"]["inflight"] == 0)
+            return st if ok else None
+        return wait_until(idle, "the gateway to become idle")
+
+
+# ---------------------------------------------------------------- the token
+
+
+class AdminTokenTests(AdminMixin, StackTestCase):
+
+    def test_healthz_and_readyz_need_no_token(self):
+        for path in ("/healthz", "/readyz"):
+            for token in (None, "wrong"):
+                status, headers, body = http_get(self.admin_port, path, token=token)
+                self.assertEqual(status, 200, (path, body))
+                self.assertTrue(headers["content-type"].startswith("application/json"))
+        health = json.loads(http_get(self.admin_port, "/healthz")[2])
+        self.assertEqual(health, {"status": "ok", "workers": 2, "answered": 2})
+        self.assertEqual(json.loads(http_get(self.admin_port, "/readyz")[2]),
+                         {"status": "ready"})
+
+    def test_missing_or_wrong_token_gets_401(self):
+        wrong = [None, "", "wrong", TOKEN + "x", TOKEN[:-1], TOKEN.upper()]
+        for path in PROTECTED:
+            for token in wrong:
+                status, headers, _ = http_get(self.admin_port, path, token=token)
+                self.assertEqual(status, 401, "%s with token %r" % (path, token))
+                self.assertTrue(headers.get("www-authenticate", "").startswith("Bearer"),
+                                headers)
+            # Another scheme with the right secret is not a bearer token.
+            basic = base64.b64encode(("admin:" + TOKEN).encode()).decode()
+            status, _, _ = http_get(self.admin_port, path,
+                                    headers={"Authorization": "Basic " + basic})
+            self.assertEqual(status, 401, path)
+            status, _, body = http_get(self.admin_port, path, token=TOKEN)
+            self.assertEqual(status, 200, (path, body[:200]))
+        # The scheme name is case-insensitive (RFC 7235).
+        status, _, _ = http_get(self.admin_port, "/status",
+                                headers={"Authorization": "bearer " + TOKEN})
+        self.assertEqual(status, 200)
+
+    def test_query_token_only_for_the_page(self):
+        status, headers, body = http_get(self.admin_port, "/?token=" + TOKEN)
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"), headers)
+        self.assertIn(b"<canvas", body)
+        self.assertEqual(http_get(self.admin_port, "/?token=wrong")[0], 401)
+        for path in ("/status", "/metrics", "/sessions"):
+            self.assertEqual(http_get(self.admin_port, path + "?token=" + TOKEN)[0], 401, path)
+
+    def test_dashboard_is_self_contained(self):
+        headers, body = self.get("/")
+        page = body.decode()
+        self.assertNotRegex(page, r"(?i)(src|href)\s*=\s*['\"]?(https?:)?//",
+                            "the page loads something from elsewhere")
+        self.assertNotRegex(page, r"(?i)<link[^>]+stylesheet")
+        self.assertNotRegex(page, r"(?i)@import")
+        for el in ("active-connections", "logins-ok", "logins-failed", "webhook-calls",
+                   "commands-total", "sessions-body", "chart-sessions", "chart-latency"):
+            self.assertIn("id='%s'" % el, page)
+        csp = headers.get("content-security-policy", "")
+        self.assertIn("default-src 'none'", csp)
+        self.assertIn("connect-src 'self'", csp)
+
+    def test_unknown_path_and_method(self):
+        self.assertEqual(http_get(self.admin_port, "/nope", token=TOKEN)[0], 404)
+        status, headers, _ = http_get(self.admin_port, "/status", token=TOKEN, method="POST",
+                                      body=b"x=1")
+        self.assertEqual(status, 405)
+        self.assertIn("GET", headers.get("allow", ""))
+        status, headers, body = http_get(self.admin_port, "/status", token=TOKEN,
+                                         method="HEAD")
+        self.assertEqual((status, body), (200, b""))
+
+    def test_keep_alive(self):
+        """The dashboard polls twice a second over kept-alive connections."""
+        c = http.client.HTTPConnection(HOST, self.admin_port, timeout=10)
+        try:
+            for path in ("/status", "/sessions", "/metrics", "/status"):
+                c.request("GET", path, headers={"Authorization": "Bearer " + TOKEN})
+                r = c.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual(r.getheader("Connection", "").lower(), "close", path)
+        finally:
+            c.close()
+
+
+# ------------------------------------------------------------- the counters
+
+
+class AdminCounterTests(AdminMixin, StackTestCase):
+
+    def test_counters_move_by_what_sessions_did(self):
+        base = self.settled_status(self.status())
+        base_m = self.metrics()
+        sent = received = 0
+
+        # 1: USER/PASS, a full read-only session and one bad command.
+        a = Client(self.gw.port)
+        self.assertTrue(a.cmd("USER alice").startswith(b"+OK"))
+        self.assertTrue(a.cmd("PASS secret1").startswith(b"+OK"))
+        self.assertTrue(a.cmd("STAT").startswith(b"+OK"))
+        self.assertTrue(a.multi("LIST").startswith(b"+OK"))
+        self.assertTrue(a.multi("UIDL").startswith(b"+OK"))
+        self.assertTrue(a.multi("RETR 1").startswith(b"+OK"))
+        self.assertTrue(a.cmd("BOGUS").startswith(b"-ERR"))
+        self.assertTrue(a.cmd("NOOP").startswith(b"+OK"))
+        self.assertTrue(a.quit().startswith(b"+OK"))
+        # 2: a failed USER/PASS login.
+        b = Client(self.gw.port)
+        b.cmd("USER alice")
+        self.assertTrue(b.cmd("PASS not-the-password").startswith(b"-ERR"))
+        b.quit()
+        # 3: APOP.
+        c = Client(self.gw.port)
+        ts = re.search(rb"<[^>]+>", c.greeting).group(0)
+        digest = hashlib.md5(ts + b"secret1").hexdigest()
+        self.assertTrue(c.cmd("APOP alice " + digest).startswith(b"+OK"))
+        c.quit()
+        # 4: AUTH PLAIN with an initial response.
+        d = Client(self.gw.port)
+        plain = base64.b64encode(b"\0alice\0secret1").decode()
+        self.assertTrue(d.cmd("AUTH PLAIN " + plain).startswith(b"+OK"))
+        d.quit()
+        for cl in (a, b, c, d):
+            sent += cl.sent
+            received += cl.received
+
+        st = self.settled_status(base)
+        m = self.metrics()
+
+        def delta(path):
+            x, y = base, st
+            for k in path.split("."):
+                x, y = x[k], y[k]
+            return y - x
+
+        self.assertEqual(delta("connections.total"), 4)
+        self.assertEqual(delta("connections.refused"), 0)
+        self.assertEqual(delta("logins.ok.USER"), 1)
+        self.assertEqual(delta("logins.ok.APOP"), 1)
+        self.assertEqual(delta("logins.ok.PLAIN"), 1)
+        self.assertEqual(delta("logins.failed.USER"), 1)
+        self.assertEqual(delta("logins.ok_total"), 3)
+        self.assertEqual(delta("logins.failed_total"), 1)
+        # a: 9 lines (BOGUS included), b: 3, c: 2, d: 2
+        self.assertEqual(delta("pop3.commands"), 16)
+        self.assertEqual(delta("pop3.bad_commands"), 1)
+        self.assertEqual(delta("pop3.messages_retrieved"), 1)
+        self.assertEqual(delta("pop3.messages_deleted"), 0)
+        self.assertEqual(delta("bytes.in"), sent)
+        self.assertEqual(delta("bytes.out"), received)
+        expected_calls = {"authenticate": 4, "list": 3, "uidl": 0, "retrieve": 1, "quit": 3,
+                          "connect": 0, "disconnect": 0}
+        for event, n in expected_calls.items():
+            self.assertEqual(delta("webhooks.events.%s.calls" % event), n, event)
+            self.assertEqual(delta("webhooks.events.%s.errors" % event), 0, event)
+            self.assertEqual(delta("webhooks.events.%s.latency.count" % event), n, event)
+        self.assertEqual(delta("webhooks.calls"), sum(expected_calls.values()))
+        self.assertEqual(st["backend"]["state"], "ok")
+        self.assertIsNotNone(st["backend"]["last_ok"])
+
+        # The same numbers through /metrics.
+        def mdelta(name, **labels):
+            return metric(m, name, **labels) - metric(base_m, name, **labels)
+
+        self.assertEqual(mdelta("pop3gw_connections_total"), 4)
+        self.assertEqual(mdelta("pop3gw_logins_total", method="USER", result="ok"), 1)
+        self.assertEqual(mdelta("pop3gw_logins_total", method="USER", result="failed"), 1)
+        self.assertEqual(mdelta("pop3gw_logins_total", method="APOP", result="ok"), 1)
+        self.assertEqual(mdelta("pop3gw_logins_total", method="PLAIN", result="ok"), 1)
+        self.assertEqual(mdelta("pop3gw_commands_total"), 16)
+        self.assertEqual(mdelta("pop3gw_bad_commands_total"), 1)
+        self.assertEqual(mdelta("pop3gw_received_bytes_total"), sent)
+        self.assertEqual(mdelta("pop3gw_sent_bytes_total"), received)
+        self.assertEqual(mdelta("pop3gw_messages_retrieved_total"), 1)
+        for event, n in expected_calls.items():
+            self.assertEqual(mdelta("pop3gw_webhook_calls_total", event=event), n, event)
+            self.assertEqual(mdelta("pop3gw_webhook_duration_seconds_count", event=event), n)
+            self.assertEqual(mdelta("pop3gw_webhook_duration_seconds_bucket", event=event,
+                                    le="+Inf"), n)
+            for reason in ("timeout", "connect", "status", "body", "broken"):
+                self.assertEqual(mdelta("pop3gw_webhook_errors_total", event=event,
+                                        reason=reason), 0)
+        self.assertEqual(metric(m, "pop3gw_connections_active"), st["connections"]["active"])
+        self.assertEqual(metric(m, "pop3gw_backend_failing"), 0)
+
+    def test_sessions_lists_live_sessions(self):
+        base = self.settled_status(self.status())
+        bob = Client(self.gw.port)
+        bob.cmd("USER bob")
+        self.assertTrue(bob.cmd("PASS pass word 2").startswith(b"+OK"))
+        anon = Client(self.gw.port)
+        try:
+            ss = self.sessions()
+            self.assertTrue(ss["complete"])
+            self.assertEqual((ss["workers"], ss["answered"]), (2, 2))
+            self.assertEqual(ss["count"], len(ss["sessions"]))
+            mine = {s["client"]["port"]: s for s in ss["sessions"]}
+            self.assertIn(bob.local_port, mine, ss)
+            self.assertIn(anon.local_port, mine, ss)
+            s = mine[bob.local_port]
+            self.assertEqual(s["user"], "bob")
+            self.assertEqual(s["state"], "TRANSACTION")
+            self.assertEqual(s["client"], {"ip": HOST, "port": bob.local_port, "tls": False})
+            self.assertEqual(s["bytes_in"], bob.sent)
+            self.assertEqual(s["bytes_out"], bob.received)
+            self.assertRegex(s["id"], r"^[0-9a-f]{8,}$")
+            self.assertLessEqual(abs(s["since"] - time.time()), 5)
+            self.assertIn(s["worker"], (0, 1))
+            self.assertIsNone(s["command"])
+            t = mine[anon.local_port]
+            self.assertEqual(t["state"], "AUTHORIZATION")
+            self.assertIsNone(t["user"])
+            ids = {s["id"], t["id"]}
+            st = self.status()
+            self.assertEqual(st["sessions"]["transaction"] - base["sessions"]["transaction"], 1)
+            self.assertEqual(st["sessions"]["authorization"] -
+                             base["sessions"]["authorization"], 1)
+            self.assertEqual(st["connections"]["active"] - base["connections"]["active"], 2)
+        finally:
+            bob.quit()
+            anon.quit()
+        wait_until(lambda: not ids & {s["id"] for s in self.sessions()["sessions"]},
+                   "closed sessions to leave /sessions")
+
+    def test_status_document(self):
+        Client(self.gw.port).quit()
+        st = self.status()
+        self.assertEqual(st["workers"], 2)
+        self.assertFalse(st["draining"])
+        self.assertRegex(st["version"], r"^\d+\.\d+")
+        self.assertEqual(st["listeners"], [{"host": HOST, "port": self.gw.port, "tls": False}])
+        self.assertGreaterEqual(st["uptime_seconds"], 0)
+        self.assertLessEqual(abs(st["now"] - time.time()), 5)
+        self.assertIn(st["backend"]["state"], ("ok", "unknown"))
+        events = st["webhooks"]["events"]
+        self.assertEqual(set(events), {"authenticate", "list", "uidl", "retrieve", "quit",
+                                       "connect", "disconnect"})
+        bounds = st["webhooks"]["bucket_bounds"]
+        self.assertEqual(bounds, sorted(bounds))
+        for name, e in list(events.items()) + [("all", st["webhooks"])]:
+            lat = e["latency"]
+            self.assertEqual(len(lat["buckets"]), len(bounds) + 1, name)
+            self.assertEqual(sum(lat["buckets"]), lat["count"], name)
+            if lat["count"]:
+                self.assertLessEqual(lat["p50"], lat["p90"], name)
+                self.assertLessEqual(lat["p90"], lat["p99"], name)
+                self.assertLessEqual(lat["p99"], bounds[-1], name)
+            else:
+                self.assertIsNone(lat["p50"], name)
+
+    def test_metrics_format(self):
+        Client(self.gw.port).quit()
+        headers, body = self.get("/metrics")
+        self.assertTrue(headers["content-type"].startswith("text/plain; version=0.0.4"),
+                        headers)
+        text = body.decode()
+        samples, types = parse_metrics(text)
+        for (name, labels), _ in samples.items():
+            self.assertTrue(name.startswith("pop3gw_"), name)
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            typ = types.get(name) or types.get(family)
+            self.assertIsNotNone(typ, "no TYPE for %s" % name)
+            if typ == "counter":
+                self.assertTrue(name.endswith("_total"), name)
+        for name, typ in types.items():
+            if typ != "counter":
+                self.assertFalse(name.endswith("_total"), name)
+        st = self.status()
+        self.assertEqual(metric(samples, "pop3gw_info", version=st["version"]), 1)
+        self.assertEqual(metric(samples, "pop3gw_up"), 1)
+        self.assertEqual(metric(samples, "pop3gw_workers"), 2)
+        self.assertEqual(types["pop3gw_webhook_duration_seconds"], "histogram")
+        bounds = ["%g" % b for b in st["webhooks"]["bucket_bounds"]] + ["+Inf"]
+        for event in st["webhooks"]["events"]:
+            counts = [metric(samples, "pop3gw_webhook_duration_seconds_bucket", event=event,
+                             le=le) for le in bounds]
+            self.assertEqual(counts, sorted(counts), "buckets of %s not cumulative" % event)
+            self.assertEqual(counts[-1], metric(samples, "pop3gw_webhook_duration_seconds_count",
+                                                event=event))
+            self.assertGreaterEqual(metric(samples, "pop3gw_webhook_duration_seconds_sum",
+                                           event=event), 0)
+
+    def test_promtool_check_metrics(self):
+        promtool = shutil.which("promtool")
+        if not promtool:
+            self.skipTest("promtool not installed (Debian package `prometheus`)")
+        Client(self.gw.port).quit()
+        _, body = self.get("/metrics")
+        r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, "promtool: %s %s" % (r.stdout, r.stderr))
+        self.assertEqual(r.stdout.strip() + r.stderr.strip(), b"",
+                         "promtool found problems: %s %s" % (r.stdout, r.stderr))
+
+
+# ---------------------------------------------------------- backend outage
+
+
+class AdminBackendOutageTests(AdminMixin, StackTestCase):
+    """A backend outage shows in /status and /metrics, never in /readyz."""
+
+    SHARED = False
+
+    def test_outage_is_in_status_not_readyz(self):
+        c = Client(self.gw.port)
+        c.cmd("USER alice")
+        self.assertTrue(c.cmd("PASS secret1").startswith(b"+OK"))
+        c.quit()
+        st = self.settled_status(self.status())
+        self.assertEqual(st["backend"]["state"], "ok")
+        base = st["webhooks"]["events"]["authenticate"]
+        self.backend.stop()
+
+        c = Client(self.gw.port)
+        c.cmd("USER alice")
+        self.assertTrue(c.cmd("PASS secret1").startswith(b"-ERR [SYS/TEMP]"))
+        c.quit()
+        st = self.settled_status(st)
+        auth = st["webhooks"]["events"]["authenticate"]
+        self.assertEqual(st["backend"]["state"], "failing")
+        self.assertGreaterEqual(st["backend"]["last_error"], st["backend"]["last_ok"])
+        self.assertEqual(auth["calls"] - base["calls"], 1)
+        self.assertEqual(auth["errors"] - base["errors"], 1)
+        self.assertEqual(auth["errors_by_reason"]["connect"] -
+                         base["errors_by_reason"]["connect"], 1)
+        m = self.metrics()
+        self.assertEqual(metric(m, "pop3gw_backend_failing"), 1)
+        self.assertGreaterEqual(metric(m, "pop3gw_webhook_errors_total", event="authenticate",
+                                       reason="connect"), 1)
+        for path in ("/readyz", "/healthz"):
+            status, _, body = http_get(self.admin_port, path)
+            self.assertEqual(status, 200, "%s during a backend outage: %r" % (path, body))
+
+
+# --------------------------------------------------------------- draining
+
+
+class SlowBackend:
+    """A stand-in backend whose authenticate waits until released, so a
+    session stays busy while the gateway drains."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.auth_seen = threading.Event()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                event = self.path.rsplit("/", 1)[-1]
+                if event == "authenticate":
+                    outer.auth_seen.set()
+                    outer.release.wait(20)
+                    body = {"ok": True}
+                elif event == "list":
+                    body = {"messages": []}
+                else:
+                    body = {}
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the gateway went away first
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), H)
+        self.server.daemon_threads = True
+        self.url = "http://%s:%d" % (HOST, self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class AdminDrainTests(AdminMixin, unittest.TestCase):
+
+    def test_readyz_says_draining_after_sigterm(self):
+        be = SlowBackend()
+        self.addCleanup(be.stop)
+        type(self).admin_port = free_port()
+        gw = Gateway(None, args={"backend_url": be.url, "shutdown_grace": "10",
+                                 "admin_listen": "%s:%d" % (HOST, self.admin_port),
+                                 "admin_token": TOKEN, "workers": "2"})
+        self.addCleanup(gw.stop)
+        gw.start()
+        self.wait_admin()
+        s = socket.create_connection((HOST, gw.port), timeout=10)
+        self.addCleanup(s.close)
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"USER alice\r\nPASS pw\r\n")
+        self.assertTrue(be.auth_seen.wait(10), "the backend never got authenticate")
+        gw.proc.send_signal(signal.SIGTERM)
+
+        def draining():
+            status, _, body = http_get(self.admin_port, "/readyz")
+            return (status, json.loads(body)) if status == 503 else None
+        status, body = wait_until(draining, "/readyz to say draining")
+        self.assertEqual(body["reason"], "draining")
+        status, _, body = http_get(self.admin_port, "/healthz")
+        self.assertEqual((status, json.loads(body)["status"]), (200, "draining"))
+        st = json.loads(http_get(self.admin_port, "/status", token=TOKEN)[2])
+        self.assertTrue(st["draining"])
+        # Let the busy session finish; the gateway then exits on its own.
+        be.release.set()
+        self.assertTrue(f.readline().startswith(b"+OK"))  # USER
+        try:
+            f.readline()  # PASS, answered while draining
+            s.sendall(b"QUIT\r\n")
+            f.readline()
+        except OSError:
+            pass  # the drain may close the session after its reply
+        wait_until(lambda: gw.proc.poll() is not None, "the gateway to exit", timeout=15)
+        self.assertEqual(gw.stop(), 0)
+
+
+# ------------------------------------------------------------------- IPv6
+
+
+def have_ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+class AdminIPv6Tests(unittest.TestCase):
+
+    def test_admin_listen_on_ipv6_literal(self):
+        if not have_ipv6_loopback():
+            self.skipTest("no IPv6 loopback here")
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        root = MailRoot()
+        self.addCleanup(root.remove)
+        be = Backend(root)
+        self.addCleanup(be.stop)
+        be.start()
+        gw = Gateway(be, args={"admin_listen": "[::1]:%d" % port})
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+
+        def up():
+            try:
+                return http_get(port, "/healthz", host="::1")
+            except OSError:
+                return None
+        status, _, body = wait_until(up, "the admin endpoint on [::1]")
+        self.assertEqual(status, 200, body)
+        # No token configured: /status is open.
+        status, _, body = http_get(port, "/status", host="::1")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["workers"], 1)
+
