@@ -4,6 +4,7 @@
 #include "admin/metrics.h"
 
 #include <string.h>
+#include <time.h>
 
 struct metrics metrics;
 
@@ -35,4 +36,20 @@ int metrics_method_index(const char *name)
         if (strcmp(name, metrics_method_names[i]) == 0)
             return i;
     return -1;
+}
+
+void metrics_backend_result(int ok)
+{
+    struct timespec ts;
+    long long ms;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (ok) {
+        METRIC_SET(backend_last_ok, (long)ts.tv_sec);
+        METRIC_SET(backend_last_ok_ms, ms);
+    } else {
+        METRIC_SET(backend_last_error, (long)ts.tv_sec);
+        METRIC_SET(backend_last_error_ms, ms);
+    }
 }

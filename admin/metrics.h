@@ -68,6 +68,11 @@ struct metrics {
     atomic_long backend_last_ok;              /* unix time of the last good reply */
     atomic_long backend_last_error;           /* unix time of the last failed call */
     atomic_long started;                      /* unix time the process started */
+    /* The same two times in milliseconds, set by metrics_backend_result();
+     * 0 = not recorded. They order a failure and a success that fall in the
+     * same second (the admin endpoint's backend state). */
+    atomic_llong backend_last_ok_ms;
+    atomic_llong backend_last_error_ms;
 };
 
 extern struct metrics metrics;
@@ -82,6 +87,9 @@ extern const char *const metrics_wh_error_names[MWE_N];
 
 /* Records one observation (seconds) in a histogram. */
 void metrics_observe(struct metrics_hist *h, double seconds);
+/* Records that a webhook call succeeded (ok) or failed: sets backend_last_ok
+ * or backend_last_error (seconds) and its _ms twin. */
+void metrics_backend_result(int ok);
 /* Maps a method name ("USER", "PLAIN", ...) to its index, or -1. */
 int metrics_method_index(const char *name);
 

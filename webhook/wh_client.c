@@ -261,12 +261,9 @@ static void wh_count(struct wh_req *r, int failed, enum metrics_wh_error why)
         }
     }
     METRIC_INC(webhook_calls[r->event]);
-    if (failed) {
+    if (failed)
         METRIC_INC(webhook_errors[r->event][why]);
-        METRIC_SET(backend_last_error, (long)time(NULL));
-    } else {
-        METRIC_SET(backend_last_ok, (long)time(NULL));
-    }
+    metrics_backend_result(!failed);
 }
 
 static enum metrics_wh_error wh_error_kind(CURLcode res)

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import http.server
 import json
+import os
 import re
 import shutil
 import signal
@@ -21,7 +22,7 @@ import threading
 import time
 import unittest
 
-from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port
+from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port, new_dir
 
 TOKEN = "s3cr3t-admin-token"
 PROTECTED = ("/status", "/metrics", "/sessions", "/")
@@ -263,7 +264,7 @@ class AdminTokenTests(AdminMixin, StackTestCase):
         self.assertEqual((status, body), (200, b""))
 
     def test_keep_alive(self):
-        """The dashboard polls twice a second over kept-alive connections."""
+        """The dashboard polls two documents a second over kept-alive connections."""
         c = http.client.HTTPConnection(HOST, self.admin_port, timeout=10)
         try:
             for path in ("/status", "/sessions", "/metrics", "/status"):
@@ -484,6 +485,36 @@ class AdminCounterTests(AdminMixin, StackTestCase):
         self.assertEqual(r.returncode, 0, "promtool: %s %s" % (r.stdout, r.stderr))
         self.assertEqual(r.stdout.strip() + r.stderr.strip(), b"",
                          "promtool found problems: %s %s" % (r.stdout, r.stderr))
+
+
+class AdminDocsTests(AdminMixin, StackTestCase):
+    """docs/admin.md names every metric, and its alert rules load."""
+
+    DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                       "admin.md")
+
+    def doc(self):
+        with open(self.DOC, encoding="utf-8") as f:
+            return f.read()
+
+    def test_every_metric_is_documented(self):
+        _, types = parse_metrics(self.get("/metrics")[1].decode())
+        doc = self.doc()
+        missing = [n for n in types if "`%s`" % n not in doc]
+        self.assertEqual(missing, [], "metrics not described in docs/admin.md")
+
+    def test_alert_rules_in_docs_load(self):
+        promtool = shutil.which("promtool")
+        if not promtool:
+            self.skipTest("promtool not installed (Debian package `prometheus`)")
+        blocks = [b for b in re.findall(r"```yaml\n(.*?)```", self.doc(), re.S)
+                  if b.startswith("groups:")]
+        self.assertEqual(len(blocks), 1, "one rules block expected in docs/admin.md")
+        path = os.path.join(new_dir("rules"), "pop3gw-alerts.yml")
+        with open(path, "w") as f:
+            f.write(blocks[0])
+        r = subprocess.run([promtool, "check", "rules", path], capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, "promtool: %s %s" % (r.stdout, r.stderr))
 
 
 # ---------------------------------------------------------- backend outage
