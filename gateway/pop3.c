@@ -887,7 +887,8 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
         return;
     }
     pop3_enter(s, POP3_TRANSACTION);
-    pop3_reply(s, "+OK %s has %zu messages (%" PRIu64 " octets)", s->user, s->n_msgs,
+    pop3_reply(s, "+OK %s has %zu message%s (%" PRIu64 " octets)", s->user, s->n_msgs,
+               s->n_msgs == 1 ? "" : "s",
                s->total_octets);
 }
 
@@ -942,7 +943,8 @@ static void pop3_cmd_list(struct pop3_session *s, int argc, char **argv)
             pop3_reply(s, "+OK %" PRIu32 " %" PRIu64, n, s->msgs[n - 1].size);
         return;
     }
-    pop3_reply(s, "+OK %zu messages (%" PRIu64 " octets)", s->n_msgs - s->n_deleted,
+    pop3_reply(s, "+OK %zu message%s (%" PRIu64 " octets)", s->n_msgs - s->n_deleted,
+               s->n_msgs - s->n_deleted == 1 ? "" : "s",
                s->total_octets - s->deleted_octets);
     for (i = 0; i < s->n_msgs; i++)
         if (!s->msgs[i].deleted)
@@ -1118,7 +1120,8 @@ static void pop3_cmd_rset(struct pop3_session *s, int argc, char **argv)
         s->msgs[i].deleted = 0;
     s->n_deleted = 0;
     s->deleted_octets = 0;
-    pop3_reply(s, "+OK maildrop has %zu messages (%" PRIu64 " octets)", s->n_msgs,
+    pop3_reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)", s->n_msgs,
+               s->n_msgs == 1 ? "" : "s",
                s->total_octets);
 }
 
@@ -1133,7 +1136,8 @@ static void pop3_proceed_quit(struct pop3_session *s, struct wh_result *r)
                    s->del[i].message, s->del[i].uid ? s->del[i].uid : "");
         s->quit_done = 1;
         METRIC_ADD(messages_deleted, s->call.n_deleted);
-        pop3_reply(s, "+OK bye, %zu messages deleted", s->n_deleted);
+        pop3_reply(s, "+OK bye, %zu message%s deleted", s->n_deleted,
+                   s->n_deleted == 1 ? "" : "s");
     } else if (s->n_deleted) {
         METRIC_INC(quit_failures);
         log_kv(LOG_WARN, s->id, "quit failed: deletions not committed", "user=%s deleted=%zu error=%s",
