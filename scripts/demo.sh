@@ -10,7 +10,7 @@ PASSWORD=wonderland
 
 mkdir -p "$DIR/mail/alice/new" "$DIR/mail/alice/cur" "$DIR/mail/alice/tmp"
 printf 'alice:%s\n' "$PASSWORD" > "$DIR/mail/users"
-if [ -z "$(ls -A "$DIR/mail/alice/new" "$DIR/mail/alice/cur")" ]; then
+if [ -z "$(find "$DIR/mail/alice/new" "$DIR/mail/alice/cur" -type f | head -n 1)" ]; then
     now=$(date +%s)
     cat > "$DIR/mail/alice/new/$now.M1P1.demo" <<MSG
 From: pop3gw demo <demo@example.org>
