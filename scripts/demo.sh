@@ -6,6 +6,7 @@ B=${B:-build}
 DIR=${DEMO_DIR:-$B/demo}
 POP3_PORT=${POP3_PORT:-1110}
 BACKEND_PORT=${BACKEND_PORT:-8025}
+ADMIN_PORT=${ADMIN_PORT:-8110}
 PASSWORD=wonderland
 
 mkdir -p "$DIR/mail/alice/new" "$DIR/mail/alice/cur" "$DIR/mail/alice/tmp"
@@ -45,12 +46,13 @@ cleanup() {
     for p in $pids; do wait "$p" 2>/dev/null || true; done
     echo "demo stopped"
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 0' INT TERM
+trap cleanup EXIT
 
 "$B/pop3gw-maildir" --listen=127.0.0.1:$BACKEND_PORT --root="$DIR/mail" &
 pids="$!"
 "$B/pop3gw" --listen=127.0.0.1:$POP3_PORT --backend_url=http://127.0.0.1:$BACKEND_PORT \
-    --admin_listen=127.0.0.1:8110 --log_level=info &
+    --admin_listen=127.0.0.1:$ADMIN_PORT --log_level=info &
 pids="$pids $!"
 
 # Wait until the gateway greets.
