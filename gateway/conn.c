@@ -163,8 +163,11 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
         conn_kick(c);
         return -1;
     }
-    if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1)
+    if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1) {
+        log_kv(LOG_ERROR, c->id, "out of memory streaming a message: closing", "client=%s", c->ip);
+        conn_stream_end(c, 0);
         return -1;
+    }
     v.iov_len = conv_feed(&c->conv, p, n, v.iov_base);
     evbuffer_commit_space(out, &v, 1);
     if (conv_done(&c->conv)) {
@@ -261,7 +264,10 @@ static int conn_feed(struct conn *c)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     int any = 0;
 
-    while (pop3_want(c->s) == POP3_WANT_INPUT && !c->w->draining) {
+    /* A client that sends commands without reading the replies stops
+     * being read once its output passes the high-water mark. */
+    while (pop3_want(c->s) == POP3_WANT_INPUT && !c->w->draining &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) < CONN_OUTPUT_HIGH) {
         size_t len = evbuffer_get_length(in), max = pop3_line_max(c->s), k;
         unsigned char *p;
 
@@ -444,6 +450,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     }
     if (c->req && c->streaming)
         wh_resume(c->req);
+    else if (!c->req && evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+        conn_kick(c); /* input waits for the output to drain: go on */
 }
 
 /* bufferevent: EOF, error or send timeout. */
@@ -571,10 +579,8 @@ static int conn_make_bev(struct conn *c, int accepting_tls)
             return -1;
         c->bev = bufferevent_openssl_socket_new(base, c->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
-        if (!c->bev) {
-            SSL_free(ssl);
-            return -1;
-        }
+        if (!c->bev)
+            return -1; /* libevent frees the SSL on this path (CLOSE_ON_FREE) */
         /* A client that drops the TCP connection without close_notify has
          * simply left: treat it as EOF. */
         bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);

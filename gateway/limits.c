@@ -59,14 +59,24 @@ static unsigned limits_hash(const char *ip)
     return h % LIMITS_BUCKETS;
 }
 
-/* Finds (or with create, adds) the entry of ip; the bucket's lock is held. */
+/* Finds (or with create, adds) the entry of ip; the bucket's lock is held.
+ * On the way it drops the bucket's entries that count nothing any more, so
+ * addresses that never come back do not stay in the table. */
 static struct limits_entry *limits_find(unsigned b, const char *ip, int create)
 {
-    struct limits_entry *e;
+    struct limits_entry *e, **pp = &limits_table[b];
+    time_t now = time(NULL);
 
-    for (e = limits_table[b]; e; e = e->next)
+    while ((e = *pp)) {
         if (strcmp(e->ip, ip) == 0)
             return e;
+        if (e->conns == 0 && now - e->window_start >= LIMITS_FAILURE_WINDOW) {
+            *pp = e->next;
+            free(e);
+            continue;
+        }
+        pp = &e->next;
+    }
     if (!create || !(e = calloc(1, sizeof(*e))))
         return NULL;
     strncpy(e->ip, ip, sizeof(e->ip) - 1);

@@ -28,14 +28,33 @@
 #include "webhook/wh_client.h"
 
 /* Raises the soft descriptor limit to the hard one: each client costs one
- * descriptor and each backend connection another. */
-static void main_raise_nofile(void)
+ * descriptor and each backend connection another. Then keeps max_connections
+ * below what the descriptors allow after the backend pools and listeners,
+ * so that extra clients are told "too many connections" at once instead of
+ * starving the backend connections. */
+static void main_raise_nofile(struct cfg *cfg)
 {
     struct rlimit rl;
+    long budget;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return;
+    budget = (long)rl.rlim_cur - (long)cfg->workers * (cfg->backend_pool + 2L * CFG_MAX_LISTEN + 8) -
+             64;
+    if (budget < 16)
+        budget = 16;
+    if (cfg->max_connections > budget) {
+        log_kv(LOG_WARN, NULL, "max_connections lowered to fit the descriptor limit",
+               "configured=%d effective=%ld nofile=%llu", cfg->max_connections, budget,
+               (unsigned long long)rl.rlim_cur);
+        cfg->max_connections = (int)budget;
     }
 }
 
@@ -183,7 +202,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
-    main_raise_nofile();
+    main_raise_nofile(&cfg);
     if (evthread_use_pthreads() < 0 || wh_global_init() < 0) {
         log_kv(LOG_ERROR, NULL, "cannot initialise libraries", "libs=%s", "libevent,libcurl");
         goto out;

@@ -874,6 +874,7 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
     s->msgs = calloc(r->n_msgs ? r->n_msgs : 1, sizeof(*s->msgs));
     if (!s->msgs) {
         pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
+        pop3_close(s);
         return;
     }
     s->n_msgs = r->n_msgs;
@@ -884,6 +885,7 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
     if (r->has_uids && s->n_msgs && pop3_take_uids(s, r) < 0) {
         pop3_listing_free(s);
         pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
+        pop3_close(s);
         return;
     }
     pop3_enter(s, POP3_TRANSACTION);

@@ -464,8 +464,9 @@ int server_start(struct server *srv)
         if (pthread_create(&srv->workers[i].thread, NULL, server_worker_main,
                            &srv->workers[i]) != 0) {
             log_kv(LOG_ERROR, NULL, "cannot start worker thread", "worker=%d", i);
-            srv->n_workers = i; /* only these are running */
             return -1;
+        } else {
+            srv->n_running = i + 1;
         }
     return 0;
 }
@@ -475,10 +476,11 @@ void server_stop(struct server *srv)
     int i;
 
     atomic_store(&srv->draining, 1);
-    for (i = 0; i < srv->n_workers && srv->workers; i++)
+    for (i = 0; i < srv->n_running; i++)
         event_active(srv->workers[i].stop_ev, EV_TIMEOUT, 0);
-    for (i = 0; i < srv->n_workers && srv->workers; i++)
+    for (i = 0; i < srv->n_running; i++)
         pthread_join(srv->workers[i].thread, NULL);
+    srv->n_running = 0;
 }
 
 static void server_worker_free(struct worker *w)

@@ -88,6 +88,7 @@ struct server {
     int *fds; /* [worker][spec] listening sockets, bound before privileges drop */
     struct worker *workers;
     int n_workers;
+    int n_running; /* worker threads started (joined by server_stop) */
     atomic_long connections; /* open client connections, all workers */
     struct proxy_net proxy_nets[64]; /* who may send a PROXY header */
     int n_proxy_nets;

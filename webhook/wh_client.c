@@ -21,6 +21,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,9 @@
 #define WH_RETRY_BACKOFF_MS 50 /* first backoff, doubled each time */
 #define WH_BREAKER_FAILURES 5  /* failed calls in a row that open the circuit */
 #define WH_BREAKER_COOLDOWN 2  /* seconds it stays open before one probe */
+#define WH_EASY_POOL 64        /* idle curl handles kept for reuse, per worker */
+#define WH_RETRIEVE_BUFFER (512 * 1024) /* receive buffer of a streamed retrieve */
+#define WH_RETIRED_MAX 16      /* header lists replaced by SIGHUP, kept until exit */
 
 enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
 
@@ -50,7 +54,12 @@ struct wh_req {
     const struct wh_handler *h; /* NULL once cancelled */
     void *ctx;
     CURL *easy;
-    struct curl_slist *headers;
+    /* Per-call headers, in the request itself, chained in front of the
+     * client's shared ones: no allocation per call. */
+    struct curl_slist hdr[3];
+    char hdr_id[128], hdr_ts[48], hdr_sig[400];
+    int deferred;  /* failed inside wh_start: the reaper finishes it */
+    CURLcode deferred_res;
     char *body; /* request body, kept for retries */
     size_t body_len;
     char id[96];        /* webhook-id, the same on every retry */
@@ -94,17 +103,25 @@ struct wh_client {
     struct wh_keys keys;
     char *token;
     char user_agent[64];
+    struct curl_slist *shared;  /* headers every call carries (type, agent, token) */
+    struct curl_slist *retired[WH_RETIRED_MAX]; /* older shared lists calls may still use */
+    int n_retired;
+    CURL *idle[WH_EASY_POOL];   /* handles for reuse */
+    int n_idle;
+    int in_start;               /* inside wh_start: no callback may run */
 };
 
 /* One watched curl socket. */
 struct wh_sock {
-    struct event *ev;
+    struct event ev; /* assigned in place, re-assigned only when the kind changes */
+    short kind;
     curl_socket_t fd;
 };
 
 static void wh_check_done(struct wh_client *c);
 static void wh_reap(struct wh_client *c);
 static void wh_drop(struct wh_req *r);
+static void wh_fail(struct wh_req *r, CURLcode res);
 static void wh_pump(struct wh_client *c);
 static void wh_finish(struct wh_req *r, CURLcode res);
 
@@ -180,7 +197,7 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
     (void)e;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
-            event_free(s->ev);
+            event_del(&s->ev);
             free(s);
             curl_multi_assign(c->multi, fd, NULL);
         }
@@ -194,13 +211,15 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
             return -1;
         s->fd = fd;
         curl_multi_assign(c->multi, fd, s);
+    } else if (s->kind == kind) {
+        return 0; /* already watched this way */
     } else {
-        event_free(s->ev);
+        event_del(&s->ev);
     }
-    s->ev = event_new(c->base, fd, kind, wh_event_cb, c);
-    if (!s->ev)
+    s->kind = kind;
+    if (event_assign(&s->ev, c->base, fd, kind, wh_event_cb, c) < 0)
         return -1;
-    event_add(s->ev, NULL);
+    event_add(&s->ev, NULL);
     return 0;
 }
 
@@ -280,46 +299,67 @@ static long wh_ms_left(const struct wh_req *r)
                   (r->deadline.tv_nsec - now.tv_nsec) / 1000000);
 }
 
-/* Adds the headers: content type, user agent, signature, bearer token. */
+/* The headers of one call: id, timestamp and signature in the request,
+ * chained in front of the client's shared list. */
 static int wh_build_headers(struct wh_req *r)
 {
     struct wh_client *c = r->c;
-    char line[1200];
-    struct curl_slist *h = NULL, *t;
     long long ts = (long long)time(NULL);
-    int n;
+    int n, k = 0;
 
-#define WH_ADD(str)                                                                                \
-    do {                                                                                           \
-        if (!(t = curl_slist_append(h, (str))))                                                    \
-            goto err;                                                                              \
-        h = t;                                                                                     \
-    } while (0)
-    WH_ADD("Content-Type: application/json");
-    WH_ADD("Expect:");
-    snprintf(line, sizeof(line), "User-Agent: %s", c->user_agent);
-    WH_ADD(line);
-    snprintf(line, sizeof(line), "webhook-id: %s", r->id);
-    WH_ADD(line);
-    snprintf(line, sizeof(line), "webhook-timestamp: %lld", ts);
-    WH_ADD(line);
+    snprintf(r->hdr_id, sizeof(r->hdr_id), "webhook-id: %s", r->id);
+    snprintf(r->hdr_ts, sizeof(r->hdr_ts), "webhook-timestamp: %lld", ts);
+    r->hdr[k++].data = r->hdr_id;
+    r->hdr[k++].data = r->hdr_ts;
     if (c->keys.n) {
-        n = snprintf(line, sizeof(line), "webhook-signature: ");
-        if (wh_sign(&c->keys, r->id, ts, r->body, r->body_len, line + n, sizeof(line) - (size_t)n) < 0)
-            goto err;
-        WH_ADD(line);
+        n = snprintf(r->hdr_sig, sizeof(r->hdr_sig), "webhook-signature: ");
+        if (wh_sign(&c->keys, r->id, ts, r->body, r->body_len, r->hdr_sig + n,
+                    sizeof(r->hdr_sig) - (size_t)n) < 0)
+            return -1;
+        r->hdr[k++].data = r->hdr_sig;
     }
+    for (n = 0; n < k - 1; n++)
+        r->hdr[n].next = &r->hdr[n + 1];
+    r->hdr[k - 1].next = c->shared;
+    return 0;
+}
+
+/* (Re)builds the shared headers; the old list is kept, calls may use it. */
+static int wh_build_shared(struct wh_client *c)
+{
+    char line[1100];
+    struct curl_slist *h = NULL, *t;
+
+    if (!(t = curl_slist_append(h, "Content-Type: application/json")))
+        return -1;
+    h = t;
+    if (!(t = curl_slist_append(h, "Expect:")))
+        goto err;
+    h = t;
+    snprintf(line, sizeof(line), "User-Agent: %s", c->user_agent);
+    if (!(t = curl_slist_append(h, line)))
+        goto err;
+    h = t;
     if (c->token) {
         snprintf(line, sizeof(line), "Authorization: Bearer %s", c->token);
-        WH_ADD(line);
+        t = curl_slist_append(h, line);
         explicit_bzero(line, sizeof(line));
+        if (!t)
+            goto err;
+        h = t;
     }
-#undef WH_ADD
-    curl_slist_free_all(r->headers);
-    r->headers = h;
+    if (c->shared) {
+        if (c->n_retired == WH_RETIRED_MAX) {
+            /* Old enough that no call can still be sending it. */
+            curl_slist_free_all(c->retired[0]);
+            memmove(c->retired, c->retired + 1, sizeof(c->retired[0]) * (WH_RETIRED_MAX - 1));
+            c->n_retired--;
+        }
+        c->retired[c->n_retired++] = c->shared;
+    }
+    c->shared = h;
     return 0;
 err:
-    explicit_bzero(line, sizeof(line));
     curl_slist_free_all(h);
     return -1;
 }
@@ -327,40 +367,70 @@ err:
 static size_t wh_header_cb(char *p, size_t size, size_t n, void *arg);
 static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg);
 
-static int wh_setup_easy(struct wh_req *r)
+/* Options that never change for a handle: set once when it is made. */
+static CURL *wh_easy_new(const struct cfg *cfg)
 {
-    const struct cfg *cfg = r->c->cfg;
-    CURL *e = r->easy;
-    long ms = (long)(r->timeout * 1000);
+    CURL *e = curl_easy_init();
 
-    if (wh_build_headers(r) < 0)
-        return -1;
-    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    if (!e)
+        return NULL;
     curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, wh_header_cb);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, wh_write_cb);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    if (r->event != WH_RETRIEVE) {
-        long left = wh_ms_left(r);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left > 1 ? left : 1L);
-    }
     if (cfg->backend_ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->backend_ca_file);
     if (cfg->backend_cert)
         curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->backend_cert);
     if (cfg->backend_key)
         curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->backend_key);
+    return e;
+}
+
+/* A handle from the pool, or a new one. Retrieve gets its own, with a
+ * large receive buffer (fewer reads for big messages), not pooled. */
+static CURL *wh_easy_get(struct wh_client *c, enum wh_event ev)
+{
+    CURL *e;
+
+    if (ev != WH_RETRIEVE && c->n_idle > 0)
+        return c->idle[--c->n_idle];
+    e = wh_easy_new(c->cfg);
+    if (e && ev == WH_RETRIEVE)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)WH_RETRIEVE_BUFFER);
+    return e;
+}
+
+static void wh_easy_put(struct wh_client *c, CURL *e, enum wh_event ev)
+{
+    if (ev != WH_RETRIEVE && c->n_idle < WH_EASY_POOL)
+        c->idle[c->n_idle++] = e;
+    else
+        curl_easy_cleanup(e);
+}
+
+/* Options of this call (and this attempt). */
+static int wh_setup_easy(struct wh_req *r)
+{
+    CURL *e = r->easy;
+    long ms = (long)(r->timeout * 1000), left = wh_ms_left(r);
+
+    if (wh_build_headers(r) < 0)
+        return -1;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdr);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    /* Retrieve: no overall deadline (its own timers); others: what is left. */
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->event == WH_RETRIEVE ? 0L : (left > 1 ? left : 1L));
     return 0;
 }
 
@@ -384,6 +454,13 @@ static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (r->state == RQ_BACKOFF) {
         wh_launch(r);
+        return;
+    }
+    if (r->state == RQ_QUEUED) {
+        /* Waited for a slot past its deadline. */
+        log_kv(LOG_WARN, NULL, "webhook timed out waiting for a slot", "event=%s id=%s queued=%zu",
+               wh_event_names[r->event], r->id, wh_client_inflight(c));
+        wh_finish(r, CURLE_OPERATION_TIMEDOUT);
         return;
     }
     log_kv(LOG_WARN, NULL, "webhook timed out", "event=%s id=%s timeout=%.1f",
@@ -425,6 +502,9 @@ static int wh_headers_complete(struct wh_req *r)
         return -1;
     }
     r->streaming = 1;
+    /* The backend has answered: the call counts as a success now (for the
+     * breaker too), whatever later happens to the body or the client. */
+    wh_count(r, 0, MWE_N);
     if (r->timeout > 0)
         wh_arm(r, (long)(r->timeout * 1000));
     return 0;
@@ -491,8 +571,7 @@ static void wh_req_free(struct wh_req *r)
     if (r->timer)
         event_free(r->timer);
     if (r->easy)
-        curl_easy_cleanup(r->easy);
-    curl_slist_free_all(r->headers);
+        wh_easy_put(r->c, r->easy, r->event);
     if (r->body) {
         explicit_bzero(r->body, r->body_len);
         free(r->body);
@@ -506,6 +585,8 @@ static void wh_release(struct wh_req *r)
 {
     struct wh_client *c = r->c;
 
+    if (r->probe)
+        c->probing = 0; /* however the probe ended, the next call may probe */
     if (r->state == RQ_QUEUED) {
         TAILQ_REMOVE(&c->queue, r, link);
     } else {
@@ -518,6 +599,19 @@ static void wh_release(struct wh_req *r)
 }
 
 /* Starts (or restarts) the transfer of a request that holds a slot. */
+/* Ends a call that never reached curl: at once from the loop, later (by
+ * the reaper) when inside wh_start, where no callback may run. */
+static void wh_fail(struct wh_req *r, CURLcode res)
+{
+    if (r->c->in_start) {
+        r->deferred = 1;
+        r->deferred_res = res;
+        event_active(r->c->reaper, EV_TIMEOUT, 0);
+        return;
+    }
+    wh_finish(r, res);
+}
+
 static void wh_launch(struct wh_req *r)
 {
     struct wh_client *c = r->c;
@@ -528,7 +622,7 @@ static void wh_launch(struct wh_req *r)
             r->state = RQ_RUNNING;
             r->fast_failed = 1;
             r->attempts = WH_RETRIES;
-            wh_finish(r, CURLE_COULDNT_CONNECT);
+            wh_fail(r, CURLE_COULDNT_CONNECT);
             return;
         }
         r->probe = 1; /* half open: this call tests the backend */
@@ -536,10 +630,13 @@ static void wh_launch(struct wh_req *r)
     }
     r->state = RQ_RUNNING;
     r->attempts++;
+    if (r->event != WH_RETRIEVE)
+        evtimer_del(r->timer); /* curl's own timeout takes over */
     r->got_bytes = r->headers_done = r->streaming = r->json_body = r->paused = 0;
     buf_reset(&r->reply);
     if (wh_setup_easy(r) < 0 || curl_multi_add_handle(r->c->multi, r->easy) != CURLM_OK) {
-        wh_finish(r, CURLE_OUT_OF_MEMORY);
+        r->state = RQ_BACKOFF; /* not in the multi handle */
+        wh_fail(r, CURLE_OUT_OF_MEMORY);
         return;
     }
     /* Retrieve has no overall deadline (a long message to a slow client is
@@ -620,7 +717,8 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
 
     wh_observe(r);
     if (r->streaming) {
-        wh_count(r, res != CURLE_OK, MWE_BROKEN);
+        if (res != CURLE_OK)
+            METRIC_INC(webhook_errors[r->event][MWE_BROKEN]);
         if (res != CURLE_OK)
             log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
                    curl_easy_strerror(res));
@@ -722,7 +820,7 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
     r->h = h;
     r->ctx = ctx;
     r->body = wh_json_build(call, &r->body_len);
-    r->easy = curl_easy_init();
+    r->easy = wh_easy_get(c, r->event);
     r->timer = evtimer_new(c->base, wh_req_timer_cb, r);
     if (!r->body || !r->easy || !r->timer) {
         wh_req_free(r);
@@ -742,10 +840,17 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
     }
     r->state = RQ_QUEUED;
     TAILQ_INSERT_TAIL(&c->queue, r, link);
+    if (t > 0) /* bounds the wait for a slot; replaced once it runs */
+        wh_arm(r, (long)(t * 1000));
     log_kv(LOG_DEBUG, call->session, "webhook", "event=%s id=%s", wh_event_names[r->event], r->id);
-    /* Started from the loop, never here: callbacks must not run inside
-     * wh_start(). */
-    event_active(c->reaper, EV_TIMEOUT, 0);
+    if (c->depth) {
+        /* Inside a curl callback the multi handle must not change. */
+        event_active(c->reaper, EV_TIMEOUT, 0);
+        return r;
+    }
+    c->in_start = 1; /* no callback runs inside wh_start() */
+    wh_pump(c);
+    c->in_start = 0;
     return r;
 }
 
@@ -767,6 +872,9 @@ void wh_cancel(struct wh_req *r)
     if (r->state == RQ_RUNNING)
         curl_multi_remove_handle(c->multi, r->easy);
     wh_release(r);
+    /* A slot is free: queued calls move on, from the loop (not from here,
+     * where the caller may be freeing its session). */
+    event_active(c->reaper, EV_TIMEOUT, 0);
 }
 
 /* Removes the transfers cancelled inside curl callbacks. */
@@ -776,6 +884,12 @@ static void wh_reap(struct wh_client *c)
 
     for (r = TAILQ_FIRST(&c->active); r; r = next) {
         next = TAILQ_NEXT(r, link);
+        if (r->deferred && r->h) {
+            r->deferred = 0;
+            wh_finish(r, r->deferred_res);
+            next = TAILQ_FIRST(&c->active); /* callbacks may have changed the list */
+            continue;
+        }
         if (r->h)
             continue;
         evtimer_del(r->timer);
@@ -826,7 +940,7 @@ int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *
         free(c->token);
     }
     c->token = t;
-    return 0;
+    return wh_build_shared(c);
 }
 
 struct wh_client *wh_client_new(struct event_base *base, const struct cfg *cfg)
@@ -876,6 +990,11 @@ void wh_client_free(struct wh_client *c)
         wh_cancel(r);
     if (c->multi)
         curl_multi_cleanup(c->multi);
+    while (c->n_idle > 0)
+        curl_easy_cleanup(c->idle[--c->n_idle]);
+    curl_slist_free_all(c->shared);
+    while (c->n_retired > 0)
+        curl_slist_free_all(c->retired[--c->n_retired]);
     if (c->timer)
         event_free(c->timer);
     if (c->reaper)
