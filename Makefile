@@ -79,3 +79,96 @@ format-check:
 
 clean:
 	rm -rf build
+
+# ---- fuzzing (tests/fuzz/README.md) -----------------------------------------
+# `make fuzz-replay` replays every corpus file through each target, built with
+# $(CC) and the flags above (so `make san-test` replays under the sanitizers).
+# `make fuzz` builds the libFuzzer targets with clang into build/fuzz/, runs
+# each for FUZZ_TIME seconds and merges inputs with new coverage into
+# tests/fuzz/corpus/NAME/; `make fuzz-cmin` shrinks those corpora again.
+FUZZ_TARGETS := session command conv sasl proxy wh_json cfg
+FUZZ_TIME ?= 60
+FUZZ_CC ?= clang
+FUZZ_SAN ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -DPOP3GW_VERSION='"$(VERSION)"' -I. \
+	-g -O1 $(FUZZ_SAN) $(PKG_CFLAGS)
+FUZZ_DEPS_session := gateway/pop3 gateway/sasl gateway/conv gateway/buf gateway/log \
+	admin/metrics webhook/wh_json webhook/wh_sign
+FUZZ_DEPS_command := $(FUZZ_DEPS_session)
+FUZZ_DEPS_conv := gateway/conv
+FUZZ_DEPS_sasl := gateway/sasl webhook/wh_sign
+FUZZ_DEPS_proxy := gateway/proxy
+FUZZ_DEPS_wh_json := webhook/wh_json webhook/wh_sign
+FUZZ_DEPS_cfg := gateway/cfg gateway/log
+
+build/fuzz/obj/%.o: %.c $(wildcard gateway/*.h webhook/*.h admin/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+define FUZZ_RULES
+build/fuzz/fuzz_$(1): tests/fuzz/fuzz_$(1).c $(wildcard tests/fuzz/*.h) $(FUZZ_DEPS_$(1):%=build/fuzz/obj/%.o)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $$@ $$< $(FUZZ_DEPS_$(1):%=build/fuzz/obj/%.o) $(PKG_LIBS) -lm
+$(B)/fuzz-replay/fuzz_$(1): tests/fuzz/fuzz_$(1).c tests/fuzz/replay.c $(wildcard tests/fuzz/*.h) $(FUZZ_DEPS_$(1):%=$(B)/obj/%.o)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS) $$(LDFLAGS) -o $$@ tests/fuzz/fuzz_$(1).c tests/fuzz/replay.c $(FUZZ_DEPS_$(1):%=$(B)/obj/%.o) $(PKG_LIBS) -lm
+endef
+$(foreach t,$(FUZZ_TARGETS),$(eval $(call FUZZ_RULES,$(t))))
+
+.PHONY: fuzz fuzz-build fuzz-replay fuzz-cmin
+fuzz-replay: $(FUZZ_TARGETS:%=$(B)/fuzz-replay/fuzz_%)
+	@fail=0; for t in $(FUZZ_TARGETS); do \
+		$(B)/fuzz-replay/fuzz_$$t tests/fuzz/corpus/$$t || { echo "fuzz_$$t: FAILED"; fail=1; }; \
+	done; exit $$fail
+
+fuzz-build: $(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	sh tests/fuzz/run.sh fuzz $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+fuzz-cmin: fuzz-build
+	sh tests/fuzz/run.sh cmin 0 $(FUZZ_TARGETS)
+
+# The benchmark (tests/bench/run.sh; results and method in docs/performance.md).
+.PHONY: bench
+bench:
+	bash tests/bench/run.sh
+
+# ---- Installation, packaging checks and the container test -------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the two binaries, the
+# man page, the systemd unit (its ExecStart follows PREFIX) and examples.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/pop3gw
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOC_FILES := packaging/pop3gw.conf.example packaging/pop3gw.env.example \
+	packaging/tls-credentials.conf.example docs/deployment.md
+
+.PHONY: install uninstall check-install docker-test
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(B)/pop3gw $(B)/pop3gw-maildir $(DESTDIR)$(BINDIR)/
+	sed -e 's|/usr/local/share/doc/pop3gw/|$(DOCDIR)/|g' packaging/pop3gw.8 > $(DESTDIR)$(MANDIR)/man8/pop3gw.8
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' packaging/pop3gw.service > $(DESTDIR)$(UNITDIR)/pop3gw.service
+	chmod 0644 $(DESTDIR)$(MANDIR)/man8/pop3gw.8 $(DESTDIR)$(UNITDIR)/pop3gw.service
+	install -m 0644 $(DOC_FILES) $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/pop3gw $(DESTDIR)$(BINDIR)/pop3gw-maildir \
+		$(DESTDIR)$(MANDIR)/man8/pop3gw.8 $(DESTDIR)$(UNITDIR)/pop3gw.service \
+		$(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOC_FILES)))
+	-rmdir $(DESTDIR)$(DOCDIR)
+
+# Installs into $(B)/install-check and checks it: files, man page against
+# --help, groff warnings, systemd-analyze verify of the unit.
+check-install: all
+	rm -rf $(B)/install-check
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(B)/install-check PREFIX=/usr/local
+	sh packaging/check-install.sh $(CURDIR)/$(B)/install-check /usr/local
+
+# Builds the container images and runs them (needs root; prints SKIP where a
+# Docker engine cannot run). See tests/docker/run.sh.
+docker-test:
+	bash tests/docker/run.sh

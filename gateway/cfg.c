@@ -976,18 +976,26 @@ static int cfg_check_plaintext(const struct cfg *c, char *err, size_t errlen)
     if (c->plaintext_auth != CFG_PLAIN_TLS_ONLY || c->tls_cert)
         return 0;
     for (int i = 0; i < c->n_listen; i++) {
-        if (cfg_is_loopback(c->listen[i].host))
+        /* Behind a PROXY-protocol balancer the clients are whoever the
+         * header names: a loopback listener does not make them local. */
+        if (cfg_is_loopback(c->listen[i].host) && c->proxy_protocol == CFG_PROXY_OFF)
             continue;
         snprintf(where, sizeof where, strchr(c->listen[i].host, ':') ? "[%s]:%d" : "%s:%d",
                  c->listen[i].host, c->listen[i].port);
         return cfg_fail(
             err, errlen,
             "plaintext_auth = tls-only (the default) accepts passwords only after TLS, but no "
-            "certificate is set and listen includes %s, which is not loopback: clients there "
+            "certificate is set and listen includes %s, %s: clients there "
             "could never log in with USER/PASS or AUTH. Either set tls_cert and tls_key "
             "(clients then use STLS), or set plaintext_auth = allow to accept passwords in "
-            "clear text, or listen on loopback only (127.0.0.1, ::1 or localhost)",
-            where);
+            "clear text%s",
+            where,
+            c->proxy_protocol != CFG_PROXY_OFF
+                ? "whose clients are remote (proxy_protocol is on)"
+                : "which is not loopback",
+            c->proxy_protocol != CFG_PROXY_OFF
+                ? ""
+                : ", or listen on loopback only (127.0.0.1, ::1 or localhost)");
     }
     return 0;
 }
@@ -1011,14 +1019,12 @@ int cfg_validate(const struct cfg *c, char *err, size_t errlen)
     if (c->n_listen_tls > 0 && !c->tls_cert)
         return cfg_fail(err, errlen,
                         "listen_tls needs a certificate: set tls_cert and tls_key (PEM files)");
-    if (cfg_check_plaintext(c, err, errlen) < 0)
-        return -1;
     if (c->proxy_protocol != CFG_PROXY_OFF && !c->proxy_trusted)
         return cfg_fail(err, errlen,
                         "proxy_protocol = %s needs proxy_trusted: the networks allowed to send "
                         "the PROXY header (your load balancers), e.g. proxy_trusted = 10.0.0.0/8",
                         cfg_words_proxy[c->proxy_protocol]);
-    return 0;
+    return cfg_check_plaintext(c, err, errlen);
 }
 
 void cfg_print(const struct cfg *c, FILE *out)

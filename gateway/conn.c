@@ -40,6 +40,7 @@
 #define CONN_INPUT_MAX (64 * 1024)     /* buffered client input before reading stops */
 #define CONN_OUTPUT_HIGH (256 * 1024)  /* above this a streamed retrieve pauses */
 #define CONN_OUTPUT_LOW (64 * 1024)    /* ... and resumes below this */
+#define CONN_LINGER_MAX 5.0            /* seconds the last replies may take to leave */
 
 struct conn {
     TAILQ_ENTRY(conn) link; /* in the worker's list */
@@ -408,10 +409,18 @@ static void conn_process(struct conn *c)
     if (!c->reason)
         c->reason = "error";
     c->closing = 1;
-    evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
-    if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+    if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
+        return;
+    }
+    /* The last replies may never leave (a client that does not read, a TLS
+     * handshake that never completes): linger a bounded time, then free. */
+    {
+        double t = cfg->send_timeout < CONN_LINGER_MAX ? cfg->send_timeout : CONN_LINGER_MAX;
+        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+        evtimer_add(c->timer, &tv);
+    }
 }
 
 /* ---- event callbacks -------------------------------------------------- */
@@ -506,6 +515,11 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (c->closing) {
+        /* The linger after the last reply is over. */
+        conn_free(c);
+        return;
+    }
     c->reason = "timeout";
     pop3_timeout(c->s);
     conn_process(c);

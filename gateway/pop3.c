@@ -497,8 +497,12 @@ static void pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
                    s->p->stls_available ? "; use STLS first" : "");
         return;
     }
-    if (strlen(argv[0]) > WH_USER_MAX || !wh_utf8_valid(argv[0], strlen(argv[0]))) {
-        pop3_reply(s, "-ERR [AUTH] invalid user name");
+    if (strlen(argv[0]) > WH_USER_MAX) {
+        pop3_reply(s, "-ERR [AUTH] user name too long (at most %d octets)", WH_USER_MAX);
+        return;
+    }
+    if (!wh_utf8_valid(argv[0], strlen(argv[0]))) {
+        pop3_reply(s, "-ERR [AUTH] user name is not valid UTF-8");
         return;
     }
     free(s->user_given);
@@ -721,13 +725,33 @@ static void pop3_sasl_error_done(struct pop3_session *s)
 
 /* ---- AUTH (RFC 5034) -------------------------------------------------- */
 
+/* A user name decoded from SASL: no control bytes (they could split a
+ * reply line or a log line), as for names typed on a command line. */
+static int pop3_name_ok(const char *name)
+{
+    for (; *name; name++)
+        if ((unsigned char)*name < 0x20 || *name == 0x7f)
+            return 0;
+    return 1;
+}
+
 /* Checks the decoded credentials and asks the backend. */
 static void pop3_sasl_done(struct pop3_session *s)
 {
     struct sasl *a = &s->sasl;
 
     s->in_sasl = 0;
-    if ((a->user && (strlen(a->user) > WH_USER_MAX || !wh_utf8_valid(a->user, strlen(a->user)))) ||
+    if (a->user && strlen(a->user) > WH_USER_MAX) {
+        sasl_clear(a);
+        pop3_reply(s, "-ERR [AUTH] user name too long (at most %d octets)", WH_USER_MAX);
+        return;
+    }
+    if ((a->user && !pop3_name_ok(a->user)) || (a->authzid && !pop3_name_ok(a->authzid))) {
+        sasl_clear(a);
+        pop3_reply(s, "-ERR [AUTH] invalid characters in the user name");
+        return;
+    }
+    if ((a->user && !wh_utf8_valid(a->user, strlen(a->user))) ||
         (a->authzid && !wh_utf8_valid(a->authzid, strlen(a->authzid))) ||
         (a->password && !wh_utf8_valid(a->password, strlen(a->password))) ||
         (a->token && !wh_utf8_valid(a->token, strlen(a->token)))) {
@@ -889,7 +913,7 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
         return;
     }
     pop3_enter(s, POP3_TRANSACTION);
-    pop3_reply(s, "+OK %s has %zu message%s (%" PRIu64 " octets)", s->user, s->n_msgs,
+    pop3_reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)", s->n_msgs,
                s->n_msgs == 1 ? "" : "s",
                s->total_octets);
 }

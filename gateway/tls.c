@@ -10,6 +10,8 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,32 +37,65 @@ const char *tls_error(char *buf, int len)
     return buf;
 }
 
+/* Checks that a file can be opened, to say plainly why not. */
+static int tls_readable(const char *msg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+
+    if (!f) {
+        log_kv(LOG_ERROR, NULL, msg, "path=%s error=%s", path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+/* Logs which step failed, with OpenSSL's reason. */
+static void tls_fail(const char *msg, const char *path)
+{
+    char err[256];
+
+    log_kv(LOG_ERROR, NULL, msg, "path=%s error=%s", path, tls_error(err, sizeof(err)));
+}
+
 /* Builds a context from the configured files; NULL after logging why. */
 static SSL_CTX *tls_build(void)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    char err[256];
+    SSL_CTX *ctx;
 
-    if (!ctx)
-        goto fail;
+    if (tls_readable("cannot load TLS certificate", tls_cert_path) < 0 ||
+        tls_readable("cannot load TLS key", tls_key_path) < 0)
+        return NULL;
+    ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        tls_fail("cannot create a TLS context", tls_cert_path);
+        return NULL;
+    }
     SSL_CTX_set_min_proto_version(ctx, tls_min == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
     /* Forward-secret AEAD suites only for TLS 1.2; TLS 1.3 defaults are good. */
-    if (!SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1"))
-        goto fail;
+    SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!SHA1");
     SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     /* Idle sessions hold no TLS buffers: memory per connection stays small. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_use_certificate_chain_file(ctx, tls_cert_path) != 1)
+    if (SSL_CTX_use_certificate_chain_file(ctx, tls_cert_path) != 1) {
+        tls_fail("cannot load TLS certificate: not a PEM certificate chain", tls_cert_path);
         goto fail;
-    if (SSL_CTX_use_PrivateKey_file(ctx, tls_key_path, SSL_FILETYPE_PEM) != 1)
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, tls_key_path, SSL_FILETYPE_PEM) != 1) {
+        unsigned long e = ERR_peek_last_error();
+        tls_fail(ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH
+                     ? "cannot load TLS key: it does not match the certificate"
+                     : "cannot load TLS key: not a PEM private key",
+                 tls_key_path);
         goto fail;
-    if (SSL_CTX_check_private_key(ctx) != 1)
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        tls_fail("cannot load TLS key: it does not match the certificate", tls_key_path);
         goto fail;
+    }
     return ctx;
 fail:
-    log_kv(LOG_ERROR, NULL, "cannot load TLS certificate", "cert=%s key=%s error=%s", tls_cert_path,
-           tls_key_path, tls_error(err, sizeof(err)));
     SSL_CTX_free(ctx);
     return NULL;
 }
