@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <event2/thread.h>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -195,6 +196,10 @@ int main(int argc, char **argv)
         return 0;
     }
     log_init(cfg.log_format, cfg.log_level);
+    /* Streamed messages pass through large short-lived buffers: keep freed
+     * memory in the heap instead of trimming and faulting it back each time. */
+    mallopt(M_TRIM_THRESHOLD, 16 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
     /* Signals go to the main thread only: block them before threads start. */
     sigemptyset(&set);

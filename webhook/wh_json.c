@@ -21,6 +21,8 @@
  * the worst case, whatever uids a backend sends).
  */
 #include "webhook/wh_json.h"
+
+#include "gateway/buf.h"
 #include "webhook/wh_sign.h"
 
 #include <stdarg.h>
@@ -155,91 +157,198 @@ char *wh_sanitize_message(const char *msg)
 
 /* ---------------------------------------------------------------- build */
 
-/* json_object_set_new() takes the value even on failure, and fails on NULL. */
-static int put(json_t *obj, const char *key, json_t *value)
+/*
+ * The request bodies have a fixed shape, so they are written straight into
+ * a buffer (compact, keys in a fixed order, strings escaped as JSON
+ * requires) rather than built as a tree and serialised: this runs for every
+ * webhook call.
+ */
+struct jw {
+    struct buf b;
+    int ok; /* 0 after a failure (memory, invalid UTF-8, missing field) */
+};
+
+static void jw_raw(struct jw *w, const char *s, size_t n)
 {
-    return json_object_set_new(obj, key, value) == 0;
+    if (w->ok && buf_add(&w->b, s, n) < 0)
+        w->ok = 0;
 }
 
-static int put_opt_string(json_t *obj, const char *key, const char *s)
+#define JW_LIT(w, lit) jw_raw((w), (lit), sizeof(lit) - 1)
+
+/* A JSON string; NULL or invalid UTF-8 fails the build. */
+static void jw_str(struct jw *w, const char *s)
 {
-    return !s || put(obj, key, json_string(s));
+    static const char hex[] = "0123456789ABCDEF";
+    const char *run;
+    size_t n;
+
+    if (!s || !wh_utf8_valid(s, n = strlen(s))) {
+        w->ok = 0;
+        return;
+    }
+    JW_LIT(w, "\"");
+    for (run = s; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+        const char *e = NULL;
+        size_t elen = 2;
+
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        jw_raw(w, run, (size_t)(s - run));
+        run = s + 1;
+        switch (ch) {
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        default:
+            e = esc;
+            elen = 6;
+            break;
+        }
+        jw_raw(w, e, elen);
+    }
+    jw_raw(w, run, (size_t)(s - run));
+    JW_LIT(w, "\"");
 }
 
-static int build_event(json_t *root, const struct wh_call *c)
+static void jw_key_str(struct jw *w, const char *key, const char *s)
+{
+    jw_raw(w, key, strlen(key));
+    jw_str(w, s);
+}
+
+static void jw_key_opt_str(struct jw *w, const char *key, const char *s)
+{
+    if (s)
+        jw_key_str(w, key, s);
+}
+
+static void jw_key_int(struct jw *w, const char *key, long long v)
+{
+    char num[32];
+    int n = snprintf(num, sizeof(num), "%lld", v);
+
+    jw_raw(w, key, strlen(key));
+    jw_raw(w, num, (size_t)n);
+}
+
+static void build_event(struct jw *w, const struct wh_call *c)
 {
     switch (c->event) {
-    case WH_AUTHENTICATE: {
-        if (!put(root, "method", json_string(c->method)) ||
-            !put_opt_string(root, "password", c->password) ||
-            !put_opt_string(root, "authzid", c->authzid))
-            return 0;
+    case WH_AUTHENTICATE:
+        jw_key_str(w, ",\"method\":", c->method);
+        jw_key_opt_str(w, ",\"password\":", c->password);
+        jw_key_opt_str(w, ",\"authzid\":", c->authzid);
         if (c->method && strcmp(c->method, "APOP") == 0) {
-            json_t *apop = json_object();
-            if (!put(root, "apop", apop) ||
-                !put(apop, "timestamp", json_string(c->apop_timestamp)) ||
-                !put(apop, "digest", json_string(c->apop_digest)))
-                return 0;
+            jw_key_str(w, ",\"apop\":{\"timestamp\":", c->apop_timestamp);
+            jw_key_str(w, ",\"digest\":", c->apop_digest);
+            JW_LIT(w, "}");
         }
-        return put_opt_string(root, "token", c->token) &&
-               put(root, "attempt", json_integer(c->attempt));
-    }
+        jw_key_opt_str(w, ",\"token\":", c->token);
+        jw_key_int(w, ",\"attempt\":", c->attempt);
+        return;
     case WH_RETRIEVE:
-        return put(root, "message", json_integer(c->message)) &&
-               put_opt_string(root, "uid", c->uid) &&
-               (c->lines < 0 || put(root, "lines", json_integer(c->lines)));
-    case WH_QUIT: {
-        json_t *arr = json_array();
-        if (!put(root, "deleted", arr) || (c->n_deleted > 0 && !c->deleted))
-            return 0;
-        for (size_t i = 0; i < c->n_deleted; i++) {
-            json_t *d = json_object();
-            if (json_array_append_new(arr, d) != 0 ||
-                !put(d, "message", json_integer(c->deleted[i].message)) ||
-                !put_opt_string(d, "uid", c->deleted[i].uid))
-                return 0;
+        jw_key_int(w, ",\"message\":", c->message);
+        jw_key_opt_str(w, ",\"uid\":", c->uid);
+        if (c->lines >= 0)
+            jw_key_int(w, ",\"lines\":", c->lines);
+        return;
+    case WH_QUIT:
+        if (c->n_deleted > 0 && !c->deleted) {
+            w->ok = 0;
+            return;
         }
-        return 1;
-    }
+        JW_LIT(w, ",\"deleted\":[");
+        for (size_t i = 0; i < c->n_deleted; i++) {
+            jw_key_int(w, i ? ",{\"message\":" : "{\"message\":", c->deleted[i].message);
+            jw_key_opt_str(w, ",\"uid\":", c->deleted[i].uid);
+            JW_LIT(w, "}");
+        }
+        JW_LIT(w, "]");
+        return;
     case WH_DISCONNECT:
-        return put(root, "reason", json_string(c->reason));
+        jw_key_str(w, ",\"reason\":", c->reason);
+        return;
     case WH_LIST:
     case WH_UIDL:
     case WH_CONNECT:
-        return 1;
+        return;
     default:
-        return 0;
+        w->ok = 0;
+        return;
     }
+}
+
+/* The mailbox goes out verbatim, after a check that it is one JSON value. */
+static void jw_mailbox(struct jw *w, const char *mailbox)
+{
+    json_t *v = json_loads(mailbox, JSON_DECODE_ANY, NULL);
+
+    if (!v) {
+        w->ok = 0;
+        return;
+    }
+    json_decref(v);
+    JW_LIT(w, ",\"mailbox\":");
+    jw_raw(w, mailbox, strlen(mailbox));
 }
 
 char *wh_json_build(const struct wh_call *c, size_t *len)
 {
+    struct jw w = {{NULL, 0, 0}, 1};
+
     if (len)
         *len = 0;
     if (!c || (unsigned)c->event >= WH_N_EVENTS)
         return NULL;
-
-    json_t *root = json_object();
-    json_t *client = json_object(); /* our reference is dropped below */
-    int ok = root && client && put(root, "event", json_string(wh_event_names[c->event])) &&
-             put(root, "session", json_string(c->session)) &&
-             json_object_set(root, "client", client) == 0 &&
-             put(client, "ip", json_string(c->client_ip)) &&
-             put(client, "port", json_integer(c->client_port)) &&
-             put(client, "tls", json_boolean(c->client_tls)) &&
-             put(root, "user", c->user ? json_string(c->user) : json_null());
-    json_decref(client);
-    if (ok && c->mailbox)
-        ok = put(root, "mailbox", json_loads(c->mailbox, JSON_DECODE_ANY, NULL));
-    if (ok && c->utf8)
-        ok = put(root, "utf8", json_true());
-    ok = ok && build_event(root, c);
-
-    char *out = ok ? json_dumps(root, JSON_COMPACT) : NULL;
-    json_decref(root);
-    if (out && len)
-        *len = strlen(out);
-    return out;
+    jw_key_str(&w, "{\"event\":", wh_event_names[c->event]);
+    jw_key_str(&w, ",\"session\":", c->session);
+    jw_key_str(&w, ",\"client\":{\"ip\":", c->client_ip);
+    jw_key_int(&w, ",\"port\":", c->client_port);
+    if (c->client_tls)
+        JW_LIT(&w, ",\"tls\":true},\"user\":");
+    else
+        JW_LIT(&w, ",\"tls\":false},\"user\":");
+    if (c->user)
+        jw_str(&w, c->user);
+    else
+        JW_LIT(&w, "null");
+    if (c->mailbox)
+        jw_mailbox(&w, c->mailbox);
+    if (c->utf8)
+        JW_LIT(&w, ",\"utf8\":true");
+    build_event(&w, c);
+    JW_LIT(&w, "}");
+    jw_raw(&w, "", 1); /* NUL, not counted */
+    if (!w.ok) {
+        if (w.b.data)
+            explicit_bzero(w.b.data, w.b.cap);
+        buf_free(&w.b);
+        return NULL;
+    }
+    if (len)
+        *len = w.b.len - 1;
+    return w.b.data;
 }
 
 /* ---------------------------------------------------------------- parse */
