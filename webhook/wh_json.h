@@ -12,7 +12,9 @@
 /*
  * Builds the JSON body of `call` (compact, UTF-8). Returns a malloc'd,
  * NUL-terminated string and its length in *len, or NULL on allocation
- * failure or invalid input (a mailbox that is not valid JSON).
+ * failure or invalid input (a missing field, a string that is not UTF-8).
+ * `call->mailbox` is copied verbatim: it must be JSON as wh_json_parse()
+ * serialised it (it is not parsed again on every call).
  */
 char *wh_json_build(const struct wh_call *call, size_t *len);
 
