@@ -493,13 +493,12 @@ int admin_start(struct server *srv, const struct cfg *cfg)
         return -1;
     if (admin.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    admin.daemon =
-        MHD_start_daemon(flags, (uint16_t)cfg->admin_listen.port, NULL, NULL, admin_request, NULL,
-                         MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL, /* first: see MHD docs */
-                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&admin.addr,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_MAX_CONNECTIONS,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_CONN_TIMEOUT_S,
-                         MHD_OPTION_END);
+    admin.daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->admin_listen.port, NULL, NULL, admin_request, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL, /* first: see MHD docs */
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&admin.addr, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
     if (!admin.daemon) {
         log_kv(LOG_ERROR, NULL, "cannot start the admin endpoint", "host=%s port=%d hint=%s",
                cfg->admin_listen.host, cfg->admin_listen.port,

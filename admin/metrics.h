@@ -27,47 +27,48 @@ struct metrics_hist {
 
 /* Why a webhook call failed (label "reason" of pop3gw_webhook_errors_total). */
 enum metrics_wh_error {
-    MWE_TIMEOUT,   /* deadline passed */
-    MWE_CONNECT,   /* connection refused or reset, DNS */
-    MWE_STATUS,    /* 5xx or an unexpected status */
-    MWE_BODY,      /* a body not per the contract */
-    MWE_BROKEN,    /* a streamed retrieve broke after +OK */
+    MWE_TIMEOUT, /* deadline passed */
+    MWE_CONNECT, /* connection refused or reset, DNS */
+    MWE_STATUS,  /* 5xx or an unexpected status */
+    MWE_BODY,    /* a body not per the contract */
+    MWE_BROKEN,  /* a streamed retrieve broke after +OK */
     MWE_N
 };
 
 struct metrics {
     /* connections */
-    atomic_ulong connections_total;    /* accepted */
-    atomic_long connections_active;    /* open now */
-    atomic_ulong connections_refused;  /* over max_connections / per IP */
-    atomic_ulong tls_handshakes;       /* completed (implicit TLS and STLS) */
-    atomic_ulong tls_failures;         /* handshakes that failed */
-    atomic_ulong proxy_rejected;       /* bad, missing or untrusted PROXY headers */
+    atomic_ulong connections_total;     /* accepted */
+    atomic_long connections_active;     /* open now */
+    atomic_ulong connections_refused;   /* over max_connections / per IP */
+    atomic_ulong tls_handshakes;        /* completed (implicit TLS and STLS) */
+    atomic_ulong tls_failures;          /* handshakes that failed */
+    atomic_ulong proxy_rejected;        /* bad, missing or untrusted PROXY headers */
     atomic_long sessions_authorization; /* sessions in each state now */
     atomic_long sessions_transaction;
     /* POP3 */
-    atomic_ulong commands_total;        /* command lines handled */
-    atomic_ulong bad_commands;          /* unknown, wrong state or syntax, too long */
+    atomic_ulong commands_total; /* command lines handled */
+    atomic_ulong bad_commands;   /* unknown, wrong state or syntax, too long */
     atomic_ulong logins_ok[MM_N];
-    atomic_ulong logins_failed[MM_N];   /* refused by the backend */
-    atomic_ulong timeouts;              /* login/idle autologout */
-    atomic_ulong send_timeouts;         /* a client stopped reading */
-    atomic_ulong messages_retrieved;    /* RETR/TOP completed */
-    atomic_ulong messages_deleted;      /* committed by a successful quit */
-    atomic_ulong quit_failures;         /* quit with deletions not committed */
-    atomic_ulong size_mismatches;       /* streamed size differs from the listing */
-    atomic_ulong listings_truncated;    /* cut to max_messages */
-    atomic_ulong bytes_in, bytes_out;   /* POP3 payload octets */
+    atomic_ulong logins_failed[MM_N]; /* refused by the backend */
+    atomic_ulong timeouts;            /* login/idle autologout */
+    atomic_ulong send_timeouts;       /* a client stopped reading */
+    atomic_ulong messages_retrieved;  /* RETR/TOP completed */
+    atomic_ulong messages_deleted;    /* committed by a successful quit */
+    atomic_ulong quit_failures;       /* quit with deletions not committed */
+    atomic_ulong size_mismatches;     /* streamed size differs from the listing */
+    atomic_ulong listings_truncated;  /* cut to max_messages */
+    atomic_ulong bytes_in, bytes_out; /* POP3 payload octets */
     /* webhooks */
-    atomic_ulong webhook_calls[WH_N_EVENTS];  /* finished calls */
+    atomic_ulong webhook_calls[WH_N_EVENTS]; /* finished calls */
     atomic_ulong webhook_errors[WH_N_EVENTS][MWE_N];
     atomic_ulong webhook_retries[WH_N_EVENTS];
-    atomic_long webhook_inflight;             /* running or queued now */
-    struct metrics_hist webhook_latency[WH_N_EVENTS]; /* seconds to the reply (retrieve: to the headers) */
-    atomic_ulong backend_ok_streak_reset;     /* reserved */
-    atomic_long backend_last_ok;              /* unix time of the last good reply */
-    atomic_long backend_last_error;           /* unix time of the last failed call */
-    atomic_long started;                      /* unix time the process started */
+    atomic_long webhook_inflight; /* running or queued now */
+    struct metrics_hist
+        webhook_latency[WH_N_EVENTS];     /* seconds to the reply (retrieve: to the headers) */
+    atomic_ulong backend_ok_streak_reset; /* reserved */
+    atomic_long backend_last_ok;          /* unix time of the last good reply */
+    atomic_long backend_last_error;       /* unix time of the last failed call */
+    atomic_long started;                  /* unix time the process started */
     /* The same two times in milliseconds, set by metrics_backend_result();
      * 0 = not recorded. They order a failure and a success that fall in the
      * same second (the admin endpoint's backend state). */

@@ -990,9 +990,8 @@ static int cfg_check_plaintext(const struct cfg *c, char *err, size_t errlen)
             "(clients then use STLS), or set plaintext_auth = allow to accept passwords in "
             "clear text%s",
             where,
-            c->proxy_protocol != CFG_PROXY_OFF
-                ? "whose clients are remote (proxy_protocol is on)"
-                : "which is not loopback",
+            c->proxy_protocol != CFG_PROXY_OFF ? "whose clients are remote (proxy_protocol is on)"
+                                               : "which is not loopback",
             c->proxy_protocol != CFG_PROXY_OFF
                 ? ""
                 : ", or listen on loopback only (127.0.0.1, ::1 or localhost)");
@@ -1373,7 +1372,8 @@ static void cfg_usage(FILE *out)
             "\n"
             "  -c FILE, --config=FILE      read keys from FILE\n"
             "  --check-config              check, print the effective config (secrets masked)\n"
-            "  --health[=URL]              probe the admin /healthz (default: admin_listen); exit 0 when healthy\n"
+            "  --health[=URL]              probe the admin /healthz (default: admin_listen); exit "
+            "0 when healthy\n"
             "  --help                      this text\n"
             "  --version                   print the version\n"
             "\n"

@@ -37,43 +37,43 @@
 #include "webhook/wh_client.h"
 #include "admin/metrics.h"
 
-#define CONN_INPUT_MAX (64 * 1024)     /* buffered client input before reading stops */
-#define CONN_OUTPUT_HIGH (256 * 1024)  /* above this a streamed retrieve pauses */
-#define CONN_OUTPUT_LOW (64 * 1024)    /* ... and resumes below this */
-#define CONN_LINGER_MAX 5.0            /* seconds the last replies may take to leave */
+#define CONN_INPUT_MAX (64 * 1024)    /* buffered client input before reading stops */
+#define CONN_OUTPUT_HIGH (256 * 1024) /* above this a streamed retrieve pauses */
+#define CONN_OUTPUT_LOW (64 * 1024)   /* ... and resumes below this */
+#define CONN_LINGER_MAX 5.0           /* seconds the last replies may take to leave */
 
 struct conn {
     TAILQ_ENTRY(conn) link; /* in the worker's list */
     struct worker *w;
     struct bufferevent *bev;
     struct pop3_session *s;
-    struct wh_req *req;     /* the session's call in flight, or NULL */
-    struct event *timer;    /* login / idle timeout */
-    struct event *delay;    /* failed-login delay */
-    struct event *kick;     /* runs conn_process from the loop */
-    struct conv conv;       /* retrieve being streamed */
-    int streaming;          /* conv is in use */
-    int gone;               /* the connection broke: nothing more can be written */
-    int eof;                /* the client closed its sending side: answer what was read, then close */
-    int closing;            /* flush the output, then free */
-    const char *reason;     /* why it ends, for the disconnect event */
-    int fd;                 /* the socket, until a bufferevent owns it */
-    struct event *proxy_ev; /* waiting for the PROXY header */
+    struct wh_req *req;  /* the session's call in flight, or NULL */
+    struct event *timer; /* login / idle timeout */
+    struct event *delay; /* failed-login delay */
+    struct event *kick;  /* runs conn_process from the loop */
+    struct conv conv;    /* retrieve being streamed */
+    int streaming;       /* conv is in use */
+    int gone;            /* the connection broke: nothing more can be written */
+    int eof;             /* the client closed its sending side: answer what was read, then close */
+    int closing;         /* flush the output, then free */
+    const char *reason;  /* why it ends, for the disconnect event */
+    int fd;              /* the socket, until a bufferevent owns it */
+    struct event *proxy_ev;       /* waiting for the PROXY header */
     struct sockaddr_storage peer; /* the client (after PROXY) */
     struct timespec proxy_deadline;
-    int stls;               /* STLS accepted: start TLS once the +OK is flushed */
+    int stls; /* STLS accepted: start TLS once the +OK is flushed */
     char id[24];
-    char apop_rand[17];     /* random part of the APOP timestamp */
+    char apop_rand[17]; /* random part of the APOP timestamp */
     char ip[INET6_ADDRSTRLEN];
     int port;
-    int tls;                /* TLS is (or is about to be) active */
-    int implicit_tls;       /* the listener is implicit TLS */
-    long long since;        /* unix time of accept */
-    int tls_done;           /* the TLS handshake completed */
+    int tls;                                /* TLS is (or is about to be) active */
+    int implicit_tls;                       /* the listener is implicit TLS */
+    long long since;                        /* unix time of accept */
+    int tls_done;                           /* the TLS handshake completed */
     unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
-    enum pop3_state counted; /* state counted in the sessions_* gauges */
+    enum pop3_state counted;                /* state counted in the sessions_* gauges */
     int counted_valid;
-    int ip_counted;          /* holds a slot in the per-address limit */
+    int ip_counted; /* holds a slot in the per-address limit */
 };
 
 static void conn_process(struct conn *c);
@@ -644,8 +644,9 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
 static void conn_setup_bev(struct conn *c)
 {
     const struct cfg *cfg = c->w->srv->cfg;
-    struct timeval send_tv = {(time_t)cfg->send_timeout,
-                              (suseconds_t)((cfg->send_timeout - (double)(time_t)cfg->send_timeout) * 1e6)};
+    struct timeval send_tv = {
+        (time_t)cfg->send_timeout,
+        (suseconds_t)((cfg->send_timeout - (double)(time_t)cfg->send_timeout) * 1e6)};
 
     evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
@@ -912,7 +913,9 @@ void conn_snapshot(const struct conn *c, struct session_info *out)
     out->port = c->port;
     out->tls = c->tls;
     snprintf(out->state, sizeof(out->state), "%s",
-             !c->s ? "CONNECTING" : c->closing ? "CLOSING" : names[pop3_state(c->s)]);
+             !c->s        ? "CONNECTING"
+             : c->closing ? "CLOSING"
+                          : names[pop3_state(c->s)]);
     snprintf(out->command, sizeof(out->command), "%s",
              c->s && (c->req || c->streaming) ? pop3_current_command(c->s) : "");
     out->since = c->since;

@@ -14,13 +14,13 @@
 #include <stdint.h>
 
 struct conv {
-    int at_line_start;  /* next byte starts a line */
-    int after_cr;       /* the last byte seen was CR */
-    int in_body;        /* the blank line after the header has passed */
-    int line_empty;     /* the current line has no bytes yet (CR not counted) */
-    long lines_left;    /* TOP: body lines still to send; -1 = whole message */
-    int done;           /* TOP cut reached: further input is ignored */
-    uint64_t octets;    /* CRLF-normalised octets so far, before dot-stuffing */
+    int at_line_start; /* next byte starts a line */
+    int after_cr;      /* the last byte seen was CR */
+    int in_body;       /* the blank line after the header has passed */
+    int line_empty;    /* the current line has no bytes yet (CR not counted) */
+    long lines_left;   /* TOP: body lines still to send; -1 = whole message */
+    int done;          /* TOP cut reached: further input is ignored */
+    uint64_t octets;   /* CRLF-normalised octets so far, before dot-stuffing */
 };
 
 /* Worst-case output for `len` input bytes: every byte may become two. */

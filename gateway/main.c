@@ -47,8 +47,8 @@ static void main_raise_nofile(struct cfg *cfg)
     }
     if (rl.rlim_cur == RLIM_INFINITY)
         return;
-    budget = (long)rl.rlim_cur - (long)cfg->workers * (cfg->backend_pool + 2L * CFG_MAX_LISTEN + 8) -
-             64;
+    budget =
+        (long)rl.rlim_cur - (long)cfg->workers * (cfg->backend_pool + 2L * CFG_MAX_LISTEN + 8) - 64;
     if (budget < 16)
         budget = 16;
     if (cfg->max_connections > budget) {
@@ -120,8 +120,9 @@ static int main_health(const struct cfg *cfg)
             host = "127.0.0.1";
         else if (!strcmp(host, "::"))
             host = "::1";
-        snprintf(url, sizeof(url), strchr(host, ':') ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz",
-                 host, cfg->admin_listen.port);
+        snprintf(url, sizeof(url),
+                 strchr(host, ':') ? "http://[%s]:%d/healthz" : "http://%s:%d/healthz", host,
+                 cfg->admin_listen.port);
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     e = curl_easy_init();
@@ -158,7 +159,8 @@ static void main_reload_secrets(struct server *srv, int argc, char **argv)
         return;
     }
     server_reload_secrets(srv, fresh.backend_secret, fresh.backend_token);
-    log_kv(LOG_INFO, NULL, "backend secrets reloaded", "keys=%s", fresh.backend_secret ? "set" : "none");
+    log_kv(LOG_INFO, NULL, "backend secrets reloaded", "keys=%s",
+           fresh.backend_secret ? "set" : "none");
     cfg_free(&fresh);
 }
 

@@ -24,8 +24,8 @@
 
 #define POP3_MAX_ARGS 2
 #define POP3_TOP_MAX 2000000000L /* TOP line counts are capped here (the whole message) */
-#define POP3_REPLY_MAX 512 /* a reply line, CRLF included (RFC 2449 §4) */
-#define POP3_OUT_KEEP 4096 /* output buffer kept between replies; more is freed */
+#define POP3_REPLY_MAX 512       /* a reply line, CRLF included (RFC 2449 §4) */
+#define POP3_OUT_KEEP 4096       /* output buffer kept between replies; more is freed */
 
 /* One message of the listing snapshot taken when TRANSACTION starts. */
 struct pop3_msg {
@@ -77,7 +77,7 @@ struct pop3_session {
 
     /* the pending call and what it borrows */
     struct wh_call call;
-    char *secret;    /* password being checked; wiped after the call */
+    char *secret; /* password being checked; wiped after the call */
     char apop_digest[33];
     uint32_t pend_msg; /* UIDL n, 0 for all */
     struct wh_deleted *del;
@@ -97,7 +97,7 @@ static void pop3_greet(struct pop3_session *s);
 
 #define ST_AUTH (1u << POP3_AUTHORIZATION)
 #define ST_TRANS (1u << POP3_TRANSACTION)
-#define F_REST 1u   /* the single argument is the rest of the line */
+#define F_REST 1u        /* the single argument is the rest of the line */
 #define F_SECRET_ARGS 2u /* the arguments are secret: never traced */
 
 struct pop3_cmd {
@@ -667,8 +667,8 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
     }
     s->auth_failures++;
     pop3_count_login(s->call.method, 0);
-    log_kv(LOG_INFO, s->id, "login failed", "user=%s client=%s method=%s attempt=%d",
-           pop3_user(s), s->ip, s->call.method, s->attempts);
+    log_kv(LOG_INFO, s->id, "login failed", "user=%s client=%s method=%s attempt=%d", pop3_user(s),
+           s->ip, s->call.method, s->attempts);
     free(s->user_given);
     s->user_given = NULL;
     pop3_refusal(s, r, s->sasl_error, sizeof(s->sasl_error));
@@ -914,8 +914,7 @@ static void pop3_proceed_list(struct pop3_session *s, struct wh_result *r)
     }
     pop3_enter(s, POP3_TRANSACTION);
     pop3_reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)", s->n_msgs,
-               s->n_msgs == 1 ? "" : "s",
-               s->total_octets);
+               s->n_msgs == 1 ? "" : "s", s->total_octets);
 }
 
 /* ---- TRANSACTION ------------------------------------------------------ */
@@ -970,8 +969,7 @@ static void pop3_cmd_list(struct pop3_session *s, int argc, char **argv)
         return;
     }
     pop3_reply(s, "+OK %zu message%s (%" PRIu64 " octets)", s->n_msgs - s->n_deleted,
-               s->n_msgs - s->n_deleted == 1 ? "" : "s",
-               s->total_octets - s->deleted_octets);
+               s->n_msgs - s->n_deleted == 1 ? "" : "s", s->total_octets - s->deleted_octets);
     for (i = 0; i < s->n_msgs; i++)
         if (!s->msgs[i].deleted)
             buf_printf(&s->out, "%zu %" PRIu64 "\r\n", i + 1, s->msgs[i].size);
@@ -1147,8 +1145,7 @@ static void pop3_cmd_rset(struct pop3_session *s, int argc, char **argv)
     s->n_deleted = 0;
     s->deleted_octets = 0;
     pop3_reply(s, "+OK maildrop has %zu message%s (%" PRIu64 " octets)", s->n_msgs,
-               s->n_msgs == 1 ? "" : "s",
-               s->total_octets);
+               s->n_msgs == 1 ? "" : "s", s->total_octets);
 }
 
 /* quit answered: the deletions are committed or not */
@@ -1162,12 +1159,11 @@ static void pop3_proceed_quit(struct pop3_session *s, struct wh_result *r)
                    s->del[i].message, s->del[i].uid ? s->del[i].uid : "");
         s->quit_done = 1;
         METRIC_ADD(messages_deleted, s->call.n_deleted);
-        pop3_reply(s, "+OK bye, %zu message%s deleted", s->n_deleted,
-                   s->n_deleted == 1 ? "" : "s");
+        pop3_reply(s, "+OK bye, %zu message%s deleted", s->n_deleted, s->n_deleted == 1 ? "" : "s");
     } else if (s->n_deleted) {
         METRIC_INC(quit_failures);
-        log_kv(LOG_WARN, s->id, "quit failed: deletions not committed", "user=%s deleted=%zu error=%s",
-               s->user, s->n_deleted, r->error ? r->error : "");
+        log_kv(LOG_WARN, s->id, "quit failed: deletions not committed",
+               "user=%s deleted=%zu error=%s", s->user, s->n_deleted, r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] some deleted messages not removed");
     } else {
         log_kv(LOG_WARN, s->id, "quit failed", "user=%s error=%s", s->user,
@@ -1286,8 +1282,9 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
     METRIC_INC(commands_total);
     if (log_enabled(LOG_DEBUG))
         log_kv(LOG_DEBUG, s->id, "command", "verb=%s args=%s", c ? c->name : "(unknown)",
-               c && ((c->flags & F_SECRET_ARGS) || !strcmp(c->name, "PASS")) && rest ? "***"
-                                                                                  : (rest ? rest : ""));
+               c && ((c->flags & F_SECRET_ARGS) || !strcmp(c->name, "PASS")) && rest
+                   ? "***"
+                   : (rest ? rest : ""));
     if (!c) {
         pop3_bad(s, "unknown command");
         return;

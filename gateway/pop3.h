@@ -25,7 +25,7 @@
 #include "gateway/buf.h"
 #include "webhook/wh.h"
 
-#define POP3_LINE_MAX 255      /* a command line, CRLF included (RFC 2449 §4) */
+#define POP3_LINE_MAX 255        /* a command line, CRLF included (RFC 2449 §4) */
 #define POP3_AUTH_LINE_MAX 16384 /* a SASL continuation line: OAuth tokens are long */
 
 enum pop3_state {
@@ -60,8 +60,8 @@ struct pop3_params {
 
 /* Who the client is: fixed for the session (PROXY-protocol aware). */
 struct pop3_peer {
-    const char *id;             /* session id */
-    const char *ip;             /* client address text */
+    const char *id; /* session id */
+    const char *ip; /* client address text */
     int port;
     int tls;                    /* TLS active from the start (implicit TLS) */
     int loopback;               /* the real client address is loopback */

@@ -96,8 +96,9 @@ int server_bind(struct server *srv, const struct cfg *cfg)
                           : cfg->proxy_protocol == CFG_PROXY_V2 ? PROXY_V2
                                                                 : PROXY_V1 | PROXY_V2;
     if (cfg->proxy_trusted) {
-        srv->n_proxy_nets = proxy_nets_parse(cfg->proxy_trusted, srv->proxy_nets,
-                                             (int)(sizeof(srv->proxy_nets) / sizeof(srv->proxy_nets[0])));
+        srv->n_proxy_nets =
+            proxy_nets_parse(cfg->proxy_trusted, srv->proxy_nets,
+                             (int)(sizeof(srv->proxy_nets) / sizeof(srv->proxy_nets[0])));
         if (srv->n_proxy_nets < 0) {
             log_kv(LOG_ERROR, NULL, "bad proxy_trusted", "value=%s", cfg->proxy_trusted);
             return -1;
@@ -119,8 +120,7 @@ int server_bind(struct server *srv, const struct cfg *cfg)
                 return -1;
     for (k = 0; k < srv->n_specs; k++)
         log_kv(LOG_INFO, NULL, "listening", "host=%s port=%d tls=%d workers=%d",
-               srv->specs[k].addr.host, srv->specs[k].addr.port, srv->specs[k].tls,
-               srv->n_workers);
+               srv->specs[k].addr.host, srv->specs[k].addr.port, srv->specs[k].tls, srv->n_workers);
     return 0;
 }
 
@@ -427,8 +427,8 @@ static int server_worker_init(struct server *srv, struct worker *w, int index)
         return -1;
     for (k = 0; k < srv->n_specs; k++) {
         int *fd = &srv->fds[index * srv->n_specs + k];
-        w->listeners[k] = evconnlistener_new(w->base, server_accept_cb, w, LEV_OPT_CLOSE_ON_FREE,
-                                             -1, *fd);
+        w->listeners[k] =
+            evconnlistener_new(w->base, server_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, *fd);
         if (!w->listeners[k])
             return -1;
         *fd = -1; /* the listener owns it */
@@ -461,8 +461,8 @@ int server_start(struct server *srv)
             return -1;
         }
     for (i = 0; i < srv->n_workers; i++)
-        if (pthread_create(&srv->workers[i].thread, NULL, server_worker_main,
-                           &srv->workers[i]) != 0) {
+        if (pthread_create(&srv->workers[i].thread, NULL, server_worker_main, &srv->workers[i]) !=
+            0) {
             log_kv(LOG_ERROR, NULL, "cannot start worker thread", "worker=%d", i);
             return -1;
         } else {

@@ -33,9 +33,9 @@ struct session_info {
     int port;
     int tls;
     int worker;
-    char state[16];    /* CONNECTING AUTHORIZATION TRANSACTION UPDATE CLOSING */
-    char command[8];   /* the verb being handled, or "" */
-    long long since;   /* unix time the connection was accepted */
+    char state[16];  /* CONNECTING AUTHORIZATION TRANSACTION UPDATE CLOSING */
+    char command[8]; /* the verb being handled, or "" */
+    long long since; /* unix time the connection was accepted */
     unsigned long long bytes_in, bytes_out;
 };
 
@@ -43,10 +43,10 @@ struct session_info {
 struct server_query {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int refs;            /* the asker plus each worker yet to answer */
-    int workers;         /* asked */
-    int answered;        /* answered so far */
-    int with_sessions;   /* copy the sessions too */
+    int refs;          /* the asker plus each worker yet to answer */
+    int workers;       /* asked */
+    int answered;      /* answered so far */
+    int with_sessions; /* copy the sessions too */
     struct session_info *list;
     size_t n, cap;
     struct server_query *next_in_worker[64]; /* per-worker queue links */
@@ -65,9 +65,9 @@ struct worker {
     struct wh_client *wh;
     struct evconnlistener *listeners[2 * CFG_MAX_LISTEN];
     int n_listeners;
-    struct event *stop_ev;  /* activated by the main thread */
-    struct event *grace_ev; /* end of the shutdown grace period */
-    struct event *drain_ev; /* checks whether the worker may exit */
+    struct event *stop_ev;      /* activated by the main thread */
+    struct event *grace_ev;     /* end of the shutdown grace period */
+    struct event *drain_ev;     /* checks whether the worker may exit */
     struct event *accept_retry; /* re-enables listeners after EMFILE */
     struct conn_list conns;
     size_t n_conns;
@@ -88,8 +88,8 @@ struct server {
     int *fds; /* [worker][spec] listening sockets, bound before privileges drop */
     struct worker *workers;
     int n_workers;
-    int n_running; /* worker threads started (joined by server_stop) */
-    atomic_long connections; /* open client connections, all workers */
+    int n_running;                   /* worker threads started (joined by server_stop) */
+    atomic_long connections;         /* open client connections, all workers */
     struct proxy_net proxy_nets[64]; /* who may send a PROXY header */
     int n_proxy_nets;
     int proxy_versions; /* PROXY_V1 | PROXY_V2 accepted */

@@ -79,7 +79,13 @@ enum wh_status {
 };
 
 /* Response codes a refused authenticate may carry. */
-enum wh_code { WH_CODE_AUTH, WH_CODE_IN_USE, WH_CODE_LOGIN_DELAY, WH_CODE_SYS_TEMP, WH_CODE_SYS_PERM };
+enum wh_code {
+    WH_CODE_AUTH,
+    WH_CODE_IN_USE,
+    WH_CODE_LOGIN_DELAY,
+    WH_CODE_SYS_TEMP,
+    WH_CODE_SYS_PERM
+};
 
 struct wh_msginfo {
     uint64_t size;

@@ -36,13 +36,13 @@
 #include "webhook/wh_json.h"
 #include "webhook/wh_sign.h"
 
-#define WH_RETRIES 3           /* attempts for an idempotent call */
-#define WH_RETRY_BACKOFF_MS 50 /* first backoff, doubled each time */
-#define WH_BREAKER_FAILURES 5  /* failed calls in a row that open the circuit */
-#define WH_BREAKER_COOLDOWN 2  /* seconds it stays open before one probe */
-#define WH_EASY_POOL 64        /* idle curl handles kept for reuse, per worker */
+#define WH_RETRIES 3                    /* attempts for an idempotent call */
+#define WH_RETRY_BACKOFF_MS 50          /* first backoff, doubled each time */
+#define WH_BREAKER_FAILURES 5           /* failed calls in a row that open the circuit */
+#define WH_BREAKER_COOLDOWN 2           /* seconds it stays open before one probe */
+#define WH_EASY_POOL 64                 /* idle curl handles kept for reuse, per worker */
 #define WH_RETRIEVE_BUFFER (512 * 1024) /* receive buffer of a streamed retrieve */
-#define WH_RETIRED_MAX 16      /* header lists replaced by SIGHUP, kept until exit */
+#define WH_RETIRED_MAX 16               /* header lists replaced by SIGHUP, kept until exit */
 
 enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
 
@@ -58,21 +58,21 @@ struct wh_req {
      * client's shared ones: no allocation per call. */
     struct curl_slist hdr[3];
     char hdr_id[128], hdr_ts[48], hdr_sig[400];
-    int deferred;  /* failed inside wh_start: the reaper finishes it */
+    int deferred; /* failed inside wh_start: the reaper finishes it */
     CURLcode deferred_res;
     char *body; /* request body, kept for retries */
     size_t body_len;
-    char id[96];        /* webhook-id, the same on every retry */
-    char url[1024];     /* where it goes */
-    struct buf reply;   /* non-streamed reply body */
-    int attempts;       /* tries so far */
-    int got_bytes;      /* a response byte arrived: no retry */
-    int headers_done;   /* the status line and headers have arrived */
-    int streaming;      /* retrieve body flows to data() */
-    int json_body;      /* retrieve answered as application/json */
-    int counts_stream;  /* holds one of the stream slots */
-    int paused;         /* a data() callback asked to pause */
-    int dead;           /* cancelled or failed inside a curl callback */
+    char id[96];              /* webhook-id, the same on every retry */
+    char url[1024];           /* where it goes */
+    struct buf reply;         /* non-streamed reply body */
+    int attempts;             /* tries so far */
+    int got_bytes;            /* a response byte arrived: no retry */
+    int headers_done;         /* the status line and headers have arrived */
+    int streaming;            /* retrieve body flows to data() */
+    int json_body;            /* retrieve answered as application/json */
+    int counts_stream;        /* holds one of the stream slots */
+    int paused;               /* a data() callback asked to pause */
+    int dead;                 /* cancelled or failed inside a curl callback */
     struct timespec deadline; /* for the whole call, retries included */
     struct timespec started;  /* when the call started, for the latency histogram */
     int observed;             /* latency recorded */
@@ -92,23 +92,23 @@ struct wh_client {
     struct wh_req_list queue;  /* waiting for a slot */
     struct wh_req_list active; /* running or backing off */
     struct event *reaper;
-    size_t running;   /* calls holding an inflight slot */
-    size_t streams;   /* retrieves holding a stream slot */
+    size_t running; /* calls holding an inflight slot */
+    size_t streams; /* retrieves holding a stream slot */
     size_t max_streams;
-    int depth;        /* inside curl_multi_socket_action */
+    int depth; /* inside curl_multi_socket_action */
     unsigned long seq;
-    int failures;          /* calls failed in a row (transport, status, body) */
-    time_t open_until;     /* circuit open: fail at once until then */
-    int probing;           /* a probe is running */
+    int failures;      /* calls failed in a row (transport, status, body) */
+    time_t open_until; /* circuit open: fail at once until then */
+    int probing;       /* a probe is running */
     struct wh_keys keys;
     char *token;
     char user_agent[64];
-    struct curl_slist *shared;  /* headers every call carries (type, agent, token) */
+    struct curl_slist *shared; /* headers every call carries (type, agent, token) */
     struct curl_slist *retired[WH_RETIRED_MAX]; /* older shared lists calls may still use */
     int n_retired;
-    CURL *idle[WH_EASY_POOL];   /* handles for reuse */
+    CURL *idle[WH_EASY_POOL]; /* handles for reuse */
     int n_idle;
-    int in_start;               /* inside wh_start: no callback may run */
+    int in_start; /* inside wh_start: no callback may run */
 };
 
 /* One watched curl socket. */
@@ -157,7 +157,8 @@ static void wh_action(struct wh_client *c, curl_socket_t fd, int flags)
 static void wh_event_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct wh_client *c = arg;
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int flags =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 
     wh_action(c, fd, flags);
 }
@@ -729,8 +730,8 @@ static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
         enum wh_status st = (res == CURLE_OK && code == 404) ? WH_NOT_FOUND : WH_TEMP;
         wh_count(r, st == WH_TEMP, res != CURLE_OK ? wh_error_kind(res) : MWE_STATUS);
         if (st == WH_TEMP)
-            log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
-                   r->id, code,
+            log_kv(LOG_WARN, NULL, "webhook failed",
+                   "event=retrieve id=%s http_status=%ld error=%s", r->id, code,
                    r->fast_failed    ? "circuit open"
                    : res != CURLE_OK ? curl_easy_strerror(res)
                                      : "unexpected status");
@@ -805,8 +806,8 @@ static void wh_reaper_cb(evutil_socket_t fd, short what, void *arg)
     wh_check_done(arg);
 }
 
-struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
-                        const struct wh_handler *h, void *ctx)
+struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const struct wh_handler *h,
+                        void *ctx)
 {
     struct wh_req *r = calloc(1, sizeof(*r));
     struct timespec now;

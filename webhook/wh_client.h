@@ -55,8 +55,8 @@ int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *
  * callback (done or end, or begin returning 0) has returned, or until
  * wh_cancel(). NULL when memory runs out.
  */
-struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call,
-                        const struct wh_handler *h, void *ctx);
+struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const struct wh_handler *h,
+                        void *ctx);
 
 /* Stops a call; no callback runs after this. */
 void wh_cancel(struct wh_req *r);
