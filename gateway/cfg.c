@@ -1374,8 +1374,8 @@ static void cfg_usage(FILE *out)
             "  --check-config              check, print the effective config (secrets masked)\n"
             "  --health[=URL]              probe the admin /healthz (default: admin_listen); exit "
             "0 when healthy\n"
-            "  --help                      this text\n"
-            "  --version                   print the version\n"
+            "  -h, --help                  this text\n"
+            "  -V, --version               print the version\n"
             "\n"
             "keys (EVENT is one of");
     for (int e = 0; e < CFG_EVENTS; e++)

@@ -31,7 +31,7 @@ def from_help(binary):
             # "  -c FILE, --config=FILE      read keys from FILE"
             m = re.match(r"^  (-\S.*?)\s{2,}", line)
             if m:
-                for opt in re.findall(r"(--?[a-z][a-z-]*)", m.group(1)):
+                for opt in re.findall(r"(--?[a-zA-Z][a-z-]*)", m.group(1)):
                     options.add(opt)
             continue
         m = re.match(r"^  (\S+)\s+.*\(default: (.*)\)$", line)
