@@ -30,6 +30,7 @@
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -575,7 +576,11 @@ static int cfg_set_workers(struct cfg *c, const struct cfg_key *k, int ev, const
 
     (void)ev;
     if (strcasecmp(v, "auto") == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        /* The cores this process may run on (a container's cpuset), else
+         * the cores online. */
+        cpu_set_t set;
+        long cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+                                                                  : sysconf(_SC_NPROCESSORS_ONLN);
         c->workers = cores < 1 ? 1 : cores > CFG_WORKERS_MAX ? CFG_WORKERS_MAX : (int)cores;
         return 0;
     }
