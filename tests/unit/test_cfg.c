@@ -933,7 +933,7 @@ static void test_print_round_trip(void **state)
 /* ---- cfg_validate --------------------------------------------------------- */
 
 static const struct {
-    const char *set[8]; /* key, value pairs */
+    const char *set[10]; /* key, value pairs */
     const char *want;   /* NULL: valid */
 } checks[] = {
     {{"listen", "127.0.0.1:110"},
@@ -956,8 +956,13 @@ static const struct {
     {{"backend_url", "http://b", "listen", "0.0.0.0:110", "tls_cert", "c", "tls_key", "k"}, NULL},
     {{"backend_url", "http://b", "listen_tls", "[::]:995", "tls_cert", "c", "tls_key", "k"}, NULL},
     {{"backend_url", "http://b", "listen", "[::1]:110", "proxy_protocol", "any", "proxy_trusted",
-      "10.0.0.0/8"},
+      "10.0.0.0/8", "plaintext_auth", "allow"},
      NULL},
+    /* Behind a PROXY balancer the clients are remote, even on a loopback
+     * listener: tls-only without a certificate would lock them all out. */
+    {{"backend_url", "http://b", "listen", "[::1]:110", "proxy_protocol", "any", "proxy_trusted",
+      "10.0.0.0/8"},
+     "whose clients are remote"},
 };
 
 static void test_validate(void **state)
@@ -967,7 +972,7 @@ static void test_validate(void **state)
         struct cfg c;
         char err[1024] = "";
         cfg_defaults(&c);
-        for (int j = 0; j < 8 && checks[i].set[j]; j += 2)
+        for (int j = 0; j < 10 && checks[i].set[j]; j += 2)
             if (cfg_set(&c, checks[i].set[j], checks[i].set[j + 1], err, sizeof err) != 0)
                 fail_msg("case %zu: %s", i, err);
         int rc = cfg_validate(&c, err, sizeof err);
