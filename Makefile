@@ -29,7 +29,8 @@ BE_OBJ  := $(BE_SRC:%.c=$(B)/obj/%.o)
 UT_SRC  := $(wildcard tests/unit/test_*.c)
 UT_BIN  := $(UT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all deps demo test unit integration clean format format-check san-test check-deps
+.PHONY: all deps test-deps demo test unit integration contract browser clean format format-check \
+	san-test check-deps check-test-deps
 
 all: $(B)/pop3gw $(B)/pop3gw-maildir
 
@@ -47,26 +48,45 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(PKG_LIBS) $(CMOCKA_LIBS)
 
-# Install the Debian packages needed to build, test and run the demo.
+# Install the Debian packages needed to build and run the demo (deps), and
+# also everything the tests use (test-deps).
 deps:
 	sh scripts/deps.sh
+
+test-deps:
+	sh scripts/deps.sh --test
 
 check-deps:
 	@sh scripts/deps.sh --check-or-install
 
+check-test-deps:
+	@sh scripts/deps.sh --check-or-install --test
+
 unit: check-deps $(UT_BIN)
 	@set -e; for t in $(UT_BIN); do echo "== $$t"; $$t; done
 
-integration: check-deps all
+integration: check-test-deps all
 	python3 tests/integration/run.py --build $(B)
 
-test: check-deps
-	$(MAKE) all $(UT_BIN)
-	$(MAKE) unit integration
+contract: check-test-deps all
+	python3 tests/contract/run.py --build $(B)
 
-# The same tests under AddressSanitizer and UndefinedBehaviorSanitizer.
-san-test: check-deps
-	$(MAKE) SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" OPT="-O1 -g" test
+browser: check-test-deps all
+	PGW_BUILD=$(B) sh tests/browser/run.sh
+
+# Every test: unit (cmocka), fuzz-corpus replay, integration with real POP3
+# clients, the fault suite, the backend contract suite, the dashboard in a
+# real browser.
+test: check-test-deps
+	$(MAKE) all $(UT_BIN)
+	$(MAKE) unit fuzz-replay integration faults contract browser
+
+# Unit, corpus replay and integration tests under AddressSanitizer and
+# UndefinedBehaviorSanitizer.
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+san-test: check-test-deps
+	$(MAKE) SAN="$(SAN_FLAGS)" OPT="-O1 -g" all
+	$(MAKE) SAN="$(SAN_FLAGS)" OPT="-O1 -g" unit fuzz-replay integration
 
 demo: check-deps all
 	sh scripts/demo.sh
@@ -98,7 +118,7 @@ FUZZ_DEPS_command := $(FUZZ_DEPS_session)
 FUZZ_DEPS_conv := gateway/conv
 FUZZ_DEPS_sasl := gateway/sasl webhook/wh_sign
 FUZZ_DEPS_proxy := gateway/proxy
-FUZZ_DEPS_wh_json := webhook/wh_json webhook/wh_sign
+FUZZ_DEPS_wh_json := webhook/wh_json webhook/wh_sign gateway/buf
 FUZZ_DEPS_cfg := gateway/cfg gateway/log
 
 build/fuzz/obj/%.o: %.c $(wildcard gateway/*.h webhook/*.h admin/*.h)
@@ -172,3 +192,23 @@ check-install: all
 # Docker engine cannot run). See tests/docker/run.sh.
 docker-test:
 	bash tests/docker/run.sh
+
+# ---- fault suite, valgrind, soak (docs/security.md, tests/faults/README.md) --
+# `make faults`: the fault suite (a backend under the tests' control, and
+# misbehaving clients) against $(B). `make valgrind-test`: the integration
+# tests with every gateway under valgrind (normal build: ASan and valgrind do
+# not mix); zero errors and no definite/indirect leaks. `make soak`: not in
+# CI; SOAK_SESSIONS sessions with a fault mix, RSS and descriptors printed.
+.PHONY: faults valgrind-test soak
+SOAK_SESSIONS ?= 200000
+SOAK_TIME_LIMIT ?= 1200
+
+faults: check-test-deps all
+	python3 tests/faults/run.py --build $(B)
+
+valgrind-test: check-test-deps
+	$(MAKE) SAN= all
+	python3 tests/faults/valgrind_run.py --build build
+
+soak: check-deps all
+	python3 tests/soak/soak.py --build $(B) --sessions $(SOAK_SESSIONS) --time-limit $(SOAK_TIME_LIMIT)

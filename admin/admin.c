@@ -478,8 +478,9 @@ static int admin_set_token(const char *token)
 
 int admin_start(struct server *srv, const struct cfg *cfg)
 {
-    unsigned int flags =
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                         MHD_USE_POLL |
+                         MHD_USE_ERROR_LOG; /* poll(), not select(): descriptors past 1024 */
 
     if (cfg->admin_listen.port == 0) {
         log_kv(LOG_INFO, NULL, "admin endpoint disabled", NULL);

@@ -217,10 +217,12 @@ int main(int argc, char **argv)
     limits_init(cfg.max_connections_per_ip, cfg.max_auth_failures_per_ip);
     if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
         goto out;
-    if (server_bind(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
+    if (server_bind(&srv, &cfg) < 0)
         goto out;
     METRIC_SET(started, (long)time(NULL));
-    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0)
+    /* The admin endpoint binds its port too: privileges drop after it is up
+     * (glibc applies setuid to every thread of the process). */
+    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
         goto stop;
     log_kv(LOG_INFO, NULL, "pop3gw started", "version=%s backend=%s", POP3GW_VERSION,
            cfg.backend_url);

@@ -1011,10 +1011,12 @@ static void pop3_proceed_uidl(struct pop3_session *s, struct wh_result *r)
 {
     int ok = r->status == WH_OK && r->n_msgs == s->n_msgs;
 
-    if (r->status == WH_OK && !ok)
+    if (r->status == WH_OK && !ok) {
+        /* A reply not per the contract, found here rather than in wh_json. */
+        METRIC_INC(webhook_errors[WH_UIDL][MWE_BODY]);
         log_kv(LOG_WARN, s->id, "uidl: wrong number of uids", "listed=%zu got=%zu", s->n_msgs,
                r->n_msgs);
-    else if (!ok)
+    } else if (!ok)
         log_kv(LOG_WARN, s->id, "uidl failed", "error=%s", r->error ? r->error : "");
     if (ok && pop3_take_uids(s, r) < 0)
         ok = 0;

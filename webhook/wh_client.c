@@ -78,6 +78,7 @@ struct wh_req {
     int observed;             /* latency recorded */
     int probe;                /* the one call let through a half-open circuit */
     int fast_failed;          /* failed at once: the circuit is open */
+    int too_large;            /* the reply passed WH_BODY_MAX */
     double timeout;           /* seconds (retrieve: without progress) */
     struct event *timer;      /* backoff, and retrieve's no-progress timer */
 };
@@ -545,8 +546,10 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
     if (r->dead || !r->h)
         return 0;
     if (!r->streaming) {
-        if (r->reply.len + len > WH_BODY_MAX || buf_add(&r->reply, p, len) < 0)
+        if (r->reply.len + len > WH_BODY_MAX || buf_add(&r->reply, p, len) < 0) {
+            r->too_large = 1;
             return 0; /* too large: the transfer fails, the call is WH_TEMP */
+        }
         return len;
     }
     if (r->h->full(r->ctx)) {
@@ -634,6 +637,7 @@ static void wh_launch(struct wh_req *r)
     if (r->event != WH_RETRIEVE)
         evtimer_del(r->timer); /* curl's own timeout takes over */
     r->got_bytes = r->headers_done = r->streaming = r->json_body = r->paused = 0;
+    r->too_large = 0;
     buf_reset(&r->reply);
     if (wh_setup_easy(r) < 0 || curl_multi_add_handle(r->c->multi, r->easy) != CURLM_OK) {
         r->state = RQ_BACKOFF; /* not in the multi handle */
@@ -689,14 +693,18 @@ static void wh_deliver(struct wh_req *r, CURLcode res, long code)
     if (res != CURLE_OK) {
         res_r.status = WH_TEMP;
         res_r.http_status = code;
-        res_r.error = strdup(r->fast_failed ? "circuit open" : curl_easy_strerror(res));
+        res_r.error = strdup(r->fast_failed ? "circuit open"
+                             : r->too_large ? "reply larger than 1 MB"
+                                            : curl_easy_strerror(res));
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
         wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len,
                       (size_t)r->c->cfg->max_messages, &res_r);
     }
     wh_observe(r);
-    if (res != CURLE_OK)
+    if (r->too_large)
+        wh_count(r, 1, MWE_BODY);
+    else if (res != CURLE_OK)
         wh_count(r, 1, wh_error_kind(res));
     else if (res_r.status == WH_TEMP)
         wh_count(r, 1, code >= 200 && code < 300 ? MWE_BODY : MWE_STATUS);

@@ -1,0 +1,755 @@
+"""Backend faults: a backend that is down, slow past the deadline, answers
+500, 429, garbage, the wrong JSON shape, an oversized or too deep body, a
+uid list of the wrong length, or cuts a stream halfway; retries with the
+same webhook-id; the circuit breaker.
+
+Every case asserts what the client received, that the fault left a log line
+naming the session and moved a metric, that the gateway serves a normal
+session right after, and what the backend was (or was not) asked to
+delete.
+"""
+
+import base64
+import hashlib
+import hmac
+import socket
+import time
+
+import fakebackend as fb
+from faultlib import FaultCase, crlf, rst_close
+
+SYS_TEMP_AUTH = b"-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"
+SYS_TEMP_LIST = b"-ERR [SYS/TEMP] the maildrop cannot be opened now, try again later\r\n"
+SYS_TEMP_RETR = b"-ERR [SYS/TEMP] the message cannot be read now, try again later\r\n"
+SYS_TEMP_UIDL = b"-ERR [SYS/TEMP] unique ids are unavailable now, try again later\r\n"
+NOT_REMOVED = b"-ERR [SYS/TEMP] some deleted messages not removed\r\n"
+ERRORS = "pop3gw_webhook_errors_total"
+
+
+class BackendFaultCase(FaultCase):
+
+    def pass_reply(self, r, user="alice", password=None):
+        self.assertTrue(r.cmd("USER " + user).startswith(b"+OK"))
+        return r.cmd("PASS " + (password or self.be.users[user]))
+
+    def expect_closed(self, r, timeout=3):
+        try:
+            rest = r.expect_eof(timeout=timeout)
+        except socket.timeout:
+            self.fail("the gateway kept the connection open")
+        except ConnectionResetError:
+            rest = b""
+        return rest
+
+    def errors(self, snapshot, event):
+        return sum(self.metric(ERRORS, snapshot, event=event, reason=k)
+                   for k in ("timeout", "connect", "status", "body", "broken"))
+
+
+class DownBackendTests(BackendFaultCase):
+
+    def test_killed_before_login(self):
+        m0 = self.metrics()
+        self.be.kill()
+        r = self.raw()
+        sid = self.session_id(r)
+        t0 = time.monotonic()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
+        # A backend failure is not a failed login.
+        self.assertEqual(self.metric("pop3gw_logins_total", method="USER", result="failed"), 0)
+        # The session goes on; once the backend is back, the same
+        # connection logs in.
+        self.be.restart()
+        self.assertTrue(r.cmd("USER alice").startswith(b"+OK"))
+        self.assertTrue(r.cmd("PASS secret1").startswith(b"+OK"))
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
+        self.assert_not_deleted()
+
+    def test_killed_after_login(self):
+        """The backend dies mid-session: RETR fails (after retries), DELE
+        and QUIT cannot commit, and nothing is deleted."""
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.be.kill()
+        t0 = time.monotonic()
+        self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+        self.assertLess(time.monotonic() - t0, 1.5, "retries must stay inside the deadline")
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", by=1, event="retrieve")
+        self.assert_fault_logged(sid, "webhook failed.*event=retrieve")
+        self.assertTrue(r.cmd("NOOP").startswith(b"+OK"), "session must continue after -ERR")
+        self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.expect_closed(r)
+        self.assert_fault_logged(sid, "quit failed: deletions not committed")
+        self.assert_metric_grew(m0, "pop3gw_quit_failures_total")
+        self.be.restart()
+        self.normal_session()
+        self.assert_not_deleted()
+
+    def test_transport_retries_keep_webhook_id_and_deadline(self):
+        """list is idempotent: refused connections are retried (twice, with
+        backoff) inside backend_timeout; every log line of it carries the
+        same webhook-id."""
+        self.be.plan("authenticate", fb.then_kill())
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        t0 = time.monotonic()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.assertLess(time.monotonic() - t0, 1.5)
+        self.expect_closed(r)
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", by=2, event="list")
+        retries = [l for l in self.log_lines() if 'msg="webhook retry"' in l]
+        ids = {l.split(" id=")[1].split()[0] for l in retries if " id=msg_%s_" % sid in l}
+        self.assertEqual(len(ids), 1, "retries of one call must share one webhook-id: %r" % retries)
+        self.be.restart()
+        self.normal_session()
+
+
+class DeadlineTests(BackendFaultCase):
+
+    def test_authenticate_past_deadline(self):
+        self.be.plan("authenticate", fb.delay(3))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        t0 = time.monotonic()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        elapsed = time.monotonic() - t0
+        self.assertGreater(elapsed, 0.8)
+        self.assertLess(elapsed, 2.0, "backend_timeout=1 must bound the wait")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="timeout")
+        self.assert_fault_logged(sid, "login failed: backend error")
+        # A timeout is not retried.
+        self.assertEqual(len(self.be.requests("authenticate")), 1)
+        self.normal_session()
+
+    def test_list_past_deadline(self):
+        self.be.plan("list", fb.delay(3))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.expect_closed(r)
+        self.assert_metric_grew(m0, ERRORS, event="list", reason="timeout")
+        self.assert_fault_logged(sid, "list failed")
+        self.normal_session()
+        self.assert_no_quit(session=sid)
+
+    def test_retrieve_headers_past_deadline(self):
+        self.be.plan("retrieve", fb.delay(3))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        t0 = time.monotonic()
+        self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="timeout")
+        self.assert_fault_logged(sid, "retrieve")
+        # The session continues and the next RETR works.
+        st, body = r.multi("RETR 2")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        self.assertEqual(body, crlf(self.be.mailboxes["alice"][1][1]))
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
+
+    def test_retrieve_stalls_after_ok(self):
+        """No body progress for backend_timeout after +OK: the connection is
+        closed without the final dot."""
+        data = fb.generated_message(200000)
+        self.be.plan("retrieve", fb.stall_message(data, after=0.5, seconds=6))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
+        st = r.cmd("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        t0 = time.monotonic()
+        rest = self.expect_closed(r, timeout=5)
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertFalse(rest.endswith(b"\r\n.\r\n"), "a cut message must not end with the dot")
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
+        self.assert_fault_logged(sid, "retrieve broke after \\+OK")
+        self.normal_session()
+        self.assert_no_quit(session=sid)
+        self.assert_not_deleted()
+
+    def test_quit_past_deadline(self):
+        """A quit that times out: the client is told the deletions may not
+        have happened, and it is not resent (a timeout is not retried)."""
+        self.be.plan("quit", fb.delay(3, then=fb.status(500)))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
+        t0 = time.monotonic()
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.expect_closed(r)
+        qs = self.be.requests("quit")
+        self.assertEqual(len(qs), 1, qs)
+        self.assertEqual(qs[0].body["deleted"], [{"message": 2, "uid": "uid-a2"}])
+        self.assert_metric_grew(m0, ERRORS, event="quit", reason="timeout")
+        self.assert_fault_logged(sid, "quit failed: deletions not committed")
+        self.normal_session()
+
+
+class StatusTests(BackendFaultCase):
+
+    def test_authenticate_500_not_retried(self):
+        self.be.plan("authenticate", fb.status(500, {"error": "boom"}))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assertEqual(len(self.be.requests("authenticate")), 1)
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="status")
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assertTrue(r.cmd("USER alice").startswith(b"+OK"))
+        self.assertTrue(r.cmd("PASS secret1").startswith(b"+OK"))
+        r.cmd("QUIT")
+        self.normal_session()
+
+    def test_list_500_closes(self):
+        self.be.plan("list", fb.status(503))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.expect_closed(r)
+        self.assertEqual(len(self.be.requests("list")), 1, "a 5xx is an answer: no retry")
+        self.assert_metric_grew(m0, ERRORS, event="list", reason="status")
+        self.assert_fault_logged(sid, "list failed")
+        self.assert_no_quit(session=sid)
+        self.normal_session()
+
+    def test_retrieve_500_session_continues(self):
+        self.be.plan("retrieve", fb.status(500))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="status")
+        self.assert_fault_logged(sid, "webhook failed")
+        st, body = r.multi("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
+
+    def test_retrieve_404(self):
+        self.be.plan("retrieve", fb.status(404, {"error": "gone"}))
+        r = self.login_and_stat()
+        self.assertEqual(r.cmd("RETR 3"), b"-ERR message 3 is no longer available\r\n")
+        self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
+        r.cmd("QUIT")
+
+    def test_quit_500_with_deletions(self):
+        self.be.plan("quit", fb.status(500, {"error": "disk full"}))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+        self.assertTrue(r.cmd("DELE 3").startswith(b"+OK"))
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.expect_closed(r)
+        qs = self.be.requests("quit")
+        self.assertEqual(len(qs), 1, "a 500 is an answer: no retry")
+        self.assertEqual(qs[0].body["deleted"], [{"message": 1, "uid": "uid-a1"},
+                                                 {"message": 3, "uid": "uid-a3"}])
+        self.assert_metric_grew(m0, "pop3gw_quit_failures_total")
+        self.assert_metric_grew(m0, ERRORS, event="quit", reason="status")
+        self.assert_fault_logged(sid, "quit failed: deletions not committed")
+        self.assert_not_deleted()
+        self.normal_session()
+
+    def test_quit_500_nothing_deleted(self):
+        self.be.plan("quit", fb.status(500))
+        r = self.login_and_stat()
+        self.assertEqual(r.cmd("QUIT"), b"+OK bye\r\n")
+        self.expect_closed(r)
+        self.normal_session()
+
+    def test_redirect_is_a_failure(self):
+        self.be.plan("authenticate", fb.status(302, b"", headers={"Location": "http://127.0.0.1:1/"}))
+        r = self.raw()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.normal_session()
+
+
+class RefusalTests(BackendFaultCase):
+
+    def test_429_is_login_delay(self):
+        self.be.plan("authenticate", fb.status(429, b"", headers={"Retry-After": "60"}))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        st = self.pass_reply(r)
+        self.assertTrue(st.startswith(b"-ERR [LOGIN-DELAY] "), st)
+        self.assert_fault_logged(sid, "login failed")
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
+        self.assertTrue(r.cmd("CAPA").startswith(b"+OK"))
+        r.body()
+        self.normal_session()
+
+    def test_429_message_shown_sanitised(self):
+        self.be.plan("authenticate", fb.status(429, {"message": "[AUTH] wait\r\n+OK a minute"},
+                                                headers={"Retry-After": "60"}))
+        r = self.raw()
+        st = self.pass_reply(r)
+        self.assertEqual(st, b"-ERR [LOGIN-DELAY] wait+OK a minute\r\n")
+        self.assertEqual(r.pending(0.3), b"")
+
+    def test_423_in_use(self):
+        self.be.plan("authenticate", fb.status(423))
+        r = self.raw()
+        self.assertTrue(self.pass_reply(r).startswith(b"-ERR [IN-USE] "))
+        self.normal_session()
+
+
+class BodyTests(BackendFaultCase):
+
+    def test_authenticate_garbage(self):
+        self.be.plan("authenticate", fb.garbage())
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.normal_session()
+
+    def test_list_garbage(self):
+        self.be.plan("list", fb.garbage(ctype="text/html"))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.expect_closed(r)
+        self.assert_metric_grew(m0, ERRORS, event="list", reason="body")
+        self.assert_fault_logged(sid, "list failed")
+        self.normal_session()
+
+    def test_wrong_shapes_authenticate(self):
+        for bad in ({"ok": "yes"}, {"okay": True}, [1, 2], {"ok": True, "user": "x\r\n+OK y"},
+                    {"ok": False, "code": 7}, {"ok": True, "user": ""},
+                    {"ok": True, "mailbox": {"k": "v" * 5000}}):
+            with self.subTest(body=bad):
+                self.be.plan("authenticate", fb.reply_json(bad))
+                r = self.raw()
+                sid = self.session_id(r)
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+                self.assert_fault_logged(sid, "login failed: backend error")
+                r.close()
+            # A good session between the cases keeps the breaker closed.
+            self.normal_session()
+
+    def test_wrong_shapes_list(self):
+        bads = [
+            {"messages": {"size": 1}},
+            {"msgs": []},
+            {"messages": [{"size": -1, "uid": "a"}]},
+            {"messages": [{"size": "12", "uid": "a"}]},
+            {"messages": [{"size": 1.5, "uid": "a"}]},
+            {"messages": [{"size": 2 ** 53, "uid": "a"}]},
+            {"messages": [{"size": 10, "uid": "a"}, {"size": 10}]},      # uids all or none
+            {"messages": [{"size": 10, "uid": "a"}, {"size": 10, "uid": "a"}]},  # duplicate
+            {"messages": [{"size": 10, "uid": "has space"}]},
+            {"messages": [{"size": 10, "uid": "x" * 71}]},
+            {"messages": [{"size": 10, "uid": "a\r\n+OK"}]},
+        ]
+        for bad in bads:
+            with self.subTest(body=bad):
+                m0 = self.metrics()
+                self.be.plan("list", fb.reply_json(bad))
+                r = self.raw()
+                sid = self.session_id(r)
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+                self.expect_closed(r)
+                self.assert_metric_grew(m0, ERRORS, event="list", reason="body")
+                self.assert_fault_logged(sid, "list failed")
+            # The breaker opens after 5 failures in a row: a good session
+            # between the cases keeps it closed.
+            self.normal_session()
+        self.assertEqual(self.be.requests("quit", 0) and
+                         [q for q in self.be.requests("quit") if q.body.get("deleted")], [])
+
+    def test_retrieve_json_bodies(self):
+        bads = [
+            (fb.status(200, {"content": "a", "content_base64": "YQ=="}), "both"),
+            (fb.status(200, {}), "neither"),
+            (fb.status(200, {"content_base64": "!!!not base64"}), "bad base64"),
+            (fb.status(200, {"content": 5}), "not a string"),
+            (fb.garbage(), "not JSON"),
+        ]
+        r = self.login_and_stat()
+        for act, why in bads:
+            with self.subTest(why=why):
+                self.be.plan("retrieve", act)
+                self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+            # keep the breaker closed
+            st, body = r.multi("RETR 2")
+            self.assertTrue(st.startswith(b"+OK"), st)
+        # A good JSON body is fine.
+        self.be.plan("retrieve", fb.status(200, {"content": "Subject: j\n\n.x\nbody"}))
+        st, body = r.multi("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        self.assertEqual(body, b"Subject: j\r\n\r\n.x\r\nbody\r\n")
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+
+
+class SizeAndDepthTests(BackendFaultCase):
+
+    def test_oversized_list_body(self):
+        self.be.plan("list", fb.big_json(1536 * 1024))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        rss0 = self.gateway_rss_kb()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.expect_closed(r)
+        self.assert_fault_logged(sid, "list failed")
+        self.assertLess(self.gateway_rss_kb() - rss0, 8 * 1024, "an oversized body was buffered")
+        m1 = self.metrics()
+        self.assertGreaterEqual(self.errors(m1, "list") - self.errors(m0, "list"), 1)
+        # Documented meaning of reason="body": "a body not per the contract"
+        # (too large included, docs/webhooks.md section 9).
+        self.assert_metric_grew(m0, ERRORS, event="list", reason="body")
+        self.normal_session()
+
+    def test_oversized_authenticate_body(self):
+        self.be.plan("authenticate", fb.big_json(2 * 1024 * 1024))
+        r = self.raw()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.normal_session()
+
+    def test_oversized_json_retrieve(self):
+        self.be.plan("retrieve", fb.status(200, {"content": "x" * (1100 * 1024)}))
+        r = self.login_and_stat()
+        self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+        self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
+        r.cmd("QUIT")
+        self.normal_session()
+
+    def test_json_depth_limit(self):
+        # depth 16 with the top-level object: accepted, mailbox echoed.
+        self.be.plan("authenticate", fb.deep_json(15))
+        r = self.raw()
+        self.assertTrue(self.pass_reply(r).startswith(b"+OK"))
+        lst = self.be.requests("list")[-1]
+        d, mb = 0, lst.body["mailbox"]
+        while isinstance(mb, dict):
+            d, mb = d + 1, mb["a"]
+        self.assertEqual(d, 15)
+        r.cmd("QUIT")
+        # depth 17: a backend error.
+        self.be.plan("authenticate", fb.deep_json(16))
+        r = self.raw()
+        sid = self.session_id(r)
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        # Very deep (a parser stack attack) is just as harmless.
+        self.be.plan("authenticate", fb.deep_json(100000))
+        r = self.raw()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.normal_session()
+
+    def test_max_messages_cuts_listing(self):
+        self.gw.stop_clean()
+        self.gw.opts["max_messages"] = "2"
+        self.gw.start()
+        self._wait_admin()
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(self.pass_reply(r).startswith(b"+OK"))
+        self.assertEqual(r.cmd("STAT"), b"+OK 2 %d\r\n" %
+                         sum(len(crlf(d)) for _, d in self.be.mailboxes["alice"][:2]))
+        self.assert_fault_logged(sid, "listing cut to max_messages")
+        self.assert_metric_grew(m0, "pop3gw_listings_truncated_total")
+        self.assertEqual(r.cmd("RETR 3"), b"-ERR no such message\r\n")
+        self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.be.wait_for(lambda rs: any(q.event == "quit" for q in rs))
+        self.assertEqual(self.be.requests("quit")[-1].body["deleted"],
+                         [{"message": 2, "uid": "uid-a2"}])
+
+
+class UidlLengthTests(BackendFaultCase):
+    BACKEND_KW = {"list_uids": False}
+
+    def test_uidl_wrong_length(self):
+        self.be.plan("uidl", fb.reply_json({"uids": ["u1", "u2"]}), times=None)
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(r.cmd("UIDL"), SYS_TEMP_UIDL)
+        self.assert_fault_logged(sid, "uidl: wrong number of uids")
+        self.assertTrue(r.cmd("STAT").startswith(b"+OK 3 "), "session continues")
+        # At QUIT with deletions the gateway needs uids: the wrong count
+        # means nothing is committed and no quit is sent at all.
+        self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.expect_closed(r)
+        self.assert_no_quit()
+        self.assert_not_deleted()
+        self.assertGreaterEqual(len(self.be.requests("uidl")), 2)
+        self.be.clear("uidl")
+        self.normal_session()
+        # "a uidl count that differs from the listing" is a backend failure
+        # (docs/webhooks.md section 9), which is counted in the metrics.
+        m1 = self.metrics()
+        self.assertGreaterEqual(self.errors(m1, "uidl") - self.errors(m0, "uidl"), 2,
+                                "two uidl replies of the wrong length moved no error metric")
+
+    def test_uidl_too_many_and_invalid(self):
+        for bad in ({"uids": ["a", "b", "c", "d"]}, {"uids": ["a", "a", "b"]},
+                    {"uids": ["a", None, "b"]}, {"uids": "abc"}, {"uids": ["a", "b c", "d"]}):
+            with self.subTest(body=bad):
+                self.be.plan("uidl", fb.reply_json(bad))
+                r = self.login_and_stat()
+                self.assertEqual(r.cmd("UIDL"), SYS_TEMP_UIDL)
+                r.cmd("QUIT")
+                self.normal_session()
+        self.assertEqual(self.be.committed, [])
+
+    def test_uidl_500_before_quit(self):
+        self.be.plan("uidl", fb.status(500))
+        r = self.login_and_stat()
+        self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.expect_closed(r)
+        self.assert_no_quit()
+        self.normal_session(delete=[2])
+        q = self.be.requests("quit")[-1]
+        self.assertEqual(q.body["deleted"], [{"message": 2, "uid": "uid-a2"}])
+
+
+class StreamTests(BackendFaultCase):
+
+    def test_stream_cut_halfway(self):
+        data = fb.generated_message(300000)
+        self.be.plan("retrieve", fb.cut_message(data, 0.5))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("DELE 3").startswith(b"+OK"))
+        st = r.cmd("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        rest = self.expect_closed(r, timeout=5)
+        self.assertFalse(rest.endswith(b"\r\n.\r\n"), "a cut message must not look complete")
+        self.assertLess(len(rest), len(crlf(data)))
+        self.assertEqual(len(self.be.requests("retrieve")), 1, "bytes arrived: no retry")
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
+        self.assert_fault_logged(sid, "retrieve broke after \\+OK")
+        self.assert_no_quit(session=sid)
+        self.assert_not_deleted()
+        self.normal_session()
+
+    def test_size_mismatch_is_logged(self):
+        self.be.plan("retrieve", fb.status(200, b"Subject: short\n\nx\n", "message/rfc822"))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        st, body = r.multi("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"))
+        self.assertEqual(body, b"Subject: short\r\n\r\nx\r\n")
+        self.assert_fault_logged(sid, "message size differs from listing")
+        self.assert_metric_grew(m0, "pop3gw_size_mismatches_total")
+        r.cmd("QUIT")
+
+
+class RetryTests(BackendFaultCase):
+    SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    GATEWAY_ARGS = {"backend_secret": SECRET}
+
+    def check_signature(self, req):
+        key = base64.b64decode(self.SECRET[len("whsec_"):])
+        content = ("%s.%s." % (req.headers["webhook-id"], req.headers["webhook-timestamp"])).encode() + req.raw
+        want = "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+        self.assertIn(want, req.headers["webhook-signature"].split())
+
+    def test_list_retried_with_same_id(self):
+        # authenticate closes its connection, so list opens a fresh one,
+        # which the backend drops without answering.
+        self.be.plan("authenticate", fb.default(close=True))
+        self.be.plan("list", fb.drop())
+        r = self.raw()
+        m0 = self.metrics()
+        self.assertTrue(self.pass_reply(r).startswith(b"+OK"))
+        self.assertTrue(r.cmd("STAT").startswith(b"+OK 3 "))
+        lists = self.be.requests("list")
+        self.assertEqual(len(lists), 2, lists)
+        self.assertEqual(lists[0].webhook_id, lists[1].webhook_id)
+        self.assertEqual(lists[0].raw, lists[1].raw)
+        for q in lists:
+            self.check_signature(q)
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="list")
+        r.cmd("QUIT")
+
+    def test_quit_retried_with_same_id_commits_once(self):
+        r = self.login_and_stat()
+        self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+        # The connection the quit would reuse is cut (a backend restart
+        # between calls), and the first fresh attempt is dropped too.
+        self.be.plan("quit", fb.drop(), fb.drop())
+        self.assertRegex(r.cmd("QUIT"), rb"^\+OK bye, 1 messages? deleted\r\n$")
+        qs = self.be.requests("quit")
+        self.assertGreaterEqual(len(qs), 2, qs)
+        self.assertEqual(len({q.webhook_id for q in qs}), 1, qs)
+        self.assertEqual(len({q.raw for q in qs}), 1)
+        for q in qs:
+            self.check_signature(q)
+            self.assertEqual(q.body["deleted"], [{"message": 1, "uid": "uid-a1"}])
+        self.assertEqual(self.be.committed, [("alice", "uid-a1")])
+
+    def test_authenticate_never_retried_by_gateway(self):
+        self.be.plan("authenticate", fb.drop(), times=None)
+        r = self.raw()
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        auths = self.be.requests("authenticate")
+        # libcurl itself may resend once on a kept-alive connection that
+        # turned out dead (documented); the gateway never retries it.
+        self.assertLessEqual(len(auths), 2, auths)
+        self.assertEqual(len({a.webhook_id for a in auths}), 1)
+        self.assertEqual(self.metric("pop3gw_webhook_retries_total", event="authenticate"),
+                         self.metric("pop3gw_webhook_retries_total", m0, event="authenticate"))
+        self.be.clear()
+        self.normal_session()
+
+
+class CircuitBreakerTests(BackendFaultCase):
+
+    def trip(self):
+        """Five failing calls in a row (timeouts, in parallel)."""
+        self.be.plan("authenticate", fb.delay(1.6, then=fb.status(500)), times=5)
+        rs = [self.raw() for _ in range(5)]
+        for r in rs:
+            r.send("USER alice\r\nPASS secret1\r\n")
+        for r in rs:
+            self.assertTrue(r.line().startswith(b"+OK"))
+            self.assertEqual(r.line(), SYS_TEMP_AUTH)
+        self.wait_log("circuit open", level="warn")
+
+    def test_opens_fails_fast_then_recovers(self):
+        self.trip()
+        n0 = len(self.be.requests("authenticate"))
+        m0 = self.metrics()
+        r = self.raw()
+        sid = self.session_id(r)
+        t0 = time.monotonic()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assertLess(time.monotonic() - t0, 0.5, "an open circuit answers at once")
+        self.assertEqual(len(self.be.requests("authenticate")), n0, "no call while open")
+        self.assert_fault_logged(sid, "circuit open")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
+        # After the 2 s cool-down one probe goes through and closes it.
+        time.sleep(2.2)
+        self.normal_session()
+        self.wait_log("circuit closed", level="info")
+        self.normal_session()
+
+    def test_cancelled_probe_does_not_keep_circuit_open(self):
+        """The probe's client resets its connection while the probe runs:
+        the call is cancelled. The circuit must still recover."""
+        self.trip()
+        time.sleep(2.2)
+        self.be.plan("authenticate", fb.delay(0.8))
+        a = self.raw()
+        a.send("USER alice\r\nPASS secret1\r\n")
+        self.assertTrue(a.line().startswith(b"+OK"))
+        self.be.wait_for(lambda rs: any(q.event == "authenticate" for q in rs),
+                         since=len(self.be.requests()) - 1)
+        rst_close(a.sock)  # the probe is cancelled with its session
+        time.sleep(1.0)
+        # The backend is healthy now; past another cool-down a login must work.
+        time.sleep(2.2)
+        r = self.raw()
+        st = self.pass_reply(r)
+        self.assertTrue(st.startswith(b"+OK"),
+                        "circuit stuck open after a cancelled probe: %r" % st)
+        r.cmd("QUIT")
+
+
+class InflightTests(BackendFaultCase):
+    # Time in the queue counts against a call's deadline: give it room.
+    GATEWAY_ARGS = {"max_inflight": "1", "backend_timeout": "4"}
+
+    def test_calls_wait_in_order(self):
+        self.be.plan("list", fb.delay(0.2), times=None)
+        rs = [self.raw() for _ in range(4)]
+        for r in rs:
+            r.send("USER alice\r\nPASS secret1\r\n")
+        for r in rs:
+            self.assertTrue(r.line().startswith(b"+OK"))
+            self.assertTrue(r.line().startswith(b"+OK"), "queued calls must run")
+        self.assertEqual(self.be.max_concurrent, 1, "max_inflight=1 was exceeded")
+        for r in rs:
+            r.cmd("QUIT")
+
+
+class DisconnectEventTests(BackendFaultCase):
+    """With events=disconnect, a session that logged in and did not end
+    with a successful quit gets exactly one disconnect, with its reason;
+    one that quit successfully, or never logged in, gets none."""
+    GATEWAY_ARGS = {"events": "disconnect"}
+
+    def disconnects(self, sid):
+        return [q.body.get("reason") for q in self.be.requests("disconnect") if q.session == sid]
+
+    def wait_disconnects(self, sid, n=1):
+        self.be.wait_for(lambda rs: sum(1 for q in rs if q.event == "disconnect"
+                                        and q.session == sid) >= n)
+        time.sleep(0.2)  # a second one would arrive by now
+        return self.disconnects(sid)
+
+    def test_reasons(self):
+        # list fails after a good login: error
+        self.be.plan("list", fb.status(500))
+        r = self.raw()
+        sid = self.session_id(r)
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.assertEqual(self.wait_disconnects(sid), ["error"])
+        # quit fails with deletions pending: error, and no second quit
+        self.be.plan("quit", fb.status(500))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        r.cmd("DELE 1")
+        self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+        self.assertEqual(self.wait_disconnects(sid), ["error"])
+        # the client drops: client_closed
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        rst_close(r.sock)
+        self.assertEqual(self.wait_disconnects(sid), ["client_closed"])
+        # a retrieve that breaks after +OK: error
+        self.be.plan("retrieve", fb.cut_message(fb.generated_message(100000)))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        r.cmd("RETR 1")
+        self.expect_closed(r)
+        self.assertEqual(self.wait_disconnects(sid), ["error"])
+        # a clean QUIT: none; never logged in: none
+        r = self.login_and_stat()
+        sid_ok = self.session_id(r)
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        r2 = self.raw()
+        sid_anon = self.session_id(r2)
+        r2.cmd("QUIT")
+        time.sleep(0.3)
+        self.assertEqual(self.disconnects(sid_ok), [])
+        self.assertEqual(self.disconnects(sid_anon), [])
+        self.assertEqual(self.be.committed, [])
+
+    def test_never_logged_in_gets_none(self):
+        r = self.raw()
+        sid = self.session_id(r)
+        r.cmd("USER alice")
+        r.expect_eof(timeout=5)  # login_timeout=2
+        time.sleep(0.2)
+        self.assertEqual(self.disconnects(sid), [])

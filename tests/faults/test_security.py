@@ -1,0 +1,412 @@
+"""Security checks: no password, token or secret in the logs at any level
+(logfmt and JSON, debug included) or in --check-config; a backend
+`message` with CR/LF or control bytes cannot inject a line into the
+client's stream nor forge a response code; privileges are dropped after
+the ports are bound when started as root with `user`."""
+
+import base64
+import hashlib
+import json
+import os
+import pwd
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import fakebackend as fb
+from faultlib import (FAULT_DEFAULTS, FaultCase, HOST, Gateway, admin_get, free_port,
+                      read_until_close)
+import harness
+
+PASSWORD = "Pa55 w0rd-S3CRET-alice"
+WRONG = "WrongPass-XYZ-guess"
+TOKEN = "ya29.OAUTH-TOKEN-b0b-7Hx"
+BACKEND_SECRET = "whsec_" + base64.b64encode(b"pop3gw-fault-suite-signing-key!").decode()
+BACKEND_TOKEN = "tok-BACKEND-bearer-91xq"
+ADMIN_TOKEN = "adm-TOKEN-dashboard-77zz"
+LONG_PASSWORD = "L0ng-" + "p" * 300
+
+
+def b64(s):
+    return base64.b64encode(s if isinstance(s, bytes) else s.encode()).decode()
+
+
+def secret_forms():
+    """Every form a secret could leak in: as is, and the base64 payloads
+    that carry it on the wire."""
+    forms = {
+        "password": PASSWORD,
+        "wrong password": WRONG,
+        "long password": LONG_PASSWORD[:40],
+        "oauth token": TOKEN,
+        "backend secret": BACKEND_SECRET,
+        "backend secret key": BACKEND_SECRET[len("whsec_"):],
+        "backend token": BACKEND_TOKEN,
+        "admin token": ADMIN_TOKEN,
+        "PLAIN payload": b64("\0alice\0" + PASSWORD),
+        "PLAIN bad payload": b64("alice\0" + PASSWORD),
+        "LOGIN password": b64(PASSWORD),
+        "LOGIN wrong password": b64(WRONG),
+        "XOAUTH2 payload": b64("user=alice\x01auth=Bearer " + TOKEN + "\x01\x01"),
+        "OAUTHBEARER payload": b64("n,a=alice,\x01auth=Bearer " + TOKEN + "\x01\x01"),
+    }
+    # Password fragments (a log that cut or escaped the value).
+    forms["password tail"] = PASSWORD.split(" ", 1)[1]
+    forms["password head"] = PASSWORD.split(" ", 1)[0]
+    return forms
+
+
+class SecretsCase(FaultCase):
+    LOG_FORMAT = "logfmt"
+    BACKEND_KW = {"users": {"alice": PASSWORD}, "tokens": {"alice": TOKEN}}
+
+    def setUp(self):
+        self.GATEWAY_ARGS = {"backend_secret": BACKEND_SECRET, "backend_token": BACKEND_TOKEN,
+                             "admin_token": ADMIN_TOKEN, "log_level": "debug",
+                             "log_format": self.LOG_FORMAT}
+        super().setUp()
+
+    def _wait_admin(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if admin_get(self.admin_port, "/healthz", timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+
+    def exercise(self):
+        """Every way a secret passes through the gateway."""
+        # USER/PASS: right, wrong, too long, with a control byte.
+        r = self.raw()
+        r.login("alice", PASSWORD)
+        r.cmd("QUIT")
+        r = self.raw()
+        r.cmd("USER alice")
+        self.assertTrue(r.cmd("PASS " + WRONG).startswith(b"-ERR [AUTH]"))
+        self.assertTrue(r.cmd("pass " + PASSWORD).startswith(b"-ERR"))  # no USER: refused
+        r.cmd("USER alice")
+        self.assertTrue(r.cmd("PASS " + LONG_PASSWORD).startswith(b"-ERR"))
+        r.cmd("USER alice")
+        self.assertTrue(r.cmd("PASS " + PASSWORD + "\x01").startswith(b"-ERR"))
+        r.close()
+        # AUTH PLAIN (initial response and continuation), a malformed one.
+        r = self.raw()
+        self.assertTrue(r.cmd("AUTH PLAIN " + b64("\0alice\0" + PASSWORD)).startswith(b"+OK"))
+        r.cmd("QUIT")
+        r = self.raw()
+        self.assertTrue(r.step("AUTH PLAIN").startswith(b"+ "))
+        self.assertTrue(r.step(b64("alice\0" + PASSWORD)).startswith(b"-ERR"))
+        r.close()
+        # AUTH LOGIN with a wrong, then the right password.
+        r = self.raw()
+        self.assertTrue(r.step("AUTH LOGIN").startswith(b"+ "))
+        self.assertTrue(r.step(b64("alice")).startswith(b"+ "))
+        self.assertTrue(r.step(b64(WRONG)).startswith(b"-ERR"))
+        self.assertTrue(r.step("AUTH LOGIN").startswith(b"+ "))
+        self.assertTrue(r.step(b64("alice")).startswith(b"+ "))
+        self.assertTrue(r.step(b64(PASSWORD)).startswith(b"+OK"))
+        r.cmd("QUIT")
+        # XOAUTH2 and OAUTHBEARER.
+        r = self.raw()
+        self.assertTrue(r.step("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer " + TOKEN +
+                                                    "\x01\x01")).startswith(b"+OK"))
+        r.cmd("QUIT")
+        r = self.raw()
+        self.assertTrue(r.step("AUTH OAUTHBEARER " + b64("n,a=alice,\x01auth=Bearer " + TOKEN +
+                                                        "\x01\x01")).startswith(b"+OK"))
+        r.cmd("QUIT")
+        # APOP (the digest is derived from the password).
+        r = self.raw()
+        ts = re.search(rb"<[^>]+>", r.greeting).group(0)
+        digest = hashlib.md5(ts + PASSWORD.encode()).hexdigest()
+        self.assertTrue(r.cmd("APOP alice " + digest).startswith(b"+OK"))
+        r.cmd("QUIT")
+        # The backend fails while the password is in flight.
+        self.be.plan("authenticate", fb.status(500, {"error": "boom " + PASSWORD}))
+        r = self.raw()
+        r.cmd("USER alice")
+        self.assertTrue(r.cmd("PASS " + PASSWORD).startswith(b"-ERR [SYS/TEMP]"))
+        self.be.plan("authenticate", fb.delay(2))
+        self.assertTrue(r.cmd("PASS " + PASSWORD).startswith(b"-ERR"))
+        r.close()
+        # Admin: the token in a URL, a wrong one, a right one.
+        admin_get(self.admin_port, "/?token=" + ADMIN_TOKEN)
+        admin_get(self.admin_port, "/metrics?token=" + ADMIN_TOKEN)
+        c = __import__("http.client").client.HTTPConnection(HOST, self.admin_port, timeout=5)
+        c.request("GET", "/status", headers={"Authorization": "Bearer " + ADMIN_TOKEN + "x"})
+        c.getresponse().read()
+        c.request("GET", "/sessions", headers={"Authorization": "Bearer " + ADMIN_TOKEN})
+        c.getresponse().read()
+        c.close()
+        # SIGHUP re-reads the secrets.
+        self.gw.proc.send_signal(signal.SIGHUP)
+        self.wait_log("backend secrets reloaded")
+        # Every request was signed and carried the token.
+        reqs = self.be.requests()
+        self.assertTrue(reqs)
+        for q in reqs:
+            self.assertEqual(q.headers.get("authorization"), "Bearer " + BACKEND_TOKEN)
+            self.assertTrue(q.headers.get("webhook-signature", "").startswith("v1,"))
+
+    def assert_no_secret(self, text, where):
+        for what, value in secret_forms().items():
+            for line in text.splitlines():
+                if value in line:
+                    self.fail("%s found in %s: %s" % (what, where, line[:300]))
+
+    def test_no_secret_in_logs(self):
+        self.exercise()
+        self.gw.stop_clean()
+        # The harness writes the command line first ("$ pop3gw --backend_secret=...");
+        # that line is the test's, not the gateway's.
+        log = "\n".join(l for l in self.gw.log().splitlines() if not l.startswith("$ "))
+        self.assertIn("level=debug" if self.LOG_FORMAT == "logfmt" else '"level":"debug"', log)
+        self.assertGreater(log.count("\n"), 50)
+        self.assert_no_secret(log, "the gateway log")
+
+    def test_no_secret_in_check_config(self):
+        argv = self.gw.argv() + ["--check-config"]
+        out = subprocess.run(argv, capture_output=True, timeout=10)
+        text = (out.stdout + out.stderr).decode("utf-8", "replace")
+        self.assertEqual(out.returncode, 0, text)
+        self.assert_no_secret(text, "--check-config")
+        # A bad secret's error message masks the value too.
+        bad = [a for a in argv if not a.startswith("--backend_secret=")] + [
+            "--backend_secret=whsec_" + "!" + BACKEND_SECRET[6:]]
+        out = subprocess.run(bad, capture_output=True, timeout=10)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertNotIn(BACKEND_SECRET[6:], (out.stdout + out.stderr).decode("utf-8", "replace"))
+
+
+class SecretsJsonTests(SecretsCase):
+    LOG_FORMAT = "json"
+
+    def test_log_lines_are_json(self):
+        self.exercise()
+        self.gw.stop_clean()
+        for line in self.gw.log().splitlines()[1:]:
+            if line.startswith("{"):
+                json.loads(line)
+
+    test_no_secret_in_check_config = None
+
+
+# ---------------------------------------------------------------- injection
+
+SYS_TEMP_AUTH = "-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"
+
+EVIL = [
+    "bad\r\n+OK injected",
+    "bad\n+OK injected\r\n.\r\n",
+    "[SYS/PERM] [OK] forged code",
+    "  [IN-USE]   spaced",
+    "ctl\x00\x01\x07\x1b[2J\x7fend",
+    "t\tab",
+    "unicode \u00e9\u2028\u2029line",
+    "x" * 5000,
+    "\r\n",
+    "[AUTH]",
+]
+
+
+def sanitised(msg, default):
+    """What docs/webhooks.md section 11 says the client sees."""
+    out = "".join(" " if c == "\t" else c for c in msg if c == "\t" or 0x20 <= ord(c) <= 0x7e)
+    out = out.lstrip(" ")
+    while True:
+        m = re.match(r"\[[^\]]*\]\s*", out)
+        if not m:
+            break
+        out = out[m.end():].lstrip(" ")
+    out = out[:160].rstrip(" ")
+    return out or default
+
+
+class InjectionTests(FaultCase):
+
+    def single_line(self, r, st):
+        self.assertTrue(st.endswith(b"\r\n"))
+        self.assertEqual(st.count(b"\n"), 1)
+        self.assertLessEqual(len(st), 512)
+        self.assertTrue(all(0x20 <= c <= 0x7e for c in st[:-2]), st)
+        self.assertEqual(r.pending(0.2), b"", "bytes after the -ERR line")
+
+    def test_refusal_message(self):
+        for msg in EVIL:
+            with self.subTest(msg=msg[:30]):
+                self.be.plan("authenticate", fb.reply_json({"ok": False, "message": msg}))
+                r = self.raw()
+                r.cmd("USER alice")
+                st = r.cmd("PASS wrong")
+                self.single_line(r, st)
+                want = "-ERR [AUTH] " + sanitised(msg, "invalid user name or password")
+                if "\x00" in msg:
+                    # jansson refuses \u0000 in strings: the reply counts as
+                    # invalid, which is just as safe.
+                    self.assertIn(st.decode(), (want + "\r\n", SYS_TEMP_AUTH))
+                else:
+                    self.assertEqual(st.decode(), want + "\r\n")
+                self.assertTrue(r.cmd("NOOP").startswith(b"-ERR"))  # still AUTHORIZATION
+                r.close()
+
+    def test_refusal_status_bodies(self):
+        for code, prefix in ((401, "[AUTH]"), (403, "[AUTH]"), (423, "[IN-USE]"),
+                             (429, "[LOGIN-DELAY]")):
+            with self.subTest(code=code):
+                self.be.plan("authenticate", fb.status(code, {"message": "a\r\n+OK b\x01c"}))
+                r = self.raw()
+                r.cmd("USER alice")
+                st = r.cmd("PASS x")
+                self.single_line(r, st)
+                self.assertEqual(st, ("-ERR %s a+OK bc\r\n" % prefix).encode())
+                r.close()
+
+    def test_refusal_codes_cannot_be_forged(self):
+        self.be.plan("authenticate", fb.reply_json({"ok": False, "code": "SYS/PERM",
+                                                    "message": "[SYS/TEMP] x"}))
+        r = self.raw()
+        r.cmd("USER alice")
+        self.assertEqual(r.cmd("PASS x"), b"-ERR [SYS/PERM] x\r\n")
+
+    def test_oauth_error_path(self):
+        self.be.plan("authenticate", fb.reply_json({"ok": False,
+                                                    "message": "no\r\n+OK token accepted"}))
+        r = self.raw()
+        st = r.step("AUTH XOAUTH2 " + b64("user=alice\x01auth=Bearer x\x01\x01"))
+        self.assertTrue(st.startswith(b"+ "), st)
+        self.assertEqual(st.count(b"\n"), 1)
+        st = r.step("")
+        self.single_line(r, st)
+        self.assertEqual(st, b"-ERR [AUTH] no+OK token accepted\r\n")
+
+    def test_user_name_from_backend(self):
+        self.be.plan("authenticate", fb.reply_json({"ok": True, "user": "al\r\nice"}))
+        r = self.raw()
+        r.cmd("USER alice")
+        st = r.cmd("PASS secret1")
+        self.single_line(r, st)
+        self.assertTrue(st.startswith(b"-ERR [SYS/TEMP]"), st)
+
+
+class ConnectInjectionTests(FaultCase):
+    GATEWAY_ARGS = {"events": "connect"}
+
+    def test_connect_refusal_message(self):
+        self.be.plan("connect", fb.reply_json({"ok": False, "message": "go away\r\n+OK welcome"}))
+        s = socket.create_connection((HOST, self.gw.port), timeout=5)
+        data, closed = read_until_close(s, 3)
+        s.close()
+        self.assertTrue(closed)
+        self.assertEqual(data, b"-ERR go away+OK welcome\r\n")
+        self.be.plan("connect", fb.status(403, {"message": "[SYS/TEMP]\r\n.\r\n"}))
+        s = socket.create_connection((HOST, self.gw.port), timeout=5)
+        data, closed = read_until_close(s, 3)
+        s.close()
+        # CR/LF removed, then the leading [...] group: "." is what is left.
+        self.assertEqual(data, b"-ERR .\r\n")
+        self.be.plan("connect", fb.garbage())
+        s = socket.create_connection((HOST, self.gw.port), timeout=5)
+        data, closed = read_until_close(s, 3)
+        s.close()
+        self.assertEqual(data, b"-ERR [SYS/TEMP] service unavailable, try again later\r\n")
+        self.normal_session()
+
+
+# ---------------------------------------------------------------- privileges
+
+
+def free_privileged_port():
+    for port in range(990, 600, -1):
+        s = socket.socket()
+        try:
+            s.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise unittest.SkipTest("no free port below 1024")
+
+
+def proc_ids(pid):
+    ids = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Uid", "Gid", "Groups", "CapEff", "CapPrm"):
+                ids[k] = v.split()
+    return ids
+
+
+@unittest.skipUnless(os.geteuid() == 0, "needs root")
+class PrivilegeDropTests(unittest.TestCase):
+
+    def setUp(self):
+        self.be = fb.FakeBackend().start()
+        self.addCleanup(self.be.stop)
+        self.nobody = pwd.getpwnam("nobody")
+
+    def start(self, port, args):
+        gw = Gateway(self.be, port=port, args=dict(FAULT_DEFAULTS, user="nobody", **args))
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        return gw
+
+    def check_dropped(self, gw):
+        ids = proc_ids(gw.pid)
+        self.assertEqual(ids["Uid"], [str(self.nobody.pw_uid)] * 4, ids)
+        self.assertEqual(ids["Gid"], [str(self.nobody.pw_gid)] * 4, ids)
+        self.assertEqual(ids["Groups"], [], "supplementary groups kept: %r" % ids)
+        self.assertEqual(int(ids["CapEff"][0], 16), 0, ids)
+        self.assertEqual(int(ids["CapPrm"][0], 16), 0, ids)
+        # Every thread, not only the main one.
+        for tid in os.listdir("/proc/%d/task" % gw.pid):
+            with open("/proc/%d/task/%s/status" % (gw.pid, tid)) as f:
+                uid = [l.split()[1:] for l in f if l.startswith("Uid:")][0]
+            self.assertEqual(uid, [str(self.nobody.pw_uid)] * 4, "thread %s" % tid)
+        self.assertIn("dropped privileges", gw.log())
+
+    def test_drops_after_binding_privileged_port(self):
+        port = free_privileged_port()
+        gw = self.start(port, {"admin_listen": ""})
+        self.check_dropped(gw)
+        # The privileged port was bound before the drop and serves.
+        r = harness.Raw(gw.port)
+        r.login("alice", "secret1")
+        self.assertTrue(r.cmd("STAT").startswith(b"+OK"))
+        r.cmd("QUIT")
+        r.close()
+
+    def test_admin_on_privileged_port(self):
+        """The admin port is bound after the drop: on a port below 1024 it
+        cannot be bound any more."""
+        port = free_privileged_port()
+        admin = port - 1
+        while admin > 600:
+            s = socket.socket()
+            try:
+                s.bind((HOST, admin))
+                break
+            except OSError:
+                admin -= 1
+            finally:
+                s.close()
+        try:
+            gw = self.start(free_port(), {"admin_listen": "%s:%d" % (HOST, admin)})
+        except harness.StartError as e:
+            lines = [l for l in str(e).splitlines() if "level=error" in l]
+            self.fail("gateway did not start with admin_listen on port %d and user=nobody: %s"
+                      % (admin, " | ".join(lines) or str(e)[-400:]))
+        self.check_dropped(gw)
+        self.assertEqual(admin_get(admin, "/healthz")[0], 200)
+
+    def test_unknown_user_refuses_to_start(self):
+        gw = Gateway(self.be, args=dict(FAULT_DEFAULTS, user="no-such-user-pop3gw"))
+        with self.assertRaises(harness.StartError) as cm:
+            gw.start()
+        self.assertIn("no such user", str(cm.exception))
