@@ -934,7 +934,7 @@ static void test_print_round_trip(void **state)
 
 static const struct {
     const char *set[10]; /* key, value pairs */
-    const char *want;   /* NULL: valid */
+    const char *want;    /* NULL: valid */
 } checks[] = {
     {{"listen", "127.0.0.1:110"},
      "backend_url is required: the base URL of your backend, e.g. backend_url = "
