@@ -39,6 +39,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <errno.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "admin/dashboard.h"
@@ -476,6 +478,36 @@ static int admin_set_token(const char *token)
     return 0;
 }
 
+static int admin_listen_fd = -1; /* bound by admin_bind(), before privileges drop */
+
+int admin_bind(const struct cfg *cfg)
+{
+    struct sockaddr_storage addr;
+    int fd, one = 1;
+
+    if (cfg->admin_listen.port == 0)
+        return 0;
+    if (admin_resolve(&cfg->admin_listen, &addr) < 0)
+        return -1;
+    fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (fd < 0 ||
+        bind(fd, (struct sockaddr *)&addr,
+             addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                        : sizeof(struct sockaddr_in)) < 0 ||
+        listen(fd, 64) < 0) {
+        log_kv(LOG_ERROR, NULL, "cannot listen on admin_listen", "host=%s port=%d error=%s hint=%s",
+               cfg->admin_listen.host, cfg->admin_listen.port, strerror(errno),
+               "is the port in use? set admin_listen, or empty to disable it");
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    admin_listen_fd = fd;
+    return 0;
+}
+
 int admin_start(struct server *srv, const struct cfg *cfg)
 {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
@@ -492,14 +524,18 @@ int admin_start(struct server *srv, const struct cfg *cfg)
     admin.inflight_limit = cfg->max_inflight > 0 ? (long)cfg->max_inflight * srv->n_workers : 0;
     if (admin_set_token(cfg->admin_token) < 0 || admin_resolve(&cfg->admin_listen, &admin.addr) < 0)
         return -1;
+    if (admin_listen_fd < 0 && admin_bind(cfg) < 0)
+        return -1;
     if (admin.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     admin.daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->admin_listen.port, NULL, NULL, admin_request, NULL,
         MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL, /* first: see MHD docs */
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&admin.addr, MHD_OPTION_CONNECTION_LIMIT,
+        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)admin_listen_fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
+    if (admin.daemon)
+        admin_listen_fd = -1; /* the daemon owns it now */
     if (!admin.daemon) {
         log_kv(LOG_ERROR, NULL, "cannot start the admin endpoint", "host=%s port=%d hint=%s",
                cfg->admin_listen.host, cfg->admin_listen.port,
@@ -519,6 +555,10 @@ void admin_stop(void)
          * within ADMIN_QUERY_MS. */
         MHD_stop_daemon(admin.daemon);
         log_kv(LOG_INFO, NULL, "admin endpoint stopped", NULL);
+    }
+    if (admin_listen_fd >= 0) { /* bound, never handed to a daemon */
+        close(admin_listen_fd);
+        admin_listen_fd = -1;
     }
     OPENSSL_cleanse(admin.token_digest, sizeof admin.token_digest);
     memset(&admin, 0, sizeof admin);

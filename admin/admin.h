@@ -11,8 +11,12 @@
 struct server;
 struct cfg;
 
-/* Starts the endpoint on cfg->admin_listen (nothing when its port is 0).
- * 0, or -1 after logging why. `srv` must be running. */
+/* Binds cfg->admin_listen (nothing when its port is 0), so that a low port
+ * works before privileges drop. 0, or -1 after logging why. */
+int admin_bind(const struct cfg *cfg);
+
+/* Starts the endpoint on the socket admin_bind() made (binding it now if it
+ * did not). 0, or -1 after logging why. `srv` must be running. */
 int admin_start(struct server *srv, const struct cfg *cfg);
 
 /* Stops the endpoint; safe when it never started. */

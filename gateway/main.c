@@ -217,12 +217,12 @@ int main(int argc, char **argv)
     limits_init(cfg.max_connections_per_ip, cfg.max_auth_failures_per_ip);
     if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
         goto out;
-    if (server_bind(&srv, &cfg) < 0)
+    /* Every port is bound first (they may be below 1024), then privileges
+     * drop, then the threads start: no client is ever served as root. */
+    if (server_bind(&srv, &cfg) < 0 || admin_bind(&cfg) < 0 || main_drop_privileges(&cfg) < 0)
         goto out;
     METRIC_SET(started, (long)time(NULL));
-    /* The admin endpoint binds its port too: privileges drop after it is up
-     * (glibc applies setuid to every thread of the process). */
-    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0 || main_drop_privileges(&cfg) < 0)
+    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0)
         goto stop;
     log_kv(LOG_INFO, NULL, "pop3gw started", "version=%s backend=%s", POP3GW_VERSION,
            cfg.backend_url);
@@ -242,8 +242,8 @@ int main(int argc, char **argv)
     rc = 0;
 stop:
     server_stop(&srv); /* /readyz says "draining" meanwhile */
-    admin_stop();
 out:
+    admin_stop();
     server_free(&srv);
     wh_global_cleanup();
     tls_cleanup();
