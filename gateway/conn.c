@@ -66,10 +66,11 @@ struct conn {
     char apop_rand[17]; /* random part of the APOP timestamp */
     char ip[INET6_ADDRSTRLEN];
     int port;
-    int tls;                                /* TLS is (or is about to be) active */
-    int implicit_tls;                       /* the listener is implicit TLS */
-    long long since;                        /* unix time of accept */
-    int tls_done;                           /* the TLS handshake completed */
+    int tls;                 /* TLS is (or is about to be) active */
+    int implicit_tls;        /* the listener is implicit TLS */
+    long long since;         /* unix time of accept */
+    struct timespec started; /* monotonic time of accept: the login deadline counts from it */
+    int tls_done;            /* the TLS handshake completed */
     unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
     enum pop3_state counted;                /* state counted in the sessions_* gauges */
     int counted_valid;
@@ -209,12 +210,27 @@ static const struct wh_handler conn_fire_and_forget = {.done = conn_wh_ignore};
 
 /* ---- driving the session ---------------------------------------------- */
 
+/*
+ * After login: idle_timeout from the last command. Before login:
+ * login_timeout from the connection's start, however the client drips its
+ * commands, so a slot cannot be held forever without logging in.
+ */
 static void conn_arm_timer(struct conn *c)
 {
     const struct cfg *cfg = c->w->srv->cfg;
-    double t = pop3_state(c->s) == POP3_TRANSACTION ? cfg->idle_timeout : cfg->login_timeout;
-    struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+    double t = cfg->idle_timeout;
+    struct timeval tv;
 
+    if (pop3_state(c->s) != POP3_TRANSACTION) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        t = cfg->login_timeout - ((double)(now.tv_sec - c->started.tv_sec) +
+                                  (double)(now.tv_nsec - c->started.tv_nsec) / 1e9);
+        if (t < 0)
+            t = 0;
+    }
+    tv.tv_sec = (time_t)t;
+    tv.tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6);
     evtimer_add(c->timer, &tv);
 }
 
@@ -817,6 +833,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     METRIC_INC(connections_total);
     METRIC_INC(connections_active);
     c->since = (long long)time(NULL);
+    clock_gettime(CLOCK_MONOTONIC, &c->started);
     c->w = w;
     c->fd = fd;
     c->tls = c->implicit_tls = tls;

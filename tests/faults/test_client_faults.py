@@ -330,9 +330,9 @@ class SlowClientTests(FaultCase):
     GATEWAY_ARGS = {"max_connections_per_ip": "2"}
 
     def test_slow_drip_before_login(self):
-        """One byte every 0.4 s (login_timeout=2): the connection lives on
-        (the login timer measures silence), is answered correctly, never
-        holds more than its own slot, and others are served meanwhile."""
+        """Bytes dripped in slowly, but within login_timeout=2 in total: the
+        connection is answered correctly, never holds more than its own
+        slot, and others are served meanwhile."""
         r = raw_from(self.gw.port, "127.0.0.41")
         self.clients.append(r)
         stop = threading.Event()
@@ -350,7 +350,7 @@ class SlowClientTests(FaultCase):
             for line in (b"USER alice\r\n", b"PASS secret1\r\n"):
                 for i in range(len(line)):
                     r.send(line[i:i + 1])
-                    time.sleep(0.4 if i % 4 == 0 else 0.02)
+                    time.sleep(0.1 if i % 4 == 0 else 0.02)
                 self.assertTrue(r.status().startswith(b"+OK"))
             # A second and third dripping connection from the same address:
             # the per-address cap bounds what one address can hold.
@@ -367,6 +367,30 @@ class SlowClientTests(FaultCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+
+    def test_drip_past_the_login_deadline_is_closed(self):
+        """A client that is never silent but never logs in (a command every
+        0.5 s, far fewer than max_bad_commands) is closed when login_timeout (2 s) has passed since it
+        connected: the deadline counts from the connection, not from the
+        last command, so dripping cannot hold a slot forever."""
+        r = self.raw()
+        start = time.monotonic()
+        closed_after = None
+        while time.monotonic() - start < 8:
+            try:
+                r.send(b"NOOP\r\n")
+                line = r.line()
+            except (OSError, EOFError):
+                closed_after = time.monotonic() - start
+                break
+            if line.startswith(b"-ERR autologout"):
+                closed_after = time.monotonic() - start
+                break
+            time.sleep(0.5)
+        self.assertIsNotNone(closed_after, "still open 8 s after connecting (login_timeout 2 s)")
+        self.assertLess(closed_after, 4.0)
+        self.assertGreaterEqual(closed_after, 1.5)
+        self.normal_session()
 
     def test_drip_that_pauses_is_closed(self):
         r = self.raw()
