@@ -441,7 +441,7 @@ static void conn_process(struct conn *c)
     /* POP3_WANT_CLOSE: flush, then free from the write callback. The
      * gateway itself ends this session (bad commands, a failed call). */
     if (!c->reason)
-        c->reason = "error";
+        c->reason = pop3_quit_done(c->s) ? "quit" : "error";
     c->closing = 1;
     bufferevent_disable(c->bev, EV_READ);
     if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
