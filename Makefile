@@ -92,10 +92,10 @@ demo: check-deps all
 	sh scripts/demo.sh
 
 format:
-	clang-format -i $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.c)
+	clang-format -i $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
 
 format-check:
-	clang-format --dry-run -Werror $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.c)
+	clang-format --dry-run -Werror $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
 
 clean:
 	rm -rf build

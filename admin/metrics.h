@@ -64,11 +64,10 @@ struct metrics {
     atomic_ulong webhook_retries[WH_N_EVENTS];
     atomic_long webhook_inflight; /* running or queued now */
     struct metrics_hist
-        webhook_latency[WH_N_EVENTS];     /* seconds to the reply (retrieve: to the headers) */
-    atomic_ulong backend_ok_streak_reset; /* reserved */
-    atomic_long backend_last_ok;          /* unix time of the last good reply */
-    atomic_long backend_last_error;       /* unix time of the last failed call */
-    atomic_long started;                  /* unix time the process started */
+        webhook_latency[WH_N_EVENTS]; /* seconds to the reply (retrieve: to the headers) */
+    atomic_long backend_last_ok;      /* unix time of the last good reply */
+    atomic_long backend_last_error;   /* unix time of the last failed call */
+    atomic_long started;              /* unix time the process started */
     /* The same two times in milliseconds, set by metrics_backend_result();
      * 0 = not recorded. They order a failure and a success that fall in the
      * same second (the admin endpoint's backend state). */

@@ -71,8 +71,7 @@ struct pop3_session {
     /* SASL (AUTH) */
     struct sasl sasl;
     int in_sasl;        /* the next line is a SASL response */
-    int sasl_error_ack; /* OAuth error challenge sent: the next line gets sasl_error */
-    char sasl_error[POP3_REPLY_MAX];
+    char *sasl_error;   /* OAuth error challenge sent: the -ERR the client's next line gets */
     const char *method; /* of the authenticate call */
 
     /* the pending call and what it borrows */
@@ -93,6 +92,7 @@ struct pop3_session {
 typedef void (*pop3_handler)(struct pop3_session *s, int argc, char **argv);
 
 static void pop3_start_call(struct pop3_session *s, enum wh_event ev, enum pop3_pending why);
+static void pop3_sasl_abort(struct pop3_session *s);
 static void pop3_greet(struct pop3_session *s);
 
 #define ST_AUTH (1u << POP3_AUTHORIZATION)
@@ -286,7 +286,7 @@ void pop3_free(struct pop3_session *s)
     if (!s)
         return;
     pop3_wipe(&s->secret);
-    sasl_clear(&s->sasl);
+    pop3_sasl_abort(s);
     pop3_listing_free(s);
     free(s->del);
     free(s->id);
@@ -332,7 +332,7 @@ const struct wh_call *pop3_call(const struct pop3_session *s)
 
 size_t pop3_line_max(const struct pop3_session *s)
 {
-    return s->in_sasl || s->sasl_error_ack ? POP3_AUTH_LINE_MAX : POP3_LINE_MAX;
+    return s->in_sasl || s->sasl_error ? POP3_AUTH_LINE_MAX : POP3_LINE_MAX;
 }
 
 int pop3_logged_in(const struct pop3_session *s)
@@ -465,6 +465,14 @@ static void pop3_mechs(struct pop3_session *s, int lines)
         buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(m));
 }
 
+/* Refuses a password (or a bearer token) sent before TLS. */
+static void pop3_refuse_cleartext(struct pop3_session *s, int password)
+{
+    pop3_reply(s, "-ERR [AUTH] %s not allowed without TLS%s",
+               password ? "plaintext authentication is" : "bearer tokens are",
+               s->p->stls_available ? "; use STLS first" : "");
+}
+
 static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
@@ -493,8 +501,7 @@ static void pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     if (!pop3_plaintext_ok(s)) {
-        pop3_reply(s, "-ERR [AUTH] plaintext authentication is not allowed without TLS%s",
-                   s->p->stls_available ? "; use STLS first" : "");
+        pop3_refuse_cleartext(s, 1);
         return;
     }
     if (strlen(argv[0]) > WH_USER_MAX) {
@@ -518,7 +525,7 @@ static void pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     if (!pop3_plaintext_ok(s)) {
-        pop3_reply(s, "-ERR [AUTH] plaintext authentication is not allowed without TLS");
+        pop3_refuse_cleartext(s, 1);
         return;
     }
     if (!s->user_given) {
@@ -636,6 +643,8 @@ static void pop3_count_login(const char *method, int ok)
 /* authenticate answered */
 static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
 {
+    char text[POP3_REPLY_MAX];
+
     pop3_wipe(&s->secret);
     if (r->status == WH_OK)
         sasl_clear(&s->sasl);
@@ -671,20 +680,22 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
            s->ip, s->call.method, s->attempts);
     free(s->user_given);
     s->user_given = NULL;
-    pop3_refusal(s, r, s->sasl_error, sizeof(s->sasl_error));
+    pop3_refusal(s, r, text, sizeof(text));
     sasl_clear(&s->sasl);
     s->close_after_delay =
         s->p->max_auth_failures > 0 && s->auth_failures >= s->p->max_auth_failures;
     if (s->method && (!strcmp(s->method, "XOAUTH2") || !strcmp(s->method, "OAUTHBEARER"))) {
         /* RFC 7628 §3.2.2: an error challenge first; the client answers
          * with one more line, then gets the -ERR. */
-        pop3_reply(s, "+ %s",
-                   sasl_oauth_error_challenge(!strcmp(s->method, "XOAUTH2") ? SASL_XOAUTH2
-                                                                            : SASL_OAUTHBEARER));
-        s->sasl_error_ack = 1;
-        return;
+        s->sasl_error = strdup(text);
+        if (s->sasl_error) {
+            pop3_reply(s, "+ %s",
+                       sasl_oauth_error_challenge(
+                           !strcmp(s->method, "XOAUTH2") ? SASL_XOAUTH2 : SASL_OAUTHBEARER));
+            return;
+        }
     }
-    pop3_reply(s, "%s", s->sasl_error);
+    pop3_reply(s, "%s", text);
     s->want = POP3_WANT_DELAY;
 }
 
@@ -715,11 +726,20 @@ static void pop3_refusal(const struct pop3_session *s, const struct wh_result *r
     }
 }
 
+/* Ends a SASL exchange (or its OAuth error step) and wipes what it held. */
+static void pop3_sasl_abort(struct pop3_session *s)
+{
+    s->in_sasl = 0;
+    free(s->sasl_error);
+    s->sasl_error = NULL;
+    sasl_clear(&s->sasl);
+}
+
 /* The client acknowledged the OAuth error challenge. */
 static void pop3_sasl_error_done(struct pop3_session *s)
 {
-    s->sasl_error_ack = 0;
     pop3_reply(s, "%s", s->sasl_error);
+    pop3_sasl_abort(s);
     s->want = POP3_WANT_DELAY;
 }
 
@@ -813,8 +833,7 @@ static void pop3_cmd_auth(struct pop3_session *s, int argc, char **argv)
         return;
     }
     if (!pop3_plaintext_ok(s)) {
-        pop3_reply(s, "-ERR [AUTH] plaintext authentication is not allowed without TLS%s",
-                   s->p->stls_available ? "; use STLS first" : "");
+        pop3_refuse_cleartext(s, sasl_mech_plaintext(m));
         return;
     }
     pop3_sasl_result(s, sasl_start(&s->sasl, m, argc == 2 ? argv[1] : NULL, chal, sizeof(chal)),
@@ -826,7 +845,7 @@ static void pop3_sasl_line(struct pop3_session *s, const char *line)
 {
     char chal[64];
 
-    if (s->sasl_error_ack) {
+    if (s->sasl_error) {
         pop3_sasl_error_done(s);
         return;
     }
@@ -1322,14 +1341,11 @@ static void pop3_line(struct pop3_session *s, const char *data, size_t n)
     char small[POP3_LINE_MAX + 1], *line = small;
 
     if (!pop3_line_ok(data, n)) {
-        if (s->in_sasl || s->sasl_error_ack) {
-            s->in_sasl = s->sasl_error_ack = 0;
-            sasl_clear(&s->sasl);
-        }
+        pop3_sasl_abort(s);
         pop3_bad(s, "invalid characters in command");
         return;
     }
-    if (n == 0 && !s->in_sasl && !s->sasl_error_ack) {
+    if (n == 0 && !s->in_sasl && !s->sasl_error) {
         pop3_bad(s, "empty command");
         return;
     }
@@ -1339,7 +1355,7 @@ static void pop3_line(struct pop3_session *s, const char *data, size_t n)
     }
     memcpy(line, data, n);
     line[n] = '\0';
-    if (s->in_sasl || s->sasl_error_ack)
+    if (s->in_sasl || s->sasl_error)
         pop3_sasl_line(s, line);
     else
         pop3_dispatch(s, line);
@@ -1365,10 +1381,7 @@ size_t pop3_feed(struct pop3_session *s, const char *data, size_t len)
         }
         s->discarding = 0;
         s->cmd = "";
-        if (s->in_sasl || s->sasl_error_ack) {
-            s->in_sasl = s->sasl_error_ack = 0;
-            sasl_clear(&s->sasl);
-        }
+        pop3_sasl_abort(s);
         log_kv(LOG_INFO, s->id, "line too long", "limit=%zu", max);
         pop3_bad(s, "line too long");
         return (size_t)(lf - data) + 1;

@@ -15,7 +15,6 @@ import argparse
 import atexit
 import importlib.util
 import os
-import shutil
 import signal
 import sys
 import time
@@ -25,13 +24,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 IT = os.path.join(os.path.dirname(HERE), "integration")
 
 
-def _log_dumping_result():
-    """The integration runner's result class (it prints the process logs of
-    a failed test), loaded from tests/integration/run.py."""
+def _load_it_runner():
+    """The integration runner (its result class prints the process logs of a
+    failed test; its counts() and report() close a run), from
+    tests/integration/run.py."""
     spec = importlib.util.spec_from_file_location("it_run", os.path.join(IT, "run.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.LogDumpingResult
+    return mod
 
 
 def _timed(base):
@@ -66,6 +66,8 @@ def main():
     sys.path.insert(0, HERE)
     import harness  # noqa: E402
 
+    it_run = _load_it_runner()
+
     atexit.register(harness.stop_all)
 
     def on_term(signum, frame):
@@ -78,7 +80,7 @@ def main():
                                    for p in args.patterns]
     suite = loader.discover(start_dir=HERE, pattern="test_*.py", top_level_dir=HERE)
     runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=1 if args.quiet else 2,
-                                     resultclass=_timed(_log_dumping_result()),
+                                     resultclass=_timed(it_run.LogDumpingResult),
                                      failfast=args.failfast)
     t0 = time.monotonic()
     try:
@@ -91,23 +93,8 @@ def main():
     if args.durations:
         for d, name in sorted(getattr(result, "durations", []), reverse=True)[:args.durations]:
             print("%6.2fs  %s" % (d, name))
-    skipped = len(result.skipped)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = max(result.testsRun - skipped - failed - len(result.expectedFailures), 0)
-    rd = harness._run_dir
-    if rd:
-        if failed or args.keep:
-            print("logs kept in %s" % rd)
-        else:
-            shutil.rmtree(rd, ignore_errors=True)
-    print("fault tests took %.1fs" % elapsed)
-    line = "%d passed, %d failed" % (passed, failed)
-    if skipped:
-        line += ", %d skipped" % skipped
-    sys.stdout.flush()
-    print(line)
-    sys.stdout.flush()
-    return 1 if failed or result.testsRun == 0 else 0
+    passed, failed, skipped = it_run.counts(result)
+    return it_run.report(harness, "fault tests", elapsed, passed, failed, skipped, args.keep)
 
 
 if __name__ == "__main__":

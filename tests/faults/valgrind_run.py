@@ -147,28 +147,15 @@ def main():
     for path in bad:
         print("---- %s ----" % path)
         print(harness.log_tail(path, max_lines=120))
-    skipped = len(result.skipped)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = max(result.testsRun - skipped - failed - len(result.expectedFailures), 0)
+    passed, failed, skipped = it_run.counts(result)
     if bad:
         failed += 1
         print("valgrind found problems in %d processes (counted as one failure)" % len(bad))
     if not logs:
         failed += 1
         print("no valgrind log was written: the wrapper did not run")
-    rd = harness._run_dir
-    if rd:
-        if failed or args.keep:
-            print("logs kept in %s" % rd)
-        else:
-            shutil.rmtree(rd, ignore_errors=True)
-    print("integration tests under valgrind took %.1fs" % elapsed)
-    line = "%d passed, %d failed" % (passed, failed)
-    if skipped:
-        line += ", %d skipped" % skipped
-    sys.stdout.flush()
-    print(line)
-    return 1 if failed or result.testsRun == 0 else 0
+    return it_run.report(harness, "integration tests under valgrind", elapsed, passed, failed,
+                         skipped, args.keep)
 
 
 if __name__ == "__main__":

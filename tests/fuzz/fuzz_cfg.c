@@ -26,65 +26,10 @@
 #include <unistd.h>
 
 #include "gateway/cfg.h"
+#include "tests/unit/cfg_keys.h"
 
 #define ERR_LEN 1024
 
-static const char *const keys[] = {
-    "listen",
-    "listen_tls",
-    "tls_cert",
-    "tls_key",
-    "tls_min_version",
-    "plaintext_auth",
-    "hostname",
-    "apop",
-    "backend_url",
-    "backend_url_authenticate",
-    "backend_url_list",
-    "backend_url_uidl",
-    "backend_url_retrieve",
-    "backend_url_quit",
-    "backend_url_connect",
-    "backend_url_disconnect",
-    "backend_secret",
-    "backend_token",
-    "backend_ca_file",
-    "backend_cert",
-    "backend_key",
-    "backend_timeout",
-    "backend_timeout_authenticate",
-    "backend_timeout_list",
-    "backend_timeout_uidl",
-    "backend_timeout_retrieve",
-    "backend_timeout_quit",
-    "backend_timeout_connect",
-    "backend_timeout_disconnect",
-    "backend_pool",
-    "max_inflight",
-    "events",
-    "admin_listen",
-    "admin_token",
-    "workers",
-    "user",
-    "max_connections",
-    "max_connections_per_ip",
-    "login_timeout",
-    "idle_timeout",
-    "send_timeout",
-    "max_bad_commands",
-    "shutdown_grace",
-    "expire",
-    "login_delay",
-    "auth_failure_delay",
-    "max_auth_failures",
-    "max_auth_failures_per_ip",
-    "max_messages",
-    "proxy_protocol",
-    "proxy_trusted",
-    "log_format",
-    "log_level",
-};
-#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
 static int is_secret(const char *key)
 {
@@ -216,10 +161,10 @@ static void mode_set(const uint8_t *p, size_t n)
         char err[ERR_LEN];
 
         if (len > 0) {
-            size_t k = p[0] % (N_KEYS + 1);
+            size_t k = p[0] % (CFG_TEST_N_KEYS + 1);
             char *line = fuzz_strndup(p + 1, len - 1), *key, *value;
-            if (k < N_KEYS) {
-                key = (char *)keys[k];
+            if (k < CFG_TEST_N_KEYS) {
+                key = (char *)cfg_test_keys[k];
                 value = line;
             } else {
                 key = line;

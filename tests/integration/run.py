@@ -61,6 +61,34 @@ class LogDumpingResult(unittest.TextTestResult):
         self._dump(test)
 
 
+def counts(result):
+    """(passed, failed, skipped) of a unittest result."""
+    skipped = len(result.skipped)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = max(result.testsRun - skipped - failed - len(result.expectedFailures), 0)
+    return passed, failed, skipped
+
+
+def report(harness, what, elapsed, passed, failed, skipped, keep):
+    """Keeps the run directory when something failed (or when asked),
+    prints the time and the closing `N passed, N failed` line; returns the
+    exit status."""
+    rd = harness._run_dir
+    if rd:
+        if failed or keep:
+            print("logs and mail roots kept in %s" % rd)
+        else:
+            shutil.rmtree(rd, ignore_errors=True)
+    print("%s took %.1fs" % (what, elapsed))
+    line = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        line += ", %d skipped" % skipped
+    sys.stdout.flush()
+    print(line)
+    sys.stdout.flush()
+    return 1 if failed or passed + failed + skipped == 0 else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,28 +135,8 @@ def main():
         return 130
     elapsed = time.monotonic() - t0
 
-    skipped = len(result.skipped)
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.testsRun - skipped - len(result.failures) - len(result.errors) \
-        - len(result.expectedFailures) - len(result.unexpectedSuccesses)
-    passed = max(passed, 0)
-
-    rd = harness._run_dir
-    if rd:
-        if failed or args.keep:
-            print("logs and mail roots kept in %s" % rd)
-        else:
-            shutil.rmtree(rd, ignore_errors=True)
-    print("integration tests took %.1fs" % elapsed)
-    line = "%d passed, %d failed" % (passed, failed)
-    if skipped:
-        line += ", %d skipped" % skipped
-    sys.stdout.flush()
-    print(line)
-    sys.stdout.flush()
-    if failed or result.testsRun == 0:
-        return 1
-    return 0
+    passed, failed, skipped = counts(result)
+    return report(harness, "integration tests", elapsed, passed, failed, skipped, args.keep)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "gateway/cfg.h"
+#include "tests/unit/cfg_keys.h"
 #include "gateway/log.h"
 
 #define SECRET1 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" /* 24 bytes */
@@ -742,62 +743,6 @@ static void test_default_listener(void **state)
 
 /* ---- --help, --version, --check-config ------------------------------------ */
 
-static const char *const all_keys[] = {
-    "listen",
-    "listen_tls",
-    "tls_cert",
-    "tls_key",
-    "tls_min_version",
-    "plaintext_auth",
-    "hostname",
-    "apop",
-    "backend_url",
-    "backend_url_authenticate",
-    "backend_url_list",
-    "backend_url_uidl",
-    "backend_url_retrieve",
-    "backend_url_quit",
-    "backend_url_connect",
-    "backend_url_disconnect",
-    "backend_secret",
-    "backend_token",
-    "backend_ca_file",
-    "backend_cert",
-    "backend_key",
-    "backend_timeout",
-    "backend_timeout_authenticate",
-    "backend_timeout_list",
-    "backend_timeout_uidl",
-    "backend_timeout_retrieve",
-    "backend_timeout_quit",
-    "backend_timeout_connect",
-    "backend_timeout_disconnect",
-    "backend_pool",
-    "max_inflight",
-    "events",
-    "admin_listen",
-    "admin_token",
-    "workers",
-    "user",
-    "max_connections",
-    "max_connections_per_ip",
-    "login_timeout",
-    "idle_timeout",
-    "send_timeout",
-    "max_bad_commands",
-    "shutdown_grace",
-    "expire",
-    "login_delay",
-    "auth_failure_delay",
-    "max_auth_failures",
-    "max_auth_failures_per_ip",
-    "max_messages",
-    "proxy_protocol",
-    "proxy_trusted",
-    "log_format",
-    "log_level",
-};
-
 static void test_help(void **state)
 {
     const char *args[] = {"--bogus", "--help", NULL};
@@ -809,8 +754,8 @@ static void test_help(void **state)
     assert_int_equal(exit_now, 1);
     assert_contains(out, "usage: pop3gw");
     assert_contains(out, "--check-config");
-    for (size_t i = 0; i < sizeof all_keys / sizeof all_keys[0]; i++) {
-        const char *k = all_keys[i];
+    for (size_t i = 0; i < CFG_TEST_N_KEYS; i++) {
+        const char *k = cfg_test_keys[i];
         char want[128];
         if (strncmp(k, "backend_url_", 12) == 0)
             k = "backend_url_EVENT";
@@ -847,10 +792,10 @@ static void test_print_order(void **state)
     cfg_defaults(&c);
     out = print_cfg(&c);
     p = out + 1;
-    for (size_t i = 0; i < sizeof all_keys / sizeof all_keys[0]; i++) {
-        size_t n = strlen(all_keys[i]);
-        if (strncmp(p, all_keys[i], n) != 0 || strncmp(p + n, " = ", 3) != 0)
-            fail_msg("expected key %s at: %.40s", all_keys[i], p);
+    for (size_t i = 0; i < CFG_TEST_N_KEYS; i++) {
+        size_t n = strlen(cfg_test_keys[i]);
+        if (strncmp(p, cfg_test_keys[i], n) != 0 || strncmp(p + n, " = ", 3) != 0)
+            fail_msg("expected key %s at: %.40s", cfg_test_keys[i], p);
         p = strchr(p, '\n');
         assert_non_null(p);
         p++;
