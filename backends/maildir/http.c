@@ -25,6 +25,7 @@
 #include "backends/maildir/digest.h"
 #include "backends/maildir/events.h"
 #include "backends/maildir/reqlog.h"
+#include "backends/maildir/store.h"
 #include "backends/maildir/whsig.h"
 
 #define HTTP_MAX_CONNECTIONS 4096
@@ -124,10 +125,13 @@ static enum MHD_Result http_send_stats(struct http *h, struct MHD_Connection *co
         json_object_set_new(
             req, ev_names[i],
             json_integer((json_int_t)atomic_load_explicit(&h->requests[i], memory_order_relaxed)));
+    unsigned long long scans, hits;
+    store_counts(h->o.ev->store, &scans, &hits);
     json_t *body = json_pack(
-        "{s:I,s:I,s:o}", "connections",
+        "{s:I,s:I,s:o,s:{s:I,s:I}}", "connections",
         (json_int_t)atomic_load_explicit(&h->connections, memory_order_relaxed), "open_connections",
-        (json_int_t)atomic_load_explicit(&h->open, memory_order_relaxed), "requests", req);
+        (json_int_t)atomic_load_explicit(&h->open, memory_order_relaxed), "requests", req,
+        "listings", "scanned", (json_int_t)scans, "kept", (json_int_t)hits);
     enum MHD_Result ret = http_send_json(conn, 200, body, NULL);
     json_decref(body);
     return ret;

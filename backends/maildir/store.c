@@ -11,9 +11,11 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backends/maildir/digest.h"
@@ -22,11 +24,36 @@
 
 #define STORE_READ_CHUNK 65536
 #define STORE_CACHE_MAX 262144 /* cached sizes, about 40 MB at most */
+#define STORE_KEPT_MAX 64      /* users whose last listing is kept */
+#define STORE_KEPT_MSGS 262144 /* messages kept over all of them, about 30 MB */
+#define STORE_SETTLE_SEC 2     /* a directory changed more recently is rescanned */
+
+/* What a directory looked like when it was listed. */
+struct store_stamp {
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtime;
+    int present; /* 0: it did not exist */
+};
+
+/* A user's last listing and the stamps of the directories it came from. */
+struct store_kept {
+    char *user; /* NULL: a free slot */
+    struct store_stamp cur, new;
+    int with_sizes;
+    unsigned long used; /* clock of the last use, for eviction */
+    struct store_list list;
+};
 
 struct store {
     int rootfd;          /* the root directory, O_DIRECTORY */
     char *root;          /* its path, for log lines */
     struct sizes *sizes; /* computed sizes by path under the root */
+    pthread_mutex_t mu;  /* guards the kept listings */
+    struct store_kept kept[STORE_KEPT_MAX];
+    size_t kept_msgs;               /* messages in them */
+    unsigned long clock;            /* ticks on every use */
+    unsigned long long scans, hits; /* listings read from disk, served as kept */
 };
 
 struct store *store_open(const char *root, char *err, size_t errlen)
@@ -42,6 +69,7 @@ struct store *store_open(const char *root, char *err, size_t errlen)
         free(s);
         return NULL;
     }
+    pthread_mutex_init(&s->mu, NULL);
     s->root = strdup(root);
     s->sizes = sizes_new(STORE_CACHE_MAX);
     if (s->root == NULL || s->sizes == NULL) {
@@ -58,6 +86,11 @@ void store_free(struct store *s)
         return;
     if (s->rootfd >= 0)
         close(s->rootfd);
+    for (size_t i = 0; i < STORE_KEPT_MAX; i++) {
+        free(s->kept[i].user);
+        store_list_free(&s->kept[i].list);
+    }
+    pthread_mutex_destroy(&s->mu);
     sizes_free(s->sizes);
     free(s->root);
     free(s);
@@ -331,7 +364,9 @@ static int store_finish(struct store_list *l)
     return store_index(l);
 }
 
-enum store_rc store_list(struct store *s, const char *user, int with_sizes, struct store_list *out)
+/* Lists USER by reading its directories. */
+static enum store_rc store_scan(struct store *s, const char *user, int with_sizes,
+                                struct store_list *out)
 {
     memset(out, 0, sizeof *out);
     int userfd = openat(s->rootfd, user, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -352,6 +387,171 @@ enum store_rc store_list(struct store *s, const char *user, int with_sizes, stru
         rc = STORE_FAIL;
     }
     return rc;
+}
+
+/* ---- kept listings ---- */
+
+/* Copies a listing into `to` (empty on entry). Returns 0 or -1. */
+static int store_list_copy(const struct store_list *from, struct store_list *to)
+{
+    size_t n = from->n;
+    memset(to, 0, sizeof *to);
+    to->msgs = malloc((n ? n : 1) * sizeof *to->msgs);
+    to->by_uid = malloc((n ? n : 1) * sizeof *to->by_uid);
+    to->names = malloc(from->names_len ? from->names_len : 1);
+    if (to->msgs == NULL || to->by_uid == NULL || to->names == NULL) {
+        store_list_free(to);
+        return -1;
+    }
+    if (n > 0)
+        memcpy(to->msgs, from->msgs, n * sizeof *to->msgs);
+    if (from->names_len > 0)
+        memcpy(to->names, from->names, from->names_len);
+    to->n = to->cap = n;
+    to->names_len = to->names_cap = from->names_len;
+    for (size_t i = 0; i < n; i++) {
+        to->msgs[i].name = to->names + to->msgs[i].name_off;
+        to->by_uid[i] = to->msgs + (from->by_uid[i] - from->msgs);
+    }
+    return 0;
+}
+
+/* Stamps USER/SUB. Returns 0 (also when it does not exist) or -1. */
+static int store_stamp(struct store *s, const char *user, const char *sub, struct store_stamp *t)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", user, sub);
+    memset(t, 0, sizeof *t);
+    if (fstatat(s->rootfd, path, &st, 0) != 0)
+        return errno == ENOENT ? 0 : -1;
+    if (!S_ISDIR(st.st_mode))
+        return -1;
+    t->dev = st.st_dev;
+    t->ino = st.st_ino;
+    t->mtime = st.st_mtim;
+    t->present = 1;
+    return 0;
+}
+
+static int store_stamp_same(const struct store_stamp *a, const struct store_stamp *b)
+{
+    return a->present == b->present && a->dev == b->dev && a->ino == b->ino &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
+}
+
+/* 1 when the directory has not changed for STORE_SETTLE_SEC: a change made
+ * later is sure to give it another modification time, even with the coarse
+ * clock file systems stamp with. */
+static int store_stamp_settled(const struct store_stamp *t, time_t now)
+{
+    return !t->present || t->mtime.tv_sec + STORE_SETTLE_SEC < now;
+}
+
+static void store_kept_drop(struct store *s, struct store_kept *k)
+{
+    s->kept_msgs -= k->list.n;
+    free(k->user);
+    store_list_free(&k->list);
+    memset(k, 0, sizeof *k);
+}
+
+static struct store_kept *store_kept_find(struct store *s, const char *user)
+{
+    for (size_t i = 0; i < STORE_KEPT_MAX; i++)
+        if (s->kept[i].user != NULL && strcmp(s->kept[i].user, user) == 0)
+            return &s->kept[i];
+    return NULL;
+}
+
+/* Keeps a copy of USER's listing (best effort). Called with the lock held. */
+static void store_kept_put(struct store *s, const char *user, const struct store_stamp *cur,
+                           const struct store_stamp *new, int with_sizes,
+                           const struct store_list *l)
+{
+    struct store_kept *k = store_kept_find(s, user);
+    if (k != NULL)
+        store_kept_drop(s, k);
+    if (l->n > STORE_KEPT_MSGS)
+        return;
+    /* Evicts the least recently used until a slot is free and the messages fit. */
+    for (k = NULL; k == NULL;) {
+        struct store_kept *slot = NULL, *old = NULL;
+        for (size_t i = 0; i < STORE_KEPT_MAX; i++) {
+            struct store_kept *c = &s->kept[i];
+            if (c->user == NULL)
+                slot = slot != NULL ? slot : c;
+            else if (old == NULL || c->used < old->used)
+                old = c;
+        }
+        if (slot != NULL && s->kept_msgs + l->n <= STORE_KEPT_MSGS)
+            k = slot;
+        else if (old != NULL)
+            store_kept_drop(s, old);
+        else
+            return;
+    }
+    k->user = strdup(user);
+    if (k->user == NULL || store_list_copy(l, &k->list) != 0) {
+        free(k->user);
+        k->user = NULL;
+        return;
+    }
+    k->cur = *cur;
+    k->new = *new;
+    k->with_sizes = with_sizes;
+    k->used = ++s->clock;
+    s->kept_msgs += l->n;
+}
+
+/*
+ * The listing comes from the last one kept for the user while neither cur/
+ * nor new/ has changed since (two stats instead of reading both directories
+ * and, with sizes, stating every file); otherwise from a scan, kept when
+ * both directories have been still for a while. A file rewritten in place
+ * (which Maildir never does) keeps its old size until its directory changes.
+ */
+enum store_rc store_list(struct store *s, const char *user, int with_sizes, struct store_list *out)
+{
+    struct store_stamp cur, new;
+    int stamped = store_stamp(s, user, "cur", &cur) == 0 &&
+                  store_stamp(s, user, "new", &new) == 0 && (cur.present || new.present);
+    if (stamped) {
+        pthread_mutex_lock(&s->mu);
+        struct store_kept *k = store_kept_find(s, user);
+        int hit = k != NULL && k->with_sizes >= with_sizes && store_stamp_same(&k->cur, &cur) &&
+                  store_stamp_same(&k->new, &new);
+        if (hit) {
+            k->used = ++s->clock;
+            hit = store_list_copy(&k->list, out) == 0;
+        }
+        s->hits += hit != 0;
+        s->scans += hit == 0;
+        pthread_mutex_unlock(&s->mu);
+        if (hit)
+            return STORE_OK;
+    } else {
+        pthread_mutex_lock(&s->mu);
+        s->scans++;
+        pthread_mutex_unlock(&s->mu);
+    }
+    enum store_rc rc = store_scan(s, user, with_sizes, out);
+    time_t now = time(NULL);
+    if (rc == STORE_OK && stamped && store_stamp_settled(&cur, now) &&
+        store_stamp_settled(&new, now)) {
+        pthread_mutex_lock(&s->mu);
+        store_kept_put(s, user, &cur, &new, with_sizes, out);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return rc;
+}
+
+void store_counts(struct store *s, unsigned long long *scans, unsigned long long *hits)
+{
+    pthread_mutex_lock(&s->mu);
+    *scans = s->scans;
+    *hits = s->hits;
+    pthread_mutex_unlock(&s->mu);
 }
 
 const struct store_msg *store_find(const struct store_list *l, const char *uid)
@@ -401,5 +601,10 @@ int store_unlink(struct store *s, const char *user, const struct store_msg *m)
     if (unlinkat(s->rootfd, path, 0) != 0)
         return -errno;
     sizes_forget(s->sizes, path);
+    pthread_mutex_lock(&s->mu);
+    struct store_kept *k = store_kept_find(s, user);
+    if (k != NULL)
+        store_kept_drop(s, k);
+    pthread_mutex_unlock(&s->mu);
     return 0;
 }

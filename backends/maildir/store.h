@@ -15,6 +15,12 @@
  * not preceded by CR counted as CRLF, plus a final CRLF when the file is not
  * empty and does not end in LF (the gateway adds one). Sizes are cached (see
  * sizes.h), so only new or changed files are read.
+ *
+ * The last listing of each of up to 64 users is kept and served again while
+ * neither USER/cur nor USER/new has changed (same inode and modification
+ * time): two stats instead of reading both directories. A listing is kept
+ * only when both directories had not changed for 2 s when it was taken, so a
+ * later change always gives them another modification time.
  */
 #ifndef MAILDIR_STORE_H
 #define MAILDIR_STORE_H
@@ -70,6 +76,9 @@ void store_free(struct store *s);
  */
 enum store_rc store_list(struct store *s, const char *user, int with_sizes, struct store_list *out);
 void store_list_free(struct store_list *l);
+
+/* Listings read from the directories and listings served as kept, so far. */
+void store_counts(struct store *s, unsigned long long *scans, unsigned long long *hits);
 
 /* The message with this uid, or NULL. O(log n). */
 const struct store_msg *store_find(const struct store_list *l, const char *uid);

@@ -1,6 +1,9 @@
 """How the gateway uses its backend: when uidl is called, outages,
 keep-alive reuse, and webhook signatures."""
 
+import os
+import time
+
 from harness import SECRET, Backend, Gateway, StackTestCase, login, pop
 
 
@@ -256,3 +259,81 @@ class TokenTests(StackTestCase):
             self.assertErr(p.pass_, "secret1")
         finally:
             p.quit()
+
+
+class KeptListingTests(StackTestCase):
+    """The reference backend serves a user's listing again while cur/ and
+    new/ are unchanged, and reads the directories again after any change."""
+    SHARED = False
+
+    def age_dirs(self, user="alice", seconds=60):
+        """Backdates the user's cur/ and new/ so a listing taken now is kept."""
+        t = time.time() - seconds
+        for sub in ("cur", "new"):
+            os.utime(os.path.join(self.root.path, user, sub), (t, t))
+
+    def listing(self, user="alice"):
+        """(uids, sizes) of one session, and the backend's listing counters
+        around it."""
+        before = self.backend.stats()["listings"]
+        p = login(self.gw, user)
+        try:
+            _, uidls, _ = p.uidl()
+            _, sizes, _ = p.list()
+        finally:
+            p.quit()
+        after = self.backend.stats()["listings"]
+        uids = [u.split(b" ", 1)[1].decode() for u in uidls]
+        return uids, [int(s.split()[1]) for s in sizes], {
+            k: after[k] - before[k] for k in ("scanned", "kept")}
+
+    def expected(self, user="alice"):
+        msgs = sorted(self.msgs(user), key=lambda m: m.uid)
+        return [m.uid for m in msgs], [m.size for m in msgs]
+
+    def test_unchanged_listing_is_served_again(self):
+        self.age_dirs()
+        first = self.listing()
+        self.assertEqual(first[2], {"scanned": 1, "kept": 0})
+        second = self.listing()
+        self.assertEqual(second[2], {"scanned": 0, "kept": 1})
+        self.assertEqual(first[:2], second[:2])
+        self.assertEqual(second[:2], self.expected())
+
+    def test_fresh_directories_are_not_kept(self):
+        # Directories changed just now: each session reads them again.
+        self.listing()
+        self.assertEqual(self.listing()[2], {"scanned": 1, "kept": 0})
+
+    def test_delivery_is_seen(self):
+        self.age_dirs()
+        self.listing()
+        self.assertEqual(self.listing()[2]["kept"], 1)
+        self.root.add("alice", "1800000000.M9P9.late", b"Subject: late\n\nnew one\n")
+        uids, sizes, counts = self.listing()
+        self.assertEqual(counts, {"scanned": 1, "kept": 0})
+        self.assertEqual((uids, sizes), self.expected())
+        self.assertIn("1800000000.M9P9.late", uids)
+
+    def test_move_to_cur_and_delete_are_seen(self):
+        self.age_dirs()
+        self.listing()
+        # A mail client marks the first message read: new/ -> cur/.
+        m = self.msgs()[0]
+        dest = os.path.join(self.root.path, "alice", "cur", m.uid + ":2,S")
+        os.rename(m.path, dest)
+        m.path = dest
+        uids, _, counts = self.listing()
+        self.assertEqual(counts["scanned"], 1)
+        self.assertEqual(uids, self.expected()[0])
+        # Deleted through POP3, after the directories settled again.
+        self.age_dirs()
+        self.listing()
+        p = login(self.gw)
+        try:
+            p.dele(1)
+        finally:
+            p.quit()
+        uids, _, _ = self.listing()
+        self.assertEqual(len(uids), len(self.msgs()) - 1)
+        self.assertEqual(sorted(uids), sorted(self.root.uids_on_disk("alice")))
