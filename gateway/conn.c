@@ -801,6 +801,21 @@ static int conn_wait_proxy(struct conn *c)
     return 0;
 }
 
+/* n (at most sizeof(w->rnd)) random bytes from the worker's batch, refilled
+ * with one RAND_bytes call per 32 connections. Returns 0 or -1. */
+static int conn_random(struct worker *w, unsigned char *out, size_t n)
+{
+    if (w->rnd_used == 0 || w->rnd_used + n > sizeof(w->rnd)) {
+        if (RAND_bytes(w->rnd, sizeof(w->rnd)) != 1)
+            return -1;
+        w->rnd_used = 0;
+    }
+    memcpy(out, w->rnd + w->rnd_used, n);
+    explicit_bzero(w->rnd + w->rnd_used, n);
+    w->rnd_used += n;
+    return 0;
+}
+
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int socklen, int tls)
 {
     const struct cfg *cfg = w->srv->cfg;
@@ -822,7 +837,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
         return;
     }
     c = calloc(1, sizeof(*c));
-    if (!c || RAND_bytes(rnd, sizeof(rnd)) != 1) {
+    if (!c || conn_random(w, rnd, sizeof(rnd)) < 0) {
         free(c);
         close(fd);
         atomic_fetch_sub(&w->srv->connections, 1);

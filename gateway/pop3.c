@@ -1062,6 +1062,7 @@ static void pop3_start_retrieve(struct pop3_session *s, uint32_t n, long lines)
     s->call.message = n;
     s->call.uid = s->uids ? pop3_uid(s, n - 1) : NULL;
     s->call.lines = lines;
+    s->call.size_hint = pop3_msg_size(s, n);
 }
 
 static void pop3_cmd_retr(struct pop3_session *s, int argc, char **argv)

@@ -78,6 +78,8 @@ struct worker {
     char *new_secret, *new_token; /* SIGHUP: backend secrets to take (under qlock) */
     int new_secrets;              /* they are set */
     struct event *reload_ev;      /* activated by the main thread */
+    unsigned char rnd[512];       /* random bytes for session ids, drawn in batches */
+    size_t rnd_used;              /* of rnd, handed out (and wiped) */
 };
 
 struct server {

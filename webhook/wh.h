@@ -58,9 +58,10 @@ struct wh_call {
     int attempt;       /* 1-based */
 
     /* retrieve */
-    uint32_t message; /* 1-based */
-    const char *uid;  /* when known */
-    long lines;       /* TOP n, or -1 for RETR */
+    uint32_t message;   /* 1-based */
+    const char *uid;    /* when known */
+    long lines;         /* TOP n, or -1 for RETR */
+    uint64_t size_hint; /* its size in the listing (not sent): picks a buffer */
 
     /* quit */
     const struct wh_deleted *deleted;

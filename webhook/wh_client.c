@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/queue.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin/metrics.h"
 #include "gateway/buf.h"
@@ -42,6 +43,7 @@
 #define WH_BREAKER_COOLDOWN 2           /* seconds it stays open before one probe */
 #define WH_EASY_POOL 64                 /* idle curl handles kept for reuse, per worker */
 #define WH_RETRIEVE_BUFFER (512 * 1024) /* receive buffer of a streamed retrieve */
+#define WH_SMALL_MESSAGE (64 * 1024)    /* a retrieve this small uses a pooled handle */
 #define WH_RETIRED_MAX 16               /* header lists replaced by SIGHUP, kept until exit */
 
 enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
@@ -80,7 +82,9 @@ struct wh_req {
     int fast_failed;          /* failed at once: the circuit is open */
     int too_large;            /* the reply passed WH_BODY_MAX */
     double timeout;           /* seconds (retrieve: without progress) */
-    struct event *timer;      /* backoff, and retrieve's no-progress timer */
+    int big_buffer;           /* its handle has the large receive buffer */
+    struct event timer_ev;    /* backoff, and retrieve's no-progress timer */
+    struct event *timer;      /* &timer_ev once assigned */
 };
 
 TAILQ_HEAD(wh_req_list, wh_req);
@@ -109,14 +113,22 @@ struct wh_client {
     int n_retired;
     CURL *idle[WH_EASY_POOL]; /* handles for reuse */
     int n_idle;
-    int in_start; /* inside wh_start: no callback may run */
+    int in_start;           /* inside wh_start: no callback may run */
+    struct wh_sock *parked; /* sockets curl does not watch now */
 };
 
-/* One watched curl socket. */
+/* One watched curl socket. When curl stops watching a kept-alive
+ * connection between calls, its event stays registered ("parked") so that
+ * the next call on it costs no epoll_ctl; a parked socket that turns
+ * readable (the backend closed it) is dropped, and one that curl closes is
+ * dropped first (wh_close_cb). */
 struct wh_sock {
     struct event ev; /* assigned in place, re-assigned only when the kind changes */
+    struct wh_client *c;
     short kind;
     curl_socket_t fd;
+    int parked;
+    struct wh_sock *next_parked;
 };
 
 static void wh_check_done(struct wh_client *c);
@@ -154,14 +166,53 @@ static void wh_action(struct wh_client *c, curl_socket_t fd, int flags)
     wh_check_done(c);
 }
 
+static void wh_sock_free(struct wh_sock *s)
+{
+    event_del(&s->ev);
+    free(s);
+}
+
+/* Takes a socket off the parked list; returns it, or NULL if fd is not parked. */
+static struct wh_sock *wh_unpark(struct wh_client *c, curl_socket_t fd)
+{
+    struct wh_sock **p, *s;
+
+    for (p = &c->parked; (s = *p); p = &s->next_parked) {
+        if (s->fd == fd) {
+            *p = s->next_parked;
+            s->parked = 0;
+            s->next_parked = NULL;
+            return s;
+        }
+    }
+    return NULL;
+}
+
 /* libevent: a curl socket is ready. */
 static void wh_event_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct wh_client *c = arg;
+    struct wh_sock *s = arg;
+    struct wh_client *c = s->c;
     int flags =
         ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 
+    if (s->parked) {
+        /* An idle connection's peer closed or spoke: stop watching it; curl
+         * finds it dead when it next looks at it. */
+        wh_sock_free(wh_unpark(c, fd));
+        return;
+    }
     wh_action(c, fd, flags);
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: forget a parked socket before it closes. */
+static int wh_close_cb(void *clientp, curl_socket_t fd)
+{
+    struct wh_sock *s = wh_unpark(clientp, fd);
+
+    if (s)
+        wh_sock_free(s);
+    return close(fd);
 }
 
 /* libevent: curl's timer fired. */
@@ -183,6 +234,12 @@ static int wh_timer_cb(CURLM *multi, long timeout_ms, void *userp)
         evtimer_del(c->timer);
         return 0;
     }
+    if (timeout_ms == 0) {
+        /* Run it in this loop pass, without waiting on the kernel first. */
+        evtimer_del(c->timer);
+        event_active(c->timer, EV_TIMEOUT, 0);
+        return 0;
+    }
     tv.tv_sec = timeout_ms / 1000;
     tv.tv_usec = (timeout_ms % 1000) * 1000;
     evtimer_add(c->timer, &tv);
@@ -199,18 +256,26 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
     (void)e;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
-            event_del(&s->ev);
-            free(s);
             curl_multi_assign(c->multi, fd, NULL);
+            if (s->kind == (EV_READ | EV_PERSIST)) {
+                s->parked = 1; /* still registered for reading: see struct wh_sock */
+                s->next_parked = c->parked;
+                c->parked = s;
+            } else {
+                wh_sock_free(s);
+            }
         }
         return 0;
     }
     kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0) |
                    EV_PERSIST);
+    if (!s && (s = wh_unpark(c, fd)))
+        curl_multi_assign(c->multi, fd, s);
     if (!s) {
         s = calloc(1, sizeof(*s));
         if (!s)
             return -1;
+        s->c = c;
         s->fd = fd;
         curl_multi_assign(c->multi, fd, s);
     } else if (s->kind == kind) {
@@ -219,7 +284,7 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
         event_del(&s->ev);
     }
     s->kind = kind;
-    if (event_assign(&s->ev, c->base, fd, kind, wh_event_cb, c) < 0)
+    if (event_assign(&s->ev, c->base, fd, kind, wh_event_cb, s) < 0)
         return -1;
     event_add(&s->ev, NULL);
     return 0;
@@ -370,8 +435,9 @@ static size_t wh_header_cb(char *p, size_t size, size_t n, void *arg);
 static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg);
 
 /* Options that never change for a handle: set once when it is made. */
-static CURL *wh_easy_new(const struct cfg *cfg)
+static CURL *wh_easy_new(struct wh_client *c)
 {
+    const struct cfg *cfg = c->cfg;
     CURL *e = curl_easy_init();
 
     if (!e)
@@ -384,6 +450,11 @@ static CURL *wh_easy_new(const struct cfg *cfg)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    /* Straight to backend_url: proxy variables in the environment are not
+     * used (nor looked up on every call). */
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, wh_close_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
     if (cfg->backend_ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->backend_ca_file);
     if (cfg->backend_cert)
@@ -393,23 +464,24 @@ static CURL *wh_easy_new(const struct cfg *cfg)
     return e;
 }
 
-/* A handle from the pool, or a new one. Retrieve gets its own, with a
- * large receive buffer (fewer reads for big messages), not pooled. */
-static CURL *wh_easy_get(struct wh_client *c, enum wh_event ev)
+/* A handle from the pool, or a new one. A retrieve of a message listed
+ * larger than WH_SMALL_MESSAGE gets its own, with a large receive buffer
+ * (fewer reads), not pooled. */
+static CURL *wh_easy_get(struct wh_client *c, int big_buffer)
 {
     CURL *e;
 
-    if (ev != WH_RETRIEVE && c->n_idle > 0)
+    if (!big_buffer && c->n_idle > 0)
         return c->idle[--c->n_idle];
-    e = wh_easy_new(c->cfg);
-    if (e && ev == WH_RETRIEVE)
+    e = wh_easy_new(c);
+    if (e && big_buffer)
         curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)WH_RETRIEVE_BUFFER);
     return e;
 }
 
-static void wh_easy_put(struct wh_client *c, CURL *e, enum wh_event ev)
+static void wh_easy_put(struct wh_client *c, CURL *e, int big_buffer)
 {
-    if (ev != WH_RETRIEVE && c->n_idle < WH_EASY_POOL)
+    if (!big_buffer && c->n_idle < WH_EASY_POOL)
         c->idle[c->n_idle++] = e;
     else
         curl_easy_cleanup(e);
@@ -573,9 +645,9 @@ static void wh_req_free(struct wh_req *r)
 {
     METRIC_DEC(webhook_inflight);
     if (r->timer)
-        event_free(r->timer);
+        event_del(r->timer);
     if (r->easy)
-        wh_easy_put(r->c, r->easy, r->event);
+        wh_easy_put(r->c, r->easy, r->big_buffer);
     if (r->body) {
         explicit_bzero(r->body, r->body_len);
         free(r->body);
@@ -829,8 +901,10 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
     r->h = h;
     r->ctx = ctx;
     r->body = wh_json_build(call, &r->body_len);
-    r->easy = wh_easy_get(c, r->event);
-    r->timer = evtimer_new(c->base, wh_req_timer_cb, r);
+    r->big_buffer = r->event == WH_RETRIEVE && call->size_hint > WH_SMALL_MESSAGE;
+    r->easy = wh_easy_get(c, r->big_buffer);
+    if (evtimer_assign(&r->timer_ev, c->base, wh_req_timer_cb, r) == 0)
+        r->timer = &r->timer_ev;
     if (!r->body || !r->easy || !r->timer) {
         wh_req_free(r);
         return NULL;
@@ -998,7 +1072,12 @@ void wh_client_free(struct wh_client *c)
     while ((r = TAILQ_FIRST(&c->active)))
         wh_cancel(r);
     if (c->multi)
-        curl_multi_cleanup(c->multi);
+        curl_multi_cleanup(c->multi); /* closes every connection: wh_close_cb */
+    while (c->parked) {
+        struct wh_sock *s = c->parked;
+        c->parked = s->next_parked;
+        wh_sock_free(s);
+    }
     while (c->n_idle > 0)
         curl_easy_cleanup(c->idle[--c->n_idle]);
     curl_slist_free_all(c->shared);
