@@ -12,6 +12,7 @@ delete.
 import base64
 import hashlib
 import hmac
+import os
 import socket
 import time
 
@@ -561,6 +562,30 @@ class StreamTests(BackendFaultCase):
         self.assert_fault_logged(sid, "message size differs from listing")
         self.assert_metric_grew(m0, "pop3gw_size_mismatches_total")
         r.cmd("QUIT")
+
+
+class IdleConnectionTests(BackendFaultCase):
+    """Kept-alive backend connections that the backend closes while they
+    sit idle between calls (a restart, a short keep-alive timeout)."""
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.gw.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def test_closed_idle_connections_are_dropped_quietly(self):
+        self.normal_session()
+        self.normal_session(user="bob")
+        m0 = self.metrics()
+        # Every idle pooled connection is shut down by the backend.
+        self.be.cut_connections()
+        t0 = self.cpu_seconds()
+        time.sleep(0.5)  # a gateway spinning on the closed sockets burns this
+        self.assertLess(self.cpu_seconds() - t0, 0.2)
+        self.be.clear()
+        self.normal_session()
+        self.assertEqual(self.errors(m0, "authenticate") + self.errors(m0, "list") +
+                         self.errors(m0, "retrieve") + self.errors(m0, "quit"), 0)
 
 
 class RetryTests(BackendFaultCase):
