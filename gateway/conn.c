@@ -668,6 +668,9 @@ static void conn_setup_bev(struct conn *c)
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
+    /* libevent writes at most 16 KB per wake-up unless told otherwise: a
+     * streamed message would cost a writev and an epoll_wait per 16 KB. */
+    bufferevent_set_max_single_write(c->bev, CONN_OUTPUT_HIGH);
     bufferevent_set_timeouts(c->bev, NULL, &send_tv);
 }
 

@@ -20,10 +20,12 @@
  * `done` is set. A message without an empty line is all header and goes out
  * whole.
  *
- * Speed. The input is scanned for LFs with memchr(); bytes that need no change
- * (which, for a CRLF message without leading dots, is all of them) are not
- * copied line by line but gathered into one run and copied with a single
- * memcpy() when an inserted byte or the end of the input interrupts the run.
+ * Speed. Each line is copied while it is scanned for its LF, 16 bytes at a
+ * time with SSE2 where the compiler targets it (every x86-64): a block is
+ * stored whole, then the output pointer advances only to the LF, so the bytes
+ * stored past it are overwritten by what follows. Such stores happen only
+ * while 16 or more input bytes remain, which keeps them inside
+ * CONV_OUT_MAX(len). A message of short lines costs no call per line.
  *
  * Octets. `octets` counts the input as it would be with CRLF line ends, before
  * dot-stuffing: every input byte counts one, each inserted CR one more, and
@@ -33,6 +35,9 @@
 #include "gateway/conv.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 void conv_init(struct conv *c, long top_lines)
 {
@@ -54,6 +59,34 @@ static int top_line_ended(struct conv *c)
     return --c->lines_left == 0;
 }
 
+/* Copies input from p up to its next LF (or to end) to *op and advances *op
+ * past the copy. Returns the LF, or end when there is none. */
+static inline const char *conv_copy_line(const char *p, const char *end, char **op)
+{
+    char *o = *op;
+#if defined(__SSE2__)
+    const __m128i lf = _mm_set1_epi8('\n');
+
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, lf));
+
+        _mm_storeu_si128((__m128i *)(void *)o, v);
+        if (m) {
+            unsigned i = (unsigned)__builtin_ctz(m);
+            *op = o + i;
+            return p + i;
+        }
+        p += 16;
+        o += 16;
+    }
+#endif
+    while (p < end && *p != '\n')
+        *o++ = *p++;
+    *op = o;
+    return p;
+}
+
 size_t conv_feed(struct conv *c, const char *in, size_t len, char *out)
 {
     if (c->done || len == 0)
@@ -61,21 +94,16 @@ size_t conv_feed(struct conv *c, const char *in, size_t len, char *out)
 
     const char *p = in;
     const char *end = in + len;
-    const char *run = in; /* start of input not yet copied to the output */
     char *o = out;
     int top = c->lines_left >= 0;
     uint64_t added_cr = 0;
 
     while (p < end) {
-        if (c->at_line_start && *p == '.') {
-            memcpy(o, run, (size_t)(p - run));
-            o += p - run;
+        if (c->at_line_start && *p == '.')
             *o++ = '.';
-            run = p;
-        }
 
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (nl == NULL) {
+        const char *nl = conv_copy_line(p, end, &o);
+        if (nl == end) {
             /* The line goes on in the next chunk. */
             if (c->at_line_start)
                 c->line_empty = (end - p == 1 && *p == '\r');
@@ -98,12 +126,10 @@ size_t conv_feed(struct conv *c, const char *in, size_t len, char *out)
             cr_before = c->after_cr;
         }
         if (!cr_before) {
-            memcpy(o, run, (size_t)(nl - run));
-            o += nl - run;
             *o++ = '\r';
-            run = nl;
             added_cr++;
         }
+        *o++ = '\n';
         p = nl + 1;
         c->at_line_start = 1;
         c->after_cr = 0;
@@ -114,8 +140,6 @@ size_t conv_feed(struct conv *c, const char *in, size_t len, char *out)
         c->line_empty = 1;
     }
 
-    memcpy(o, run, (size_t)(p - run));
-    o += p - run;
     c->octets += (uint64_t)(p - in) + added_cr;
     return (size_t)(o - out);
 }

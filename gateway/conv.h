@@ -23,8 +23,9 @@ struct conv {
     uint64_t octets;   /* CRLF-normalised octets so far, before dot-stuffing */
 };
 
-/* Worst-case output for `len` input bytes: every byte may become two. */
-#define CONV_OUT_MAX(len) (2 * (len) + 8)
+/* Worst-case output for `len` input bytes: every byte may become two (plus
+ * room for the converter's 16-byte stores). */
+#define CONV_OUT_MAX(len) (2 * (len) + 24)
 
 /* top_lines < 0: whole message (RETR); >= 0: TOP with that many body lines. */
 void conv_init(struct conv *c, long top_lines);
