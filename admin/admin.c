@@ -521,7 +521,12 @@ int admin_start(struct server *srv, const struct cfg *cfg)
     memset(&admin, 0, sizeof admin);
     admin.srv = srv;
     admin.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 0;
-    admin.inflight_limit = cfg->max_inflight > 0 ? (long)cfg->max_inflight * srv->n_workers : 0;
+    /* Calls that can run at once: max_inflight, capped by the pool. */
+    admin.inflight_limit = cfg->max_inflight > 0 ? (long)cfg->max_inflight : 0;
+    if (cfg->backend_pool > 0 &&
+        (admin.inflight_limit == 0 || admin.inflight_limit > cfg->backend_pool))
+        admin.inflight_limit = cfg->backend_pool;
+    admin.inflight_limit *= srv->n_workers;
     if (admin_set_token(cfg->admin_token) < 0 || admin_resolve(&cfg->admin_listen, &admin.addr) < 0)
         return -1;
     if (admin_listen_fd < 0 && admin_bind(cfg) < 0)

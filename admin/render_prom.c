@@ -165,7 +165,8 @@ static void render_webhook_counts(struct prom *p, const struct metrics_snap *s,
     single(p, "pop3gw_webhook_inflight", "gauge", "Webhook calls running or queued now.",
            (unsigned long long)s->webhook_inflight);
     single(p, "pop3gw_webhook_inflight_limit", "gauge",
-           "Webhook calls that may run at once: max_inflight times workers (0 = no limit).",
+           "Webhook calls that may run at once: the lower of max_inflight and backend_pool, times "
+           "workers.",
            (unsigned long long)v->inflight_limit);
 }
 

@@ -42,16 +42,26 @@ int buf_add(struct buf *b, const void *p, size_t n)
 int buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
+    size_t room;
     int n;
 
-    va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n + 1) < 0)
+    /* Formats into the free space first; only a line that does not fit is
+     * formatted a second time, after growing the buffer. */
+    if (buf_reserve(b, 128) < 0)
         return -1;
+    room = b->cap - b->len;
     va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    n = vsnprintf(b->data + b->len, room, fmt, ap);
     va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n >= room) {
+        if (buf_reserve(b, (size_t)n + 1) < 0)
+            return -1;
+        va_start(ap, fmt);
+        vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
     return 0;
 }

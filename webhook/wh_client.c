@@ -6,7 +6,9 @@
  * is ready or the timer fires, and collect finished transfers after every
  * action (wh_check_done). Connections stay open between calls and are reused.
  *
- * Requests wait in a FIFO when max_inflight calls are running, and streamed
+ * Requests wait in a FIFO when max_inflight calls, or as many calls as the
+ * pool has connections, are running (HTTP/1.1 carries one call per
+ * connection, so curl would only queue the rest itself), and streamed
  * retrieves are capped below the connection pool so that a slow POP3 client,
  * which pauses its transfer and so holds a connection, cannot starve the
  * other events. Idempotent events are retried on transport failure when no
@@ -728,6 +730,10 @@ static void wh_pump(struct wh_client *c)
 {
     struct wh_req *r, *next;
     size_t max = c->cfg->max_inflight > 0 ? (size_t)c->cfg->max_inflight : 1;
+
+    /* One call per backend connection: more would only wait inside curl. */
+    if (c->cfg->backend_pool > 0 && max > (size_t)c->cfg->backend_pool)
+        max = (size_t)c->cfg->backend_pool;
 
     for (r = TAILQ_FIRST(&c->queue); r && c->running < max; r = next) {
         next = TAILQ_NEXT(r, link);
