@@ -255,11 +255,15 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
     struct wh_sock *s = sockp;
     short kind;
 
-    (void)e;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
+            struct wh_req *r = NULL;
+
+            /* A paused retrieve's socket is not parked: more of the body is
+             * on its way and would only wake the loop. */
+            curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
             curl_multi_assign(c->multi, fd, NULL);
-            if (s->kind == (EV_READ | EV_PERSIST)) {
+            if (s->kind == (EV_READ | EV_PERSIST) && !(r && r->paused)) {
                 s->parked = 1; /* still registered for reading: see struct wh_sock */
                 s->next_parked = c->parked;
                 c->parked = s;
