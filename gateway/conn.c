@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <time.h>
@@ -46,6 +48,7 @@ struct conn {
     TAILQ_ENTRY(conn) link; /* in the worker's list */
     struct worker *w;
     struct bufferevent *bev;
+    int outq_mark; /* bytes the kernel held for the client after our last write; -1 unknown */
     struct pop3_session *s;
     struct wh_req *req;  /* the session's call in flight, or NULL */
     struct event *timer; /* login / idle timeout */
@@ -497,12 +500,21 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         conn_kick(c); /* input waits for the output to drain: go on */
 }
 
+/* Bytes in the socket's send queue (not yet acknowledged by the client), or -1. */
+static int conn_outq(struct conn *c)
+{
+    int q;
+
+    if (!c->bev || ioctl(bufferevent_getfd(c->bev), SIOCOUTQ, &q) < 0)
+        return -1;
+    return q;
+}
+
 /* bufferevent: EOF, error or send timeout. */
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct conn *c = arg;
 
-    (void)bev;
     if (what & BEV_EVENT_CONNECTED) {
         /* The TLS handshake completed. */
         c->tls_done = 1;
@@ -512,6 +524,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     if (c->tls && !c->tls_done)
         METRIC_INC(tls_failures);
     if (what & BEV_EVENT_TIMEOUT) {
+        int q = conn_outq(c);
+
+        if (q >= 0 && c->outq_mark >= 0 && q < c->outq_mark) {
+            /* The kernel holds more than the client's window (megabytes,
+             * as it tunes itself), so a slow reader can go a whole
+             * send_timeout without room for our next write; but it took
+             * bytes: not stopped. */
+            c->outq_mark = q;
+            bufferevent_enable(bev, EV_WRITE);
+            return;
+        }
         METRIC_INC(send_timeouts);
         log_kv(LOG_INFO, c->id, "send timeout: client stopped reading", "client=%s", c->ip);
         c->reason = "timeout";
@@ -654,6 +677,7 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
     if (info->n_deleted) {
         c->bytes_out += info->n_deleted;
         METRIC_ADD(bytes_out, info->n_deleted);
+        c->outq_mark = conn_outq(c);
     }
 }
 
@@ -840,6 +864,8 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
         return;
     }
     c = calloc(1, sizeof(*c));
+    if (c)
+        c->outq_mark = -1;
     if (!c || conn_random(w, rnd, sizeof(rnd)) < 0) {
         free(c);
         close(fd);
