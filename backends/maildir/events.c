@@ -274,6 +274,14 @@ static void ev_retrieve(const struct ev_ctx *ctx, json_t *req, struct ev_reply *
         return;
     }
     ev_touch(ctx, user, req);
+    if (uid != NULL) {
+        int fd = store_open_kept(ctx->store, user, uid, &out->fd_size);
+        if (fd >= 0) {
+            out->status = 200;
+            out->fd = fd;
+            return;
+        }
+    }
     if (!ev_retrieve_once(ctx, user, uid, num, out) && !ev_retrieve_once(ctx, user, uid, num, out))
         ev_error(out, 404, "no such message");
 }

@@ -594,6 +594,25 @@ int store_open_msg(struct store *s, const char *user, const struct store_msg *m,
     return fd;
 }
 
+int store_open_kept(struct store *s, const char *user, const char *uid, uint64_t *bytes)
+{
+    struct store_msg m = {0};
+    char name[PATH_MAX];
+    int found = 0;
+
+    pthread_mutex_lock(&s->mu);
+    struct store_kept *k = store_kept_find(s, user);
+    const struct store_msg *km = k != NULL ? store_find(&k->list, uid) : NULL;
+    if (km != NULL && strlen(km->name) < sizeof name) {
+        memcpy(name, km->name, strlen(km->name) + 1);
+        m.name = name;
+        m.in_cur = km->in_cur;
+        found = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return found ? store_open_msg(s, user, &m, bytes) : -ENOENT;
+}
+
 int store_unlink(struct store *s, const char *user, const struct store_msg *m)
 {
     char path[PATH_MAX];

@@ -90,6 +90,15 @@ const struct store_msg *store_find(const struct store_list *l, const char *uid);
  */
 int store_open_msg(struct store *s, const char *user, const struct store_msg *m, uint64_t *bytes);
 
+/*
+ * Opens the message with this uid as the user's kept listing names it,
+ * without checking that the listing is current: a file that opens is that
+ * message (the uid is its name up to the flags). Returns what
+ * store_open_msg() does; -ENOENT also when no kept listing has the uid, and
+ * then the caller lists the Maildir again.
+ */
+int store_open_kept(struct store *s, const char *user, const char *uid, uint64_t *bytes);
+
 /* Deletes a listed message. Returns 0 or -errno (-ENOENT when already gone). */
 int store_unlink(struct store *s, const char *user, const struct store_msg *m);
 

@@ -337,3 +337,23 @@ class KeptListingTests(StackTestCase):
         uids, _, _ = self.listing()
         self.assertEqual(len(uids), len(self.msgs()) - 1)
         self.assertEqual(sorted(uids), sorted(self.root.uids_on_disk("alice")))
+
+    def test_retrieve_follows_moves_and_removals(self):
+        # The kept listing names new/UID; the client then marks it read
+        # (moved to cur/UID:2,S) and another message is removed outright.
+        self.age_dirs()
+        self.listing()
+        msgs = self.msgs()
+        p = login(self.gw)
+        try:
+            first, second = msgs[0], msgs[1]
+            dest = os.path.join(self.root.path, "alice", "cur", first.uid + ":2,S")
+            os.rename(first.path, dest)
+            os.remove(second.path)
+            _, lines, _ = p.retr(1)
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n", first.expected)
+            self.assertRaisesRegex(Exception, "-ERR", p.retr, 2)
+            _, lines, _ = p.retr(3)
+            self.assertEqual(b"\r\n".join(lines) + b"\r\n", msgs[2].expected)
+        finally:
+            p.quit()
