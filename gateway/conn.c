@@ -526,11 +526,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         int q = conn_outq(c);
 
-        if (q >= 0 && c->outq_mark >= 0 && q < c->outq_mark) {
+        if (q > 0 && (c->outq_mark < 0 || q < c->outq_mark)) {
             /* The kernel holds more than the client's window (megabytes,
              * as it tunes itself), so a slow reader can go a whole
              * send_timeout without room for our next write; but it took
-             * bytes: not stopped. */
+             * bytes: not stopped. (Without a mark, one more period sets
+             * one.) */
             c->outq_mark = q;
             bufferevent_enable(bev, EV_WRITE);
             return;
@@ -673,11 +674,12 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
 {
     struct conn *c = arg;
 
-    (void)b;
     if (info->n_deleted) {
         c->bytes_out += info->n_deleted;
         METRIC_ADD(bytes_out, info->n_deleted);
-        c->outq_mark = conn_outq(c);
+        /* Only a write that left bytes behind can be followed by a send
+         * timeout: mark the kernel's queue then (one ioctl per such write). */
+        c->outq_mark = evbuffer_get_length(b) > 0 ? conn_outq(c) : -1;
     }
 }
 
