@@ -13,6 +13,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <event2/bufferevent_ssl.h>
@@ -78,6 +79,11 @@ struct conn {
     enum pop3_state counted;                /* state counted in the sessions_* gauges */
     int counted_valid;
     int ip_counted; /* holds a slot in the per-address limit */
+    /* A plain socket is read by rd_ev, not by its bufferevent: libevent asks
+     * the kernel how much is readable (ioctl FIONREAD) before every read. */
+    struct event rd_ev;
+    int rd_own; /* rd_ev is assigned and reads this connection */
+    int rd_on;  /* rd_ev is added */
 };
 
 static void conn_process(struct conn *c);
@@ -86,10 +92,37 @@ static void conn_flush(struct conn *c);
 static int conn_make_bev(struct conn *c, int accepting_tls);
 static void conn_setup_bev(struct conn *c);
 static void conn_track_state(struct conn *c, int gone);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void conn_kick(struct conn *c)
 {
     event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* Starts reading the client, unless CONN_INPUT_MAX bytes wait already. */
+static void conn_read_on(struct conn *c)
+{
+    if (!c->rd_own) {
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    if (!c->rd_on && evbuffer_get_length(bufferevent_get_input(c->bev)) < CONN_INPUT_MAX) {
+        event_add(&c->rd_ev, NULL);
+        c->rd_on = 1;
+    }
+}
+
+static void conn_read_off(struct conn *c)
+{
+    if (!c->rd_own) {
+        if (c->bev)
+            bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
+    if (c->rd_on) {
+        event_del(&c->rd_ev);
+        c->rd_on = 0;
+    }
 }
 
 /* ---- webhook callbacks ------------------------------------------------ */
@@ -331,6 +364,8 @@ static void conn_start_tls(struct conn *c)
     int fd = (int)bufferevent_getfd(c->bev);
 
     c->stls = 0;
+    conn_read_off(c);
+    c->rd_own = 0;                 /* the TLS bufferevent reads for itself */
     bufferevent_setfd(c->bev, -1); /* keep the socket open */
     bufferevent_free(c->bev);      /* and drop what the client sent before TLS */
     c->bev = NULL;
@@ -403,7 +438,7 @@ static void conn_process(struct conn *c)
         }
         conn_arm_timer(c);
         /* Reading stops only at the input cap; re-enable below it. */
-        bufferevent_enable(c->bev, EV_READ);
+        conn_read_on(c);
         return;
     case POP3_WANT_CALL:
         evtimer_del(c->timer);
@@ -432,7 +467,7 @@ static void conn_process(struct conn *c)
         /* The handshake starts once "+OK" has left; input buffered so far
          * (sent before the handshake) is dropped with the old bufferevent. */
         c->stls = 1;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             conn_start_tls(c);
         return;
@@ -446,7 +481,7 @@ static void conn_process(struct conn *c)
     if (!c->reason)
         c->reason = pop3_quit_done(c->s) ? "quit" : "error";
     c->closing = 1;
-    bufferevent_disable(c->bev, EV_READ);
+    conn_read_off(c);
     if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return;
@@ -470,7 +505,39 @@ static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
     conn_process(arg);
 }
 
-/* bufferevent: input arrived. */
+/* event: a plain socket is readable. */
+static void conn_rd_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    char buf[4096];
+    ssize_t n;
+
+    (void)what;
+    n = recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+        int rc;
+
+        /* A bufferevent keeps the end of its input frozen to all but itself. */
+        evbuffer_unfreeze(in, 0);
+        rc = evbuffer_add(in, buf, (size_t)n);
+        evbuffer_freeze(in, 0);
+        if (rc < 0) {
+            conn_event_cb(c->bev, BEV_EVENT_ERROR | BEV_EVENT_READING, c);
+            return;
+        }
+        if (evbuffer_get_length(in) >= CONN_INPUT_MAX)
+            conn_read_off(c); /* conn_process turns it on again below the cap */
+        conn_process(c);
+        return;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    conn_event_cb(c->bev, (short)(BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR)),
+                  c);
+}
+
+/* bufferevent: input arrived (TLS). */
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct conn *c = arg;
@@ -551,12 +618,13 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         /* EOF: the client may still read (a half-close after QUIT). */
         c->reason = "client_closed";
         c->eof = 1;
-        bufferevent_disable(c->bev, EV_READ);
+        conn_read_off(c);
         if (!c->closing)
             conn_process(c);
         return;
     }
     c->gone = 1;
+    conn_read_off(c);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     if (c->closing) {
         conn_free(c);
@@ -660,6 +728,8 @@ static int conn_make_bev(struct conn *c, int accepting_tls)
         c->bev = bufferevent_socket_new(base, c->fd, BEV_OPT_CLOSE_ON_FREE);
         if (!c->bev)
             return -1;
+        if (event_assign(&c->rd_ev, base, c->fd, EV_READ | EV_PERSIST, conn_rd_cb, c) == 0)
+            c->rd_own = 1;
     }
     c->fd = -1; /* the bufferevent owns it now */
     return 0;
@@ -947,6 +1017,7 @@ static void conn_free(struct conn *c)
         event_free(c->kick);
     if (c->proxy_ev)
         event_free(c->proxy_ev);
+    conn_read_off(c);
     if (c->bev) {
         SSL *ssl = c->tls_done && !c->gone ? bufferevent_openssl_get_ssl(c->bev) : NULL;
         if (ssl)
