@@ -275,7 +275,14 @@ struct lconn {
     struct hresp *hr;
     /* retr */
     uint64_t t_retr;
+    uint64_t t_phase;          /* when the current step's request left (or the connect) */
+    uint32_t phase_us[7];      /* this session's steps, reported if it ends in the window */
 };
+
+/* Session steps, for the mean time of each (phase_ms in the result line). */
+enum phase { PH_GREETING, PH_USER, PH_PASS, PH_STAT, PH_UIDL, PH_RETR, PH_QUIT, PH_N };
+static uint64_t phase_sum_us[PH_N];
+static unsigned long phase_n;
 
 static struct lconn *conns;
 static int n_conns;
@@ -503,7 +510,7 @@ static void session_start(struct lconn *c)
     if (stopping || (opt.count > 0 && (long)started_total >= opt.count))
         return;
     started_total++;
-    c->t_start = now_ns();
+    c->t_start = c->t_phase = now_ns();
     c->deadline = opt.timeout > 0 ? c->t_start + (uint64_t)(opt.timeout * 1e9) : 0;
     c->probe = 0;
     if (conn_open(c) < 0)
@@ -516,6 +523,15 @@ static int is_ok(const char *line)
 }
 
 static void body_done(struct lconn *c);
+
+/* A step's reply is complete: note how long it took. */
+static void phase_mark(struct lconn *c, enum phase ph)
+{
+    uint64_t t = now_ns(), us = (t - c->t_phase) / 1000;
+
+    c->phase_us[ph] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    c->t_phase = t;
+}
 
 static void pop3_line(struct lconn *c, char *line)
 {
@@ -532,19 +548,23 @@ static void pop3_line(struct lconn *c, char *line)
     }
     switch (c->st) {
     case P_GREETING:
+        phase_mark(c, PH_GREETING);
         c->st = P_USER;
         conn_sendf(c, "USER %s\r\n", opt.user);
         break;
     case P_USER:
+        phase_mark(c, PH_USER);
         c->st = P_PASS;
         conn_sendf(c, "PASS %s\r\n", opt.pass);
         break;
     case P_PASS:
+        phase_mark(c, PH_PASS);
         c->st = P_STAT;
         conn_send(c, "STAT\r\n", 6);
         break;
     case P_STAT: {
         unsigned long long octets;
+        phase_mark(c, PH_STAT);
         if (sscanf(line, "+OK %d %llu", &c->stat_n, &octets) != 2 || c->stat_n < opt.msg) {
             session_fail(c, E_PROTO, "bad STAT reply: %s (need message %d)", line, opt.msg);
             return;
@@ -600,9 +620,13 @@ static void pop3_line(struct lconn *c, char *line)
         if (!c->probe && opt.mode == M_SESSIONS) {
             uint64_t t = now_ns();
             done_total++;
+            phase_mark(c, PH_QUIT);
             if (in_window(t)) {
                 done_in_window++;
                 lat_add(t - c->t_start);
+                for (int k = 0; k < PH_N; k++)
+                    phase_sum_us[k] += c->phase_us[k];
+                phase_n++;
             }
         }
         c->st = P_CLOSEWAIT; /* the server closes after +OK */
@@ -624,6 +648,7 @@ static void body_done(struct lconn *c)
         return;
     }
     if (c->st == P_UIDL_ML) {
+        phase_mark(c, PH_UIDL);
         if ((int)c->ml.lines != c->stat_n) {
             session_fail(c, E_PROTO, "UIDL gave %llu lines, STAT %d messages",
                          (unsigned long long)c->ml.lines, c->stat_n);
@@ -634,6 +659,7 @@ static void body_done(struct lconn *c)
         return;
     }
     /* P_RETR_ML */
+    phase_mark(c, PH_RETR);
     if (c->ml.octets != expect_size) {
         session_fail(c, E_SIZE, "RETR gave %llu octets, LIST said %llu",
                      (unsigned long long)c->ml.octets, (unsigned long long)expect_size);
@@ -1167,6 +1193,12 @@ static void run_load(void)
                100.0 * (double)(be1 - be0) / 1e6 / secs);
     if (lg0 >= 0 && lg1 >= 0 && n > 0)
         printf(" lg_cpu_us_per_session=%.1f", (double)(lg1 - lg0) / (double)n);
+    if (opt.mode == M_SESSIONS && phase_n > 0) {
+        /* Mean ms per step: connect+greeting, USER, PASS, STAT, UIDL, RETR, QUIT. */
+        printf(" phase_ms=");
+        for (int k = 0; k < PH_N; k++)
+            printf("%s%.2f", k ? "/" : "", (double)phase_sum_us[k] / (double)phase_n / 1000.0);
+    }
     if (rss >= 0)
         printf(" gw_rss_kb=%ld", rss);
     print_errors();
