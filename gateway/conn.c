@@ -1009,6 +1009,7 @@ static void conn_free(struct conn *c)
         conn_send_disconnect(c);
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
+    server_balance(w);
     if (c->timer)
         event_free(c->timer);
     if (c->delay)

@@ -1,6 +1,8 @@
 /*
- * server: worker threads, each with its own event loop, listeners on the
- * shared ports (SO_REUSEPORT) and webhook client.
+ * server: worker threads, each with its own event loop, listeners and
+ * webhook client. The workers share one listening socket per address
+ * (SO_REUSEPORT is still set, so another process may bind the port during a
+ * restart) and take turns on it as server_balance() decides.
  *
  * The main thread binds every socket (before privileges drop), starts the
  * workers and, on SIGTERM, asks each one to drain through an event it
@@ -12,6 +14,7 @@
 #include "gateway/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netdb.h>
@@ -27,8 +30,11 @@
 #include "gateway/tls.h"
 #include "webhook/wh_client.h"
 
-#define SERVER_BACKLOG 1024
+#define SERVER_BACKLOG 4096 /* one queue for every worker (capped by net.core.somaxconn) */
 #define SERVER_ACCEPT_RETRY_MS 100
+#define SERVER_BALANCE_MARGIN 16   /* connections above its share before a worker stops accepting */
+#define SERVER_BALANCE_BACK 8      /* ... and at or below which it starts again */
+#define SERVER_BALANCE_CHECK_MS 50 /* how often a worker that stopped looks again */
 
 static int server_has_ipv6(void)
 {
@@ -114,10 +120,20 @@ int server_bind(struct server *srv, const struct cfg *cfg)
         return -1;
     for (i = 0; i < srv->n_workers * srv->n_specs; i++)
         srv->fds[i] = -1;
-    for (i = 0; i < srv->n_workers; i++)
+    /* One listening socket per address, shared by every worker (each holds
+     * a duplicate): a connection waits in one queue for whichever worker is
+     * accepting, and server_balance() keeps a worker with more than its
+     * share of the connections out of it. */
+    for (k = 0; k < srv->n_specs; k++)
+        if ((srv->fds[k] = server_listen_one(&srv->specs[k].addr)) < 0)
+            return -1;
+    for (i = 1; i < srv->n_workers; i++)
         for (k = 0; k < srv->n_specs; k++)
-            if ((srv->fds[i * srv->n_specs + k] = server_listen_one(&srv->specs[k].addr)) < 0)
+            if ((srv->fds[i * srv->n_specs + k] = fcntl(srv->fds[k], F_DUPFD_CLOEXEC, 0)) < 0) {
+                log_kv(LOG_ERROR, NULL, "cannot share the listening socket", "error=%s",
+                       strerror(errno));
                 return -1;
+            }
     for (k = 0; k < srv->n_specs; k++)
         log_kv(LOG_INFO, NULL, "listening", "host=%s port=%d tls=%d workers=%d",
                srv->specs[k].addr.host, srv->specs[k].addr.port, srv->specs[k].tls, srv->n_workers);
@@ -136,6 +152,86 @@ static int server_spec_tls(struct worker *w, struct evconnlistener *l)
     return 0;
 }
 
+/* Turns the worker's listeners on or off. */
+static void server_listeners(struct worker *w, int on)
+{
+    int k;
+
+    for (k = 0; k < w->n_listeners; k++)
+        if (on)
+            evconnlistener_enable(w->listeners[k]);
+        else
+            evconnlistener_disable(w->listeners[k]);
+}
+
+/*
+ * Keeps connections spread over the workers. Each worker takes new clients
+ * from the shared listening sockets only while it holds no more than its
+ * share of all connections (plus a margin of 16 and an eighth; 8 and a
+ * sixteenth to come back), so
+ * a worker that falls behind, and would otherwise keep a growing part of
+ * the sessions waiting on its loop, gets fewer new ones. Run after each
+ * accept and close, and on a timer while the worker is out.
+ */
+/* Has every other worker that is kept out look again from its own loop. */
+static void server_balance_wake(struct worker *w)
+{
+    struct server *srv = w->srv;
+    int i;
+
+    for (i = 0; i < srv->n_workers; i++)
+        if (&srv->workers[i] != w && atomic_load(&srv->workers[i].balance_out))
+            event_active(srv->workers[i].balance_ev, EV_TIMEOUT, 0);
+}
+
+void server_balance(struct worker *w)
+{
+    struct server *srv = w->srv;
+    long share, n = (long)w->n_conns;
+    int out;
+
+    if (srv->n_workers < 2 || w->draining || w->accept_paused)
+        return;
+    share = (long)atomic_load(&srv->connections) / srv->n_workers;
+    out = w->balance_out ? n > share + SERVER_BALANCE_BACK + share / 16
+                         : n > share + SERVER_BALANCE_MARGIN + share / 8;
+    if (out == w->balance_out)
+        return;
+    if (out) {
+        struct timeval tv = {0, SERVER_BALANCE_CHECK_MS * 1000};
+        int a = atomic_load(&srv->accepting);
+
+        /* Someone must always accept: the last one stays in, and has the
+         * others look again now rather than at their next check. */
+        do {
+            if (a <= 1) {
+                server_balance_wake(w);
+                return;
+            }
+        } while (!atomic_compare_exchange_weak(&srv->accepting, &a, a - 1));
+        atomic_store(&w->balance_out, 1);
+        server_listeners(w, 0);
+        evtimer_add(w->balance_ev, &tv);
+    } else {
+        atomic_store(&w->balance_out, 0);
+        atomic_fetch_add(&srv->accepting, 1);
+        server_listeners(w, 1);
+        evtimer_del(w->balance_ev);
+    }
+}
+
+static void server_balance_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    struct timeval tv = {0, SERVER_BALANCE_CHECK_MS * 1000};
+
+    (void)fd;
+    (void)what;
+    server_balance(w);
+    if (atomic_load(&w->balance_out) && !w->draining)
+        evtimer_add(w->balance_ev, &tv); /* others' counts change too */
+}
+
 /* evconnlistener: a client connected. */
 static void server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                              int socklen, void *arg)
@@ -143,20 +239,20 @@ static void server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     struct worker *w = arg;
 
     conn_accept(w, fd, sa, socklen, server_spec_tls(w, l));
+    server_balance(w);
 }
 
 /* event: try accepting again after running out of descriptors. */
 static void server_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    int k;
 
     (void)fd;
     (void)what;
-    if (w->draining)
+    w->accept_paused = 0;
+    if (w->draining || atomic_load(&w->balance_out))
         return;
-    for (k = 0; k < w->n_listeners; k++)
-        evconnlistener_enable(w->listeners[k]);
+    server_listeners(w, 1);
 }
 
 /* evconnlistener: accept failed. On EMFILE/ENFILE pause instead of spinning. */
@@ -165,15 +261,14 @@ static void server_accept_error_cb(struct evconnlistener *l, void *arg)
     struct worker *w = arg;
     int err = EVUTIL_SOCKET_ERROR();
     struct timeval tv = {0, SERVER_ACCEPT_RETRY_MS * 1000};
-    int k;
 
     (void)l;
     if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
         return;
     log_kv(LOG_WARN, NULL, "accept paused: out of descriptors", "error=%s connections=%zu",
            strerror(err), w->n_conns);
-    for (k = 0; k < w->n_listeners; k++)
-        evconnlistener_disable(w->listeners[k]);
+    w->accept_paused = 1;
+    server_listeners(w, 0);
     evtimer_add(w->accept_retry, &tv);
 }
 
@@ -421,14 +516,17 @@ static int server_worker_init(struct server *srv, struct worker *w, int index)
     w->accept_retry = evtimer_new(w->base, server_accept_retry_cb, w);
     w->query_ev = event_new(w->base, -1, 0, server_query_cb, w);
     w->reload_ev = event_new(w->base, -1, 0, server_reload_cb, w);
+    w->balance_ev = evtimer_new(w->base, server_balance_cb, w);
     pthread_mutex_init(&w->qlock, NULL);
     if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry || !w->query_ev ||
-        !w->reload_ev)
+        !w->reload_ev || !w->balance_ev)
         return -1;
     for (k = 0; k < srv->n_specs; k++) {
         int *fd = &srv->fds[index * srv->n_specs + k];
+        /* Backlog 0: listen() was called with SERVER_BACKLOG already; a
+         * negative value would have libevent call it again with 128. */
         w->listeners[k] =
-            evconnlistener_new(w->base, server_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, *fd);
+            evconnlistener_new(w->base, server_accept_cb, w, LEV_OPT_CLOSE_ON_FREE, 0, *fd);
         if (!w->listeners[k])
             return -1;
         *fd = -1; /* the listener owns it */
@@ -455,6 +553,7 @@ int server_start(struct server *srv)
     srv->workers = calloc((size_t)srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers)
         return -1;
+    atomic_store(&srv->accepting, srv->n_workers);
     for (i = 0; i < srv->n_workers; i++)
         if (server_worker_init(srv, &srv->workers[i], i) < 0) {
             log_kv(LOG_ERROR, NULL, "cannot start worker", "worker=%d", i);
@@ -503,6 +602,8 @@ static void server_worker_free(struct worker *w)
         event_free(w->accept_retry);
     if (w->reload_ev)
         event_free(w->reload_ev);
+    if (w->balance_ev)
+        event_free(w->balance_ev);
     server_wipe(&w->new_secret);
     server_wipe(&w->new_token);
     if (w->query_ev) {

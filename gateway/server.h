@@ -78,6 +78,9 @@ struct worker {
     char *new_secret, *new_token; /* SIGHUP: backend secrets to take (under qlock) */
     int new_secrets;              /* they are set */
     struct event *reload_ev;      /* activated by the main thread */
+    int accept_paused;            /* listeners off: out of descriptors */
+    atomic_int balance_out;       /* listeners off: more than its share (server_balance) */
+    struct event *balance_ev;     /* looks again while balance_out */
     unsigned char rnd[512];       /* random bytes for session ids, drawn in batches */
     size_t rnd_used;              /* of rnd, handed out (and wiped) */
 };
@@ -92,6 +95,7 @@ struct server {
     int n_workers;
     int n_running;                   /* worker threads started (joined by server_stop) */
     atomic_long connections;         /* open client connections, all workers */
+    atomic_int accepting;            /* workers not kept out by server_balance() */
     struct proxy_net proxy_nets[64]; /* who may send a PROXY header */
     int n_proxy_nets;
     int proxy_versions; /* PROXY_V1 | PROXY_V2 accepted */
@@ -122,6 +126,10 @@ void server_reload_secrets(struct server *srv, const char *secret, const char *t
 
 /* True while the server drains (SIGTERM). */
 int server_draining(const struct server *srv);
+
+/* Re-checks whether worker w takes new connections (after an accept or a
+ * close; see server.c). Called from w's own loop only. */
+void server_balance(struct worker *w);
 
 /* conn.c: takes an accepted socket. */
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int socklen, int tls);

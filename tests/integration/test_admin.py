@@ -8,6 +8,7 @@ installed (Debian package `prometheus`); without it that test is skipped.
 """
 
 import base64
+import collections
 import hashlib
 import http.client
 import http.server
@@ -691,3 +692,54 @@ class AdminIPv6Tests(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["workers"], 1)
 
+
+
+class WorkerBalanceTests(AdminMixin, StackTestCase):
+    """Two workers share the listening socket; a worker holding more than
+    its share of the connections (plus 16 and an eighth) stops accepting
+    until it is back near its share, so neither ends up with most of them."""
+    GATEWAY_ARGS = {"max_connections_per_ip": "1000", "max_connections": "2000"}
+    SHARED = False
+    N = 240
+
+    def per_worker(self):
+        counts = collections.Counter(s["worker"] for s in self.sessions()["sessions"])
+        return [counts.get(0, 0), counts.get(1, 0)]
+
+    def test_connections_stay_spread(self):
+        held = []
+        try:
+            for i in range(self.N):
+                s = socket.create_connection((HOST, self.gw.port), timeout=10)
+                held.append(s)
+                self.assertTrue(s.recv(512).startswith(b"+OK"))  # accepted and greeted
+            counts = self.per_worker()
+            self.assertEqual(sum(counts), self.N, counts)
+            share = self.N // 2
+            for n in counts:
+                self.assertLessEqual(n, share + 16 + share // 8 + 1, counts)
+            # Nearly all of one worker's clients leave: the other now holds
+            # far more than its share, so the next clients go to the first.
+            sessions = self.sessions()["sessions"]
+            emptied = max((0, 1), key=lambda w: counts[w])
+            ports = {s["client"]["port"] for s in sessions if s["worker"] == emptied}
+            keep, left = [], 0
+            for s in held:
+                if s.getsockname()[1] in ports and left < counts[emptied] - 10:
+                    s.close()
+                    left += 1
+                else:
+                    keep.append(s)
+            held = keep
+            wait_until(lambda: sum(self.per_worker()) == len(held), "the closes to be seen")
+            before = self.per_worker()
+            for i in range(40):
+                s = socket.create_connection((HOST, self.gw.port), timeout=10)
+                held.append(s)
+                self.assertTrue(s.recv(512).startswith(b"+OK"))
+            after = self.per_worker()
+            # Random or hashed placement would give it about 20 of the 40.
+            self.assertGreaterEqual(after[emptied] - before[emptied], 36, (before, after))
+        finally:
+            for s in held:
+                s.close()
