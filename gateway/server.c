@@ -587,6 +587,7 @@ static void server_worker_free(struct worker *w)
     struct conn *c;
     int k;
 
+    w->draining = 1; /* no balancing while the workers are torn down */
     while ((c = TAILQ_FIRST(&w->conns)))
         conn_abort(c);
     for (k = 0; k < w->n_listeners; k++)
