@@ -41,8 +41,8 @@
 #include "admin/metrics.h"
 
 #define CONN_INPUT_MAX (64 * 1024)    /* buffered client input before reading stops */
-#define CONN_OUTPUT_HIGH (256 * 1024) /* above this a streamed retrieve pauses */
-#define CONN_OUTPUT_LOW (64 * 1024)   /* ... and resumes below this */
+#define CONN_OUTPUT_HIGH (768 * 1024) /* above this a streamed retrieve pauses */
+#define CONN_OUTPUT_LOW (256 * 1024)  /* ... and resumes below this */
 #define CONN_LINGER_MAX 5.0           /* seconds the last replies may take to leave */
 
 struct conn {
