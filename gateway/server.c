@@ -249,7 +249,11 @@ static void server_accept_retry_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    w->accept_paused = 0;
+    if (w->accept_paused) {
+        w->accept_paused = 0;
+        if (!atomic_load(&w->balance_out))
+            atomic_fetch_add(&w->srv->accepting, 1);
+    }
     if (w->draining || atomic_load(&w->balance_out))
         return;
     server_listeners(w, 1);
@@ -267,7 +271,12 @@ static void server_accept_error_cb(struct evconnlistener *l, void *arg)
         return;
     log_kv(LOG_WARN, NULL, "accept paused: out of descriptors", "error=%s connections=%zu",
            strerror(err), w->n_conns);
-    w->accept_paused = 1;
+    if (!w->accept_paused) {
+        /* Not accepting: the balancing must not count on this worker. */
+        w->accept_paused = 1;
+        if (!atomic_load(&w->balance_out))
+            atomic_fetch_sub(&w->srv->accepting, 1);
+    }
     server_listeners(w, 0);
     evtimer_add(w->accept_retry, &tv);
 }
