@@ -32,8 +32,9 @@
 
 #define SERVER_BACKLOG 4096 /* one queue for every worker (capped by net.core.somaxconn) */
 #define SERVER_ACCEPT_RETRY_MS 100
-#define SERVER_BALANCE_MARGIN 16   /* connections above its share before a worker stops accepting */
-#define SERVER_BALANCE_BACK 8      /* ... and at or below which it starts again */
+#define SERVER_BALANCE_MARGIN                                                                      \
+    16                        /* connections above its share (plus 1/8 of it) to stop accepting */
+#define SERVER_BALANCE_BACK 8 /* ... and (plus 1/16) at or below which to start again */
 #define SERVER_BALANCE_CHECK_MS 50 /* how often a worker that stopped looks again */
 
 static int server_has_ipv6(void)
@@ -164,15 +165,6 @@ static void server_listeners(struct worker *w, int on)
             evconnlistener_disable(w->listeners[k]);
 }
 
-/*
- * Keeps connections spread over the workers. Each worker takes new clients
- * from the shared listening sockets only while it holds no more than its
- * share of all connections (plus a margin of 16 and an eighth; 8 and a
- * sixteenth to come back), so
- * a worker that falls behind, and would otherwise keep a growing part of
- * the sessions waiting on its loop, gets fewer new ones. Run after each
- * accept and close, and on a timer while the worker is out.
- */
 /* Has every other worker that is kept out look again from its own loop. */
 static void server_balance_wake(struct worker *w)
 {
@@ -184,6 +176,15 @@ static void server_balance_wake(struct worker *w)
             event_active(srv->workers[i].balance_ev, EV_TIMEOUT, 0);
 }
 
+/*
+ * Keeps connections spread over the workers. Each worker takes new clients
+ * from the shared listening sockets only while it holds no more than its
+ * share of all connections plus SERVER_BALANCE_MARGIN and an eighth (it
+ * comes back at SERVER_BALANCE_BACK and a sixteenth), so a worker that falls
+ * behind, and would otherwise keep a growing part of the sessions waiting on
+ * its loop, gets fewer new ones. Runs after each accept and close, and on a
+ * timer while the worker is out; the last worker accepting never steps out.
+ */
 void server_balance(struct worker *w)
 {
     struct server *srv = w->srv;
