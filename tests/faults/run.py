@@ -12,26 +12,12 @@ gateway logged during it is printed.
 """
 
 import argparse
-import atexit
-import importlib.util
 import os
-import signal
 import sys
 import time
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IT = os.path.join(os.path.dirname(HERE), "integration")
-
-
-def _load_it_runner():
-    """The integration runner (its result class prints the process logs of a
-    failed test; its counts() and report() close a run), from
-    tests/integration/run.py."""
-    spec = importlib.util.spec_from_file_location("it_run", os.path.join(IT, "run.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _timed(base):
@@ -66,36 +52,16 @@ def main():
     sys.path.insert(0, HERE)
     import harness  # noqa: E402
 
-    it_run = _load_it_runner()
-
-    atexit.register(harness.stop_all)
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_term)
-
-    loader = unittest.TestLoader()
-    if args.patterns:
-        loader.testNamePatterns = [p if any(c in p for c in "*?[") else "*%s*" % p
-                                   for p in args.patterns]
-    suite = loader.discover(start_dir=HERE, pattern="test_*.py", top_level_dir=HERE)
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=1 if args.quiet else 2,
-                                     resultclass=_timed(it_run.LogDumpingResult),
-                                     failfast=args.failfast)
-    t0 = time.monotonic()
-    try:
-        result = runner.run(suite)
-    except KeyboardInterrupt as e:
-        harness.stop_all()
-        print("\ninterrupted (%s); logs kept in %s" % (e, harness._run_dir), file=sys.stderr)
+    ran = harness.run_suite(HERE, args.patterns, args.quiet, args.failfast,
+                            resultclass=_timed(harness.LogDumpingResult))
+    if ran is None:
         return 130
-    elapsed = time.monotonic() - t0
+    result, elapsed = ran
     if args.durations:
         for d, name in sorted(getattr(result, "durations", []), reverse=True)[:args.durations]:
             print("%6.2fs  %s" % (d, name))
-    passed, failed, skipped = it_run.counts(result)
-    return it_run.report(harness, "fault tests", elapsed, passed, failed, skipped, args.keep)
-
+    passed, failed, skipped = harness.counts(result)
+    return harness.report("fault tests", elapsed, passed, failed, skipped, args.keep)
 
 if __name__ == "__main__":
     sys.exit(main())

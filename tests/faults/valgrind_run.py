@@ -24,29 +24,18 @@ included: they pass under valgrind too). The last line is
 """
 
 import argparse
-import atexit
 import glob
-import importlib.util
 import os
 import re
 import shutil
 import signal
 import sys
-import time
-import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IT = os.path.join(os.path.dirname(HERE), "integration")
 
 VALGRIND = ["valgrind", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect",
             "--error-exitcode=99", "--track-fds=no", "--num-callers=30"]
-
-def load_it_runner():
-    spec = importlib.util.spec_from_file_location("it_run", os.path.join(IT, "run.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def parse_log(path):
     """(errors, definitely lost, indirectly lost, complete) from one log."""
@@ -100,28 +89,10 @@ def main():
         return VALGRIND + ["--log-file=%s/valgrind.%%p.log" % vg_dir] + orig_argv(self)
     harness.Gateway.argv = argv
 
-    atexit.register(harness.stop_all)
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_term)
-
-    it_run = load_it_runner()
-    loader = unittest.TestLoader()
-    if args.patterns:
-        loader.testNamePatterns = [p if any(c in p for c in "*?[") else "*%s*" % p
-                                   for p in args.patterns]
-    suite = loader.discover(start_dir=IT, pattern="test_*.py", top_level_dir=IT)
-    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=1 if args.quiet else 2,
-                                     resultclass=it_run.LogDumpingResult)
-    t0 = time.monotonic()
-    try:
-        result = runner.run(suite)
-    except KeyboardInterrupt as e:
-        harness.stop_all()
-        print("\ninterrupted (%s); logs kept in %s" % (e, harness._run_dir), file=sys.stderr)
+    ran = harness.run_suite(IT, args.patterns, args.quiet)
+    if ran is None:
         return 130
-    elapsed = time.monotonic() - t0
+    result, elapsed = ran
 
     # Valgrind's verdict on every gateway process.
     logs = sorted(glob.glob(os.path.join(vg_dir, "valgrind.*.log")))
@@ -147,15 +118,15 @@ def main():
     for path in bad:
         print("---- %s ----" % path)
         print(harness.log_tail(path, max_lines=120))
-    passed, failed, skipped = it_run.counts(result)
+    passed, failed, skipped = harness.counts(result)
     if bad:
         failed += 1
         print("valgrind found problems in %d processes (counted as one failure)" % len(bad))
     if not logs:
         failed += 1
         print("no valgrind log was written: the wrapper did not run")
-    return it_run.report(harness, "integration tests under valgrind", elapsed, passed, failed,
-                         skipped, args.keep)
+    return harness.report("integration tests under valgrind", elapsed, passed, failed,
+                          skipped, args.keep)
 
 
 if __name__ == "__main__":

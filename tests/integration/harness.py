@@ -9,6 +9,7 @@ plus the expected CRLF conversions of every stored message.
 run.py sets PGW_IT_BUILD to the directory that holds the two binaries.
 """
 
+import atexit
 import hashlib
 import http.client
 import json
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -838,3 +840,97 @@ class StackTestCase(unittest.TestCase):
             self.assertTrue(resp.startswith(b"-ERR [" + code.encode() + b"]"),
                             "expected -ERR [%s], got %r" % (code, resp))
         return resp
+
+
+# ---------------------------------------------------------------- running suites
+# Shared by tests/integration/run.py and the fault suite's runners.
+
+class LogDumpingResult(unittest.TextTestResult):
+    """Prints what the processes of a failed test wrote to their logs while
+    it ran (the tail of each log)."""
+
+    def startTest(self, test):
+        self._offsets = {}
+        for name, path in known_logs():
+            try:
+                self._offsets[path] = os.path.getsize(path)
+            except OSError:
+                self._offsets[path] = 0
+        super().startTest(test)
+
+    def _dump(self, test):
+        offsets = getattr(self, "_offsets", {})
+        for name, path in known_logs():
+            start = offsets.get(path, 0)
+            try:
+                if os.path.getsize(path) <= start:
+                    continue
+            except OSError:
+                continue
+            self.stream.writeln("---- %s log (%s) during %s ----" % (name, path, test))
+            self.stream.writeln(log_tail(path, start, max_lines=60))
+        self.stream.flush()
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._dump(test)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._dump(test)
+
+
+def counts(result):
+    """(passed, failed, skipped) of a unittest result."""
+    skipped = len(result.skipped)
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = max(result.testsRun - skipped - failed - len(result.expectedFailures), 0)
+    return passed, failed, skipped
+
+
+def report(what, elapsed, passed, failed, skipped, keep):
+    """Keeps the run directory when something failed (or when asked),
+    prints the time and the closing `N passed, N failed` line; returns the
+    exit status."""
+    rd = _run_dir
+    if rd:
+        if failed or keep:
+            print("logs and mail roots kept in %s" % rd)
+        else:
+            shutil.rmtree(rd, ignore_errors=True)
+    print("%s took %.1fs" % (what, elapsed))
+    line = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        line += ", %d skipped" % skipped
+    sys.stdout.flush()
+    print(line)
+    sys.stdout.flush()
+    return 1 if failed or passed + failed + skipped == 0 else 0
+
+
+def run_suite(start_dir, patterns, quiet, failfast=False, resultclass=LogDumpingResult):
+    """Runs the test_*.py files of start_dir (only tests whose
+    module.Class.test name contains one of `patterns`, or matches it when
+    it has wildcards). Every process started is stopped at exit and on
+    SIGTERM. Returns (result, seconds), or None when interrupted."""
+    atexit.register(stop_all)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_term)
+
+    loader = unittest.TestLoader()
+    if patterns:
+        loader.testNamePatterns = [p if any(c in p for c in "*?[") else "*%s*" % p
+                                   for p in patterns]
+    suite = loader.discover(start_dir=start_dir, pattern="test_*.py", top_level_dir=start_dir)
+    runner = unittest.TextTestRunner(stream=sys.stdout, verbosity=1 if quiet else 2,
+                                     resultclass=resultclass, failfast=failfast)
+    t0 = time.monotonic()
+    try:
+        result = runner.run(suite)
+    except KeyboardInterrupt as e:
+        stop_all()
+        print("\ninterrupted (%s); logs kept in %s" % (e, _run_dir), file=sys.stderr)
+        return None
+    return result, time.monotonic() - t0
