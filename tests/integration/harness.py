@@ -842,6 +842,51 @@ class StackTestCase(unittest.TestCase):
         return resp
 
 
+# ---------------------------------------------------------------- a process's sockets
+# Used by the fault suite and the soak test.
+
+def tcp_sockets(pid):
+    """inode -> (local port, remote port, state) of a process's TCP sockets."""
+    out = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/%d/net/%s" % (pid, name)) as f:
+                next(f)
+                for line in f:
+                    p = line.split()
+                    lport = int(p[1].rsplit(":", 1)[1], 16)
+                    rport = int(p[2].rsplit(":", 1)[1], 16)
+                    out[p[9]] = (lport, rport, p[3])
+        except OSError:
+            pass
+    return out
+
+
+def fd_kinds(pid, backend_port):
+    """Counts a process's descriptors: backend connections (to
+    backend_port), listen sockets, other TCP sockets (clients), the rest."""
+    socks = tcp_sockets(pid)
+    kinds = {"backend": 0, "listen": 0, "client": 0, "other": 0}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            info = socks.get(link[8:-1])
+            if info is None:
+                kinds["other"] += 1
+            elif info[2] == "0A":
+                kinds["listen"] += 1
+            elif info[1] == backend_port:
+                kinds["backend"] += 1
+            else:
+                kinds["client"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
+
+
 # ---------------------------------------------------------------- running suites
 # Shared by tests/integration/run.py and the fault suite's runners.
 

@@ -51,7 +51,9 @@ import tempfile
 import time
 import urllib.request
 
-HOST = "127.0.0.1"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import HOST, fd_kinds, free_port  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 MIX = [
@@ -376,29 +378,6 @@ async def session(kind, port, seq, stats):
 
 # ---------------------------------------------------------------- gateway
 
-def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def tcp_inodes(pid):
-    out = {}
-    for name in ("tcp", "tcp6"):
-        try:
-            with open("/proc/%d/net/%s" % (pid, name)) as f:
-                next(f)
-                for line in f:
-                    p = line.split()
-                    out[p[9]] = (int(p[1].rsplit(":", 1)[1], 16), int(p[2].rsplit(":", 1)[1], 16),
-                                 p[3])
-        except OSError:
-            pass
-    return out
-
-
 def fd_targets(pid):
     out = []
     for fd in sorted(os.listdir("/proc/%d/fd" % pid), key=int):
@@ -426,23 +405,8 @@ def sample(pid, backend_port):
     with open("/proc/%d/status" % pid) as f:
         st = dict(l.split(":", 1) for l in f if ":" in l)
     rss = int(st["VmRSS"].split()[0])
-    socks = tcp_inodes(pid)
-    kinds = {"client": 0, "backend": 0, "listen": 0, "other": 0}
+    kinds = fd_kinds(pid, backend_port)
     fds = os.listdir("/proc/%d/fd" % pid)
-    for fd in fds:
-        try:
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            continue
-        info = socks.get(link[8:-1]) if link.startswith("socket:[") else None
-        if info is None:
-            kinds["other"] += 1
-        elif info[2] == "0A":
-            kinds["listen"] += 1
-        elif info[1] == backend_port:
-            kinds["backend"] += 1
-        else:
-            kinds["client"] += 1
     return {"rss_kb": rss, "fds": len(fds), **kinds}
 
 
