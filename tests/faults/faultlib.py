@@ -328,5 +328,16 @@ class FaultCase(unittest.TestCase):
         return self.gw.status_kb("VmRSS")
 
 
+def connect_nowait(port):
+    """A non-blocking socket whose connect to the gateway has started."""
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect((HOST, port))
+    except BlockingIOError:
+        pass
+    return s
+
+
 def sigterm(gw):
     gw.proc.send_signal(signal.SIGTERM)

@@ -15,8 +15,8 @@ import threading
 import time
 
 import fakebackend as fb
-from faultlib import (FaultCase, HOST, admin_get, crlf, raw_from, read_until_close, rst_close,
-                      sanitized)
+from faultlib import (FaultCase, HOST, admin_get, connect_nowait, crlf, raw_from, read_until_close,
+                      rst_close, sanitized)
 
 
 def read_multiline(sock, first_timeout=10):
@@ -431,13 +431,7 @@ class AbandonedConnectionsTests(FaultCase):
         for wave in range(self.N // 500):
             socks = []
             for i in range(500):
-                s = socket.socket()
-                s.setblocking(False)
-                try:
-                    s.connect((HOST, self.gw.port))
-                except BlockingIOError:
-                    pass
-                socks.append(s)
+                socks.append(connect_nowait(self.gw.port))
             time.sleep(0.05)
             for i, s in enumerate(socks):
                 kind = i % 4
@@ -494,13 +488,7 @@ class AdminUnderLoadTests(FaultCase):
         socks = []
         self.addCleanup(lambda: [s.close() for s in socks])
         for i in range(self.N):
-            s = socket.socket()
-            s.setblocking(False)
-            try:
-                s.connect((HOST, self.gw.port))
-            except BlockingIOError:
-                pass
-            socks.append(s)
+            socks.append(connect_nowait(self.gw.port))
             if i % 200 == 199:
                 time.sleep(0.05)
         deadline = time.monotonic() + 10

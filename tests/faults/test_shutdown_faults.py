@@ -24,6 +24,17 @@ class ShutdownTests(FaultCase):
         self.assertLess(took, limit, "took %.1fs to exit" % took)
         return took
 
+    def retr_in_flight_at_sigterm(self):
+        """A logged-in client whose RETR is waiting on a slow backend when
+        SIGTERM arrives."""
+        self.be.plan("retrieve", fb.delay(0.7))
+        r = self.raw()
+        r.login("alice", "secret1")
+        r.send(b"RETR 1\r\n")
+        self.be.wait_for(lambda rs: any(q.event == "retrieve" for q in rs))
+        sigterm(self.gw)
+        return r
+
     def test_quit_being_committed_completes(self):
         self.be.plan("quit", fb.delay(0.6))
         idle = self.raw()
@@ -52,12 +63,7 @@ class ShutdownTests(FaultCase):
         self.assertEqual([d.body["reason"] for d in disc], ["shutdown"])
 
     def test_retrieve_in_flight_finishes(self):
-        self.be.plan("retrieve", fb.delay(0.7))
-        r = self.raw()
-        r.login("alice", "secret1")
-        r.send(b"RETR 1\r\n")
-        self.be.wait_for(lambda rs: any(q.event == "retrieve" for q in rs))
-        sigterm(self.gw)
+        r = self.retr_in_flight_at_sigterm()
         self.assertTrue(r.status().startswith(b"+OK"))
         self.assertEqual(r.body(), crlf(self.be.mailboxes["alice"][0][1]))
         self.assertEqual(r.line(), SHUTTING_DOWN)
@@ -68,12 +74,7 @@ class ShutdownTests(FaultCase):
     def test_pipelined_commands_after_sigterm_are_not_run(self):
         """Commands that arrive after the drain began are not started: a
         DELE+QUIT batch sent too late commits nothing."""
-        self.be.plan("retrieve", fb.delay(0.7))
-        r = self.raw()
-        r.login("alice", "secret1")
-        r.send(b"RETR 1\r\n")
-        self.be.wait_for(lambda rs: any(q.event == "retrieve" for q in rs))
-        sigterm(self.gw)
+        r = self.retr_in_flight_at_sigterm()
         time.sleep(0.1)
         r.send(b"DELE 1\r\nQUIT\r\n")
         self.assertTrue(r.status().startswith(b"+OK"))
