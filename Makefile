@@ -21,7 +21,7 @@ ifneq ($(SAN),)
 B := build/san
 endif
 
-LIB_SRC := $(filter-out gateway/main.c,$(wildcard gateway/*.c webhook/*.c admin/*.c))
+LIB_SRC := $(filter-out gateway/main.c,$(wildcard lib/*.c gateway/*.c webhook/*.c admin/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
 GW_OBJ  := $(B)/obj/gateway/main.o $(LIB_OBJ)
 BE_SRC  := $(wildcard backends/maildir/*.c)
@@ -30,23 +30,31 @@ UT_SRC  := $(wildcard tests/unit/test_*.c)
 UT_BIN  := $(UT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all deps test-deps demo test unit integration contract browser clean format format-check \
-	san-test check-deps check-test-deps
+	san-test check-deps check-test-deps lint
 
 all: $(B)/pop3gw $(B)/pop3gw-maildir
 
-$(B)/obj/%.o: %.c $(wildcard gateway/*.h webhook/*.h admin/*.h backends/maildir/*.h)
+# V=1 shows the whole compiler command lines.
+V ?=
+Q := $(if $(V),,@)
+
+$(B)/obj/%.o: %.c $(wildcard lib/*.h gateway/*.h webhook/*.h admin/*.h backends/maildir/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(if $(Q),@echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(B)/pop3gw: $(GW_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(B)/pop3gw-maildir: $(BE_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	$(if $(Q),@echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(PKG_LIBS) $(CMOCKA_LIBS)
+	$(if $(Q),@echo "  CC+LD   $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(PKG_LIBS) $(CMOCKA_LIBS)
 
 # Install the Debian packages needed to build and run the demo (deps), and
 # also everything the tests use (test-deps).
@@ -77,7 +85,7 @@ browser: check-test-deps all
 # Every test: unit (cmocka), fuzz-corpus replay, integration with real POP3
 # clients, the fault suite, the backend contract suite, the dashboard in a
 # real browser.
-test: check-test-deps
+test: check-test-deps lint
 	$(MAKE) all $(UT_BIN)
 	$(MAKE) unit fuzz-replay integration faults contract browser
 
@@ -92,10 +100,15 @@ demo: check-deps all
 	sh scripts/demo.sh
 
 format:
-	clang-format -i $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
+	clang-format -i $(wildcard lib/*.[ch] gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
+
+# The layers point one way (scripts/check-layers.sh) and the sources are
+# formatted as .clang-format says.
+lint: format-check
+	@sh scripts/check-layers.sh
 
 format-check:
-	clang-format --dry-run -Werror $(wildcard gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
+	@clang-format --dry-run -Werror $(wildcard lib/*.[ch] gateway/*.[ch] webhook/*.[ch] admin/*.[ch] backends/maildir/*.[ch] tests/unit/*.[ch])
 
 clean:
 	rm -rf build
@@ -112,16 +125,16 @@ FUZZ_CC ?= clang
 FUZZ_SAN ?= -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -Wall -Wextra -D_GNU_SOURCE -DPOP3GW_VERSION='"$(VERSION)"' -I. \
 	-g -O1 $(FUZZ_SAN) $(PKG_CFLAGS)
-FUZZ_DEPS_session := gateway/pop3 gateway/sasl gateway/conv gateway/buf gateway/log \
-	admin/metrics webhook/wh_json webhook/wh_sign
+FUZZ_DEPS_session := gateway/pop3 gateway/sasl gateway/conv lib/buf lib/log lib/util \
+	lib/metrics webhook/wh webhook/wh_json webhook/wh_sign
 FUZZ_DEPS_command := $(FUZZ_DEPS_session)
 FUZZ_DEPS_conv := gateway/conv
-FUZZ_DEPS_sasl := gateway/sasl webhook/wh_sign
+FUZZ_DEPS_sasl := gateway/sasl webhook/wh_sign lib/util
 FUZZ_DEPS_proxy := gateway/proxy
-FUZZ_DEPS_wh_json := webhook/wh_json webhook/wh_sign gateway/buf
-FUZZ_DEPS_cfg := gateway/cfg gateway/log
+FUZZ_DEPS_wh_json := webhook/wh webhook/wh_json webhook/wh_sign lib/buf lib/util
+FUZZ_DEPS_cfg := gateway/cfg lib/log lib/util webhook/wh
 
-build/fuzz/obj/%.o: %.c $(wildcard gateway/*.h webhook/*.h admin/*.h)
+build/fuzz/obj/%.o: %.c $(wildcard lib/*.h gateway/*.h webhook/*.h admin/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 

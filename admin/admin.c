@@ -10,10 +10,10 @@
  *
  * Threads: libmicrohttpd runs its own listening thread and one thread per
  * admin connection (MHD_USE_THREAD_PER_CONNECTION), at most
- * ADMIN_MAX_CONNECTIONS of them. /healthz, /readyz and /sessions ask every
- * worker through its own event loop (server_query_start) and block *this
- * connection's thread* in server_query_wait() for at most ADMIN_PING_MS or
- * ADMIN_QUERY_MS.
+ * ADMIN_MAX_CONNECTIONS of them. /healthz, /readyz and /sessions ask the
+ * gateway through struct adm_source (admin.h), which asks every worker
+ * through its own event loop and blocks *this connection's thread* for at
+ * most ADMIN_PING_MS or ADMIN_QUERY_MS.
  * Workers never wait for the admin side: they answer when their loop gets
  * to it and drop their reference. (DESIGN.md describes suspending the MHD
  * connection and resuming it from the worker; a thread per admin connection
@@ -46,9 +46,8 @@
 #include "admin/dashboard.h"
 #include "admin/render.h"
 #include "admin/snapshot.h"
-#include "gateway/cfg.h"
-#include "gateway/log.h"
-#include "gateway/server.h"
+#include "lib/util.h"
+#include "lib/log.h"
 
 /* How long workers get to copy their sessions (/sessions), and to answer a
  * ping (/healthz, /readyz: short enough that a 503 still beats a probe's
@@ -71,12 +70,10 @@
 
 static struct {
     struct MHD_Daemon *daemon;
-    struct server *srv;
+    const struct adm_source *src;
     int has_token;
     unsigned char token_digest[ADMIN_TOKEN_DIGEST];
     struct sockaddr_storage addr;
-    int max_connections; /* copied from the cfg for /status and /metrics */
-    long inflight_limit;
 } admin;
 
 /* ---- responses ------------------------------------------------------- */
@@ -128,25 +125,10 @@ static enum MHD_Result reply_owned(struct MHD_Connection *c, const char *type, c
 
 /* ---- asking the workers ------------------------------------------------ */
 
-/* Asks every worker (optionally for its sessions) and waits up to
- * `wait_ms` on this connection's thread. Returns the query (release it) or
- * NULL; *asked and *answered say how it went. */
-static struct server_query *ask_workers(int with_sessions, int wait_ms, int *asked, int *answered)
-{
-    struct server_query *q = server_query_start(admin.srv, with_sessions);
-
-    *asked = q ? q->workers : admin.srv->n_workers;
-    *answered = q ? server_query_wait(q, wait_ms) : 0;
-    return q;
-}
-
-/* How many workers answered a ping (no session copies). */
+/* How many workers answered a ping in time (*asked: how many were asked). */
 static int ping_workers(int *asked)
 {
-    int answered;
-
-    server_query_release(ask_workers(0, ADMIN_PING_MS, asked, &answered));
-    return answered;
+    return admin.src->ping(admin.src->arg, ADMIN_PING_MS, asked);
 }
 
 /* ---- handlers ---------------------------------------------------------- */
@@ -161,9 +143,10 @@ static enum MHD_Result h_healthz(struct MHD_Connection *c)
     int asked, answered, ok;
     char body[128];
 
-    if (server_draining(admin.srv)) {
-        snprintf(body, sizeof body, "{\"status\":\"draining\",\"workers\":%d}",
-                 admin.srv->n_workers);
+    if (admin.src->draining(admin.src->arg)) {
+        struct adm_snapshot snap;
+        admin.src->snapshot(admin.src->arg, &snap);
+        snprintf(body, sizeof body, "{\"status\":\"draining\",\"workers\":%d}", snap.v.workers);
         return reply(c, MHD_HTTP_OK, TYPE_JSON, body);
     }
     answered = ping_workers(&asked);
@@ -179,10 +162,13 @@ static enum MHD_Result h_healthz(struct MHD_Connection *c)
 /* Why the server is not ready, or NULL when it is. */
 static const char *not_ready_reason(int *asked, int *answered)
 {
+    struct adm_snapshot snap;
+
     *asked = *answered = 0;
-    if (server_draining(admin.srv))
+    if (admin.src->draining(admin.src->arg))
         return "draining";
-    if (admin.srv->n_specs <= 0)
+    admin.src->snapshot(admin.src->arg, &snap);
+    if (snap.v.n_listeners <= 0)
         return "not listening";
     *answered = ping_workers(asked);
     if (*asked <= 0 || *answered < *asked)
@@ -204,79 +190,46 @@ static enum MHD_Result h_readyz(struct MHD_Connection *c)
     return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON, body);
 }
 
-static void fill_view(struct admin_view *v)
-{
-    v->version = POP3GW_VERSION;
-    v->now = (long long)time(NULL);
-    v->workers = admin.srv->n_workers;
-    v->draining = server_draining(admin.srv);
-    v->specs = admin.srv->specs;
-    v->n_specs = admin.srv->n_specs;
-    v->max_connections = admin.max_connections;
-    v->inflight_limit = admin.inflight_limit;
-}
-
 static enum MHD_Result h_status(struct MHD_Connection *c)
 {
-    struct metrics_snap s;
-    struct admin_view v;
+    struct adm_snapshot snap;
 
-    metrics_snap_take(&s);
-    fill_view(&v);
-    return reply_owned(c, TYPE_JSON, render_status_json(&s, &v));
+    admin.src->snapshot(admin.src->arg, &snap);
+    return reply_owned(c, TYPE_JSON, render_status_json(&snap));
 }
 
 static enum MHD_Result h_metrics(struct MHD_Connection *c)
 {
-    struct metrics_snap s;
-    struct admin_view v;
+    struct adm_snapshot snap;
 
-    metrics_snap_take(&s);
-    fill_view(&v);
-    return reply_owned(c, TYPE_PROM, render_prometheus(&s, &v));
+    admin.src->snapshot(admin.src->arg, &snap);
+    return reply_owned(c, TYPE_PROM, render_prometheus(&snap));
 }
 
 /* Oldest session first, then by id, so the list reads the same each time. */
 static int session_cmp(const void *a, const void *b)
 {
-    const struct session_info *x = a, *y = b;
+    const struct adm_session *x = a, *y = b;
 
     if (x->since != y->since)
         return x->since < y->since ? -1 : 1;
     return strcmp(x->id, y->id);
 }
 
-/* Copies the sessions out of a query. A worker that answers late still
- * writes into q->list under q->lock, so the copy is made under it (a memcpy:
- * a late worker waits for nothing longer). NULL with *n = 0 when none. */
-static struct session_info *copy_sessions(struct server_query *q, size_t *n)
-{
-    struct session_info *list = NULL;
-
-    pthread_mutex_lock(&q->lock);
-    *n = q->n;
-    if (q->n && (list = malloc(q->n * sizeof(*list))) != NULL)
-        memcpy(list, q->list, q->n * sizeof(*list));
-    pthread_mutex_unlock(&q->lock);
-    if (!list)
-        *n = 0;
-    return list;
-}
-
 static enum MHD_Result h_sessions(struct MHD_Connection *c)
 {
     struct sessions_view sv = {NULL, 0, 0, 0};
-    struct server_query *q = ask_workers(1, ADMIN_QUERY_MS, &sv.workers, &sv.answered);
-    struct session_info *list = NULL;
+    struct adm_session *list = NULL;
+    size_t n = 0;
     char *body;
 
-    if (!q)
+    sv.answered = admin.src->sessions(admin.src->arg, ADMIN_QUERY_MS, &list, &n, &sv.workers);
+    if (sv.answered < 0)
         return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, TYPE_JSON, "{\"error\":\"out of memory\"}");
-    list = copy_sessions(q, &sv.n);
-    server_query_release(q);
     if (list)
-        qsort(list, sv.n, sizeof(*list), session_cmp);
+        qsort(list, n, sizeof(*list), session_cmp);
     sv.list = list;
+    sv.n = n;
     body = render_sessions_json(&sv, (long long)time(NULL));
     free(list);
     return reply_owned(c, TYPE_JSON, body);
@@ -441,8 +394,8 @@ static void admin_mhd_log(void *cls, const char *fmt, va_list ap)
     log_kv(LOG_WARN, NULL, "admin: libmicrohttpd", "error=%s", msg);
 }
 
-/* admin_listen to a socket address ("*" = every IPv4 address). */
-static int admin_resolve(const struct cfg_addr *a, struct sockaddr_storage *out)
+/* The listening address ("*" = every IPv4 address). */
+static int admin_resolve(const struct adm_params *a, struct sockaddr_storage *out)
 {
     struct addrinfo hints, *res = NULL;
     const char *host = strcmp(a->host, "*") == 0 ? "0.0.0.0" : a->host;
@@ -480,14 +433,14 @@ static int admin_set_token(const char *token)
 
 static int admin_listen_fd = -1; /* bound by admin_bind(), before privileges drop */
 
-int admin_bind(const struct cfg *cfg)
+int admin_bind(const struct adm_params *p)
 {
     struct sockaddr_storage addr;
     int fd, one = 1;
 
-    if (cfg->admin_listen.port == 0)
+    if (p->port == 0)
         return 0;
-    if (admin_resolve(&cfg->admin_listen, &addr) < 0)
+    if (admin_resolve(p, &addr) < 0)
         return -1;
     fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd >= 0)
@@ -498,7 +451,7 @@ int admin_bind(const struct cfg *cfg)
                                         : sizeof(struct sockaddr_in)) < 0 ||
         listen(fd, 64) < 0) {
         log_kv(LOG_ERROR, NULL, "cannot listen on admin_listen", "host=%s port=%d error=%s hint=%s",
-               cfg->admin_listen.host, cfg->admin_listen.port, strerror(errno),
+               p->host, p->port, strerror(errno),
                "is the port in use? set admin_listen, or empty to disable it");
         if (fd >= 0)
             close(fd);
@@ -508,34 +461,27 @@ int admin_bind(const struct cfg *cfg)
     return 0;
 }
 
-int admin_start(struct server *srv, const struct cfg *cfg)
+int admin_start(const struct adm_params *p, const struct adm_source *src)
 {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                          MHD_USE_POLL |
                          MHD_USE_ERROR_LOG; /* poll(), not select(): descriptors past 1024 */
 
-    if (cfg->admin_listen.port == 0) {
+    if (p->port == 0) {
         log_kv(LOG_INFO, NULL, "admin endpoint disabled", NULL);
         return 0;
     }
     memset(&admin, 0, sizeof admin);
-    admin.srv = srv;
-    admin.max_connections = cfg->max_connections > 0 ? cfg->max_connections : 0;
-    /* Calls that can run at once: max_inflight, capped by the pool. */
-    admin.inflight_limit = cfg->max_inflight > 0 ? (long)cfg->max_inflight : 0;
-    if (cfg->backend_pool > 0 &&
-        (admin.inflight_limit == 0 || admin.inflight_limit > cfg->backend_pool))
-        admin.inflight_limit = cfg->backend_pool;
-    admin.inflight_limit *= srv->n_workers;
-    if (admin_set_token(cfg->admin_token) < 0 || admin_resolve(&cfg->admin_listen, &admin.addr) < 0)
+    admin.src = src;
+    if (admin_set_token(p->token) < 0 || admin_resolve(p, &admin.addr) < 0)
         return -1;
-    if (admin_listen_fd < 0 && admin_bind(cfg) < 0)
+    if (admin_listen_fd < 0 && admin_bind(p) < 0)
         return -1;
     if (admin.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     admin.daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->admin_listen.port, NULL, NULL, admin_request, NULL,
-        MHD_OPTION_EXTERNAL_LOGGER, admin_mhd_log, NULL, /* first: see MHD docs */
+        flags, (uint16_t)p->port, NULL, NULL, admin_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
+        admin_mhd_log, NULL, /* first: see MHD docs */
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)admin_listen_fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
@@ -543,13 +489,12 @@ int admin_start(struct server *srv, const struct cfg *cfg)
         admin_listen_fd = -1; /* the daemon owns it now */
     if (!admin.daemon) {
         log_kv(LOG_ERROR, NULL, "cannot start the admin endpoint", "host=%s port=%d hint=%s",
-               cfg->admin_listen.host, cfg->admin_listen.port,
-               "is the port in use? set admin_listen, or empty to disable it");
+               p->host, p->port, "is the port in use? set admin_listen, or empty to disable it");
         memset(&admin, 0, sizeof admin);
         return -1;
     }
-    log_kv(LOG_INFO, NULL, "admin endpoint listening", "host=%s port=%d token=%s",
-           cfg->admin_listen.host, cfg->admin_listen.port, admin.has_token ? "yes" : "no");
+    log_kv(LOG_INFO, NULL, "admin endpoint listening", "host=%s port=%d token=%s", p->host, p->port,
+           admin.has_token ? "yes" : "no");
     return 0;
 }
 
@@ -565,6 +510,6 @@ void admin_stop(void)
         close(admin_listen_fd);
         admin_listen_fd = -1;
     }
-    OPENSSL_cleanse(admin.token_digest, sizeof admin.token_digest);
+    util_wipe(admin.token_digest, sizeof admin.token_digest);
     memset(&admin, 0, sizeof admin);
 }

@@ -14,33 +14,19 @@
 
 #include <stddef.h>
 
+#include "admin/admin.h"
 #include "admin/snapshot.h"
-
-struct listener_spec;
-struct session_info;
-
-/* What the renderings show besides the metrics. */
-struct admin_view {
-    const char *version;
-    long long now;                     /* unix seconds */
-    int workers;                       /* worker threads */
-    int draining;                      /* SIGTERM received */
-    const struct listener_spec *specs; /* POP3 listeners */
-    int n_specs;
-    int max_connections; /* cfg max_connections (0 = no limit) */
-    long inflight_limit; /* max_inflight x workers (0 = no limit) */
-};
 
 /* The answer of a worker query, for /sessions. */
 struct sessions_view {
-    const struct session_info *list;
+    const struct adm_session *list;
     size_t n;
     int workers;  /* asked */
     int answered; /* answered within the bound */
 };
 
-char *render_status_json(const struct metrics_snap *s, const struct admin_view *v);
+char *render_status_json(const struct adm_snapshot *snap);
 char *render_sessions_json(const struct sessions_view *sv, long long now);
-char *render_prometheus(const struct metrics_snap *s, const struct admin_view *v);
+char *render_prometheus(const struct adm_snapshot *snap);
 
 #endif

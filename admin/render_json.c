@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/server.h"
-
 /* Latencies are shown with 9 significant digits (microseconds and below). */
 #define RENDER_JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
 
@@ -81,23 +79,23 @@ static char *finish(struct jb *j, json_t *root)
 
 /* ---- /status ----------------------------------------------------------- */
 
-static json_t *status_listeners(struct jb *j, const struct admin_view *v)
+static json_t *status_listeners(struct jb *j, const struct adm_view *v)
 {
     json_t *arr = json_array();
     int k;
 
-    for (k = 0; arr && k < v->n_specs; k++) {
+    for (k = 0; arr && k < v->n_listeners; k++) {
         json_t *o = json_object();
-        put(j, o, "host", json_string(v->specs[k].addr.host));
-        put(j, o, "port", json_integer(v->specs[k].addr.port));
-        put(j, o, "tls", json_boolean(v->specs[k].tls));
+        put(j, o, "host", json_string(v->listeners[k].host));
+        put(j, o, "port", json_integer(v->listeners[k].port));
+        put(j, o, "tls", json_boolean(v->listeners[k].tls));
         push(j, arr, o);
     }
     return arr;
 }
 
 static json_t *status_connections(struct jb *j, const struct metrics_snap *s,
-                                  const struct admin_view *v)
+                                  const struct adm_view *v)
 {
     json_t *o = json_object();
 
@@ -185,16 +183,15 @@ static json_t *status_event(struct jb *j, const struct metrics_snap *s, int e)
     return o;
 }
 
-static json_t *status_webhooks(struct jb *j, const struct metrics_snap *s,
-                               const struct admin_view *v)
+static json_t *status_webhooks(struct jb *j, const struct metrics_snap *s, const struct adm_view *v)
 {
     json_t *o = json_object(), *events = json_object(), *bounds = json_array();
     unsigned long calls = 0, errors = 0, retries = 0;
     struct hist_snap all = {{0}, 0, 0};
     int e, i;
 
-    for (e = 0; e < WH_N_EVENTS; e++) {
-        put(j, events, wh_event_names[e], status_event(j, s, e));
+    for (e = 0; e < METRICS_EVENTS; e++) {
+        put(j, events, metrics_event_names[e], status_event(j, s, e));
         calls += s->webhook_calls[e];
         errors += metrics_snap_errors(s, e);
         retries += s->webhook_retries[e];
@@ -233,8 +230,10 @@ static json_t *status_pair(struct jb *j, const char *k1, unsigned long v1, const
     return o;
 }
 
-char *render_status_json(const struct metrics_snap *s, const struct admin_view *v)
+char *render_status_json(const struct adm_snapshot *snap)
 {
+    const struct metrics_snap *s = &snap->m;
+    const struct adm_view *v = &snap->v;
     struct jb j = {0};
     json_t *root = json_object();
     long long up = s->started > 0 && v->now > s->started ? v->now - s->started : 0;
@@ -261,7 +260,7 @@ char *render_status_json(const struct metrics_snap *s, const struct admin_view *
 
 /* ---- /sessions --------------------------------------------------------- */
 
-static json_t *session_json(struct jb *j, const struct session_info *si, long long now)
+static json_t *session_json(struct jb *j, const struct adm_session *si, long long now)
 {
     json_t *o = json_object(), *client = json_object();
 

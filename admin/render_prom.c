@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/buf.h"
+#include "lib/buf.h"
 
 /* The text being built, and whether memory ran out on the way. */
 struct prom {
@@ -67,7 +67,7 @@ static void label_value(char *dst, size_t cap, const char *v)
     dst[n] = 0;
 }
 
-static void render_process(struct prom *p, const struct metrics_snap *s, const struct admin_view *v)
+static void render_process(struct prom *p, const struct metrics_snap *s, const struct adm_view *v)
 {
     char version[128];
 
@@ -84,7 +84,7 @@ static void render_process(struct prom *p, const struct metrics_snap *s, const s
 }
 
 static void render_connections(struct prom *p, const struct metrics_snap *s,
-                               const struct admin_view *v)
+                               const struct adm_view *v)
 {
     single(p, "pop3gw_connections_total", "counter", "Client connections accepted.",
            s->connections_total);
@@ -142,25 +142,25 @@ static void render_pop3(struct prom *p, const struct metrics_snap *s)
 }
 
 static void render_webhook_counts(struct prom *p, const struct metrics_snap *s,
-                                  const struct admin_view *v)
+                                  const struct adm_view *v)
 {
     int e, r;
 
     family(p, "pop3gw_webhook_calls_total", "counter", "Webhook calls finished, by event.");
-    for (e = 0; e < WH_N_EVENTS; e++)
-        out(p, "pop3gw_webhook_calls_total{event=\"%s\"} %lu\n", wh_event_names[e],
+    for (e = 0; e < METRICS_EVENTS; e++)
+        out(p, "pop3gw_webhook_calls_total{event=\"%s\"} %lu\n", metrics_event_names[e],
             s->webhook_calls[e]);
     family(p, "pop3gw_webhook_errors_total", "counter",
            "Webhook calls that failed, by event and reason "
            "(timeout, connect, status, body, broken).");
-    for (e = 0; e < WH_N_EVENTS; e++)
+    for (e = 0; e < METRICS_EVENTS; e++)
         for (r = 0; r < MWE_N; r++)
             out(p, "pop3gw_webhook_errors_total{event=\"%s\",reason=\"%s\"} %lu\n",
-                wh_event_names[e], metrics_wh_error_names[r], s->webhook_errors[e][r]);
+                metrics_event_names[e], metrics_wh_error_names[r], s->webhook_errors[e][r]);
     family(p, "pop3gw_webhook_retries_total", "counter",
            "Webhook attempts repeated after a transport failure, by event.");
-    for (e = 0; e < WH_N_EVENTS; e++)
-        out(p, "pop3gw_webhook_retries_total{event=\"%s\"} %lu\n", wh_event_names[e],
+    for (e = 0; e < METRICS_EVENTS; e++)
+        out(p, "pop3gw_webhook_retries_total{event=\"%s\"} %lu\n", metrics_event_names[e],
             s->webhook_retries[e]);
     single(p, "pop3gw_webhook_inflight", "gauge", "Webhook calls running or queued now.",
            (unsigned long long)s->webhook_inflight);
@@ -198,8 +198,10 @@ static void render_backend(struct prom *p, const struct metrics_snap *s)
            strcmp(metrics_snap_backend_state(s), "failing") == 0);
 }
 
-char *render_prometheus(const struct metrics_snap *s, const struct admin_view *v)
+char *render_prometheus(const struct adm_snapshot *snap)
 {
+    const struct metrics_snap *s = &snap->m;
+    const struct adm_view *v = &snap->v;
     struct prom p = {{NULL, 0, 0}, 0};
     int e;
 
@@ -210,8 +212,8 @@ char *render_prometheus(const struct metrics_snap *s, const struct admin_view *v
     family(&p, "pop3gw_webhook_duration_seconds", "histogram",
            "Seconds from a webhook call's start to its reply (retrieve: to the headers), "
            "retries included, by event.");
-    for (e = 0; e < WH_N_EVENTS; e++)
-        render_histogram(&p, wh_event_names[e], &s->latency[e]);
+    for (e = 0; e < METRICS_EVENTS; e++)
+        render_histogram(&p, metrics_event_names[e], &s->latency[e]);
     render_backend(&p, s);
     if (!p.failed && buf_add(&p.b, "", 1) < 0) /* the NUL */
         p.failed = 1;

@@ -22,8 +22,11 @@
  * longer than the library's fixed line buffer itself instead of letting inih
  * split them. As in inih, `;` after a blank also starts a comment.
  */
-#include "cfg.h"
-#include "log.h"
+#include "gateway/cfg.h"
+#include "gateway/pop3.h"
+#include "webhook/wh_client.h"
+#include "lib/log.h"
+#include "lib/util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -48,10 +51,6 @@
 #define CFG_ENV_PREFIX "POP3GW_"
 #define CFG_KEY_MAX 64   /* longest key name we look up */
 #define CFG_MSG_MAX 1024 /* one error message */
-
-const char *const cfg_event_names[CFG_EVENTS] = {
-    "authenticate", "list", "uidl", "retrieve", "quit", "connect", "disconnect",
-};
 
 struct cfg_key;
 typedef int (*cfg_setter)(struct cfg *c, const struct cfg_key *k, int ev, const char *key,
@@ -203,14 +202,6 @@ static int cfg_parse_decimal(const char *s, double *out)
     return *end ? -1 : 0;
 }
 
-static int cfg_has_ctl(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || (unsigned char)*s == 0x7f)
-            return 1;
-    return 0;
-}
-
 /* A word: no blanks, no control bytes. */
 static int cfg_is_word(const char *s)
 {
@@ -311,24 +302,18 @@ static int cfg_cidr_ok(const char *s)
     return !slash || cfg_parse_uint(slash + 1, max, &bits) == 0;
 }
 
-static int cfg_b64_char(unsigned char ch)
-{
-    return isalnum(ch) || ch == '+' || ch == '/';
-}
-
-/* Strict standard base64 with '=' padding; the decoded size, or -1. */
+/* Strict standard base64 with '=' padding: the decoded size, or -1. The
+ * decoded key is wiped at once. */
 static long cfg_b64_len(const char *s, size_t n)
 {
-    size_t pad = 0;
+    size_t len;
+    unsigned char *d = n ? util_b64_decode(s, n, &len) : NULL;
 
-    if (n == 0 || n % 4 != 0)
+    if (!d)
         return -1;
-    if (s[n - 1] == '=')
-        pad = s[n - 2] == '=' ? 2 : 1;
-    for (size_t i = 0; i < n - pad; i++)
-        if (!cfg_b64_char((unsigned char)s[i]))
-            return -1;
-    return (long)(n / 4 * 3 - pad);
+    util_wipe(d, len);
+    free(d);
+    return (long)len;
 }
 
 static int cfg_is_loopback(const char *host)
@@ -368,9 +353,7 @@ static int cfg_store_str(char **slot, const char *v, char *err, size_t errlen)
 
     if (*v && !(copy = strdup(v)))
         return cfg_oom(err, errlen);
-    if (*slot)
-        explicit_bzero(*slot, strlen(*slot)); /* it may be a secret */
-    free(*slot);
+    util_free_secret(slot); /* it may be a secret */
     *slot = copy;
     return 0;
 }
@@ -427,7 +410,7 @@ static int cfg_set_admin(struct cfg *c, const struct cfg_key *k, int ev, const c
 static int cfg_set_path(struct cfg *c, const struct cfg_key *k, int ev, const char *key,
                         const char *v, char *err, size_t errlen)
 {
-    if (cfg_has_ctl(v))
+    if (util_has_ctl(v, strlen(v)))
         return cfg_bad(err, errlen, k, key, v, "a file path without control characters");
     return cfg_store_str(cfg_field(c, k, ev, sizeof(char *)), v, err, errlen);
 }
@@ -909,8 +892,8 @@ static const struct cfg_key *cfg_key_find(const char *name, int *ev)
         }
         if (strncmp(name, k->name, n) != 0)
             continue;
-        for (int e = 0; e < CFG_EVENTS; e++) {
-            if (strcmp(name + n, cfg_event_names[e]) == 0) {
+        for (int e = 0; e < WH_N_EVENTS; e++) {
+            if (strcmp(name + n, wh_event_names[e]) == 0) {
                 *ev = e;
                 return k;
             }
@@ -956,6 +939,42 @@ void cfg_defaults(struct cfg *c)
     c->log_level = LOG_INFO;
 }
 
+void cfg_pop3_params(const struct cfg *c, int tls, struct pop3_params *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->hostname = c->hostname;
+    p->apop = c->apop;
+    p->plaintext_always = c->plaintext_auth == CFG_PLAIN_ALLOW;
+    p->stls_available = tls;
+    p->max_bad_commands = c->max_bad_commands;
+    p->max_auth_failures = c->max_auth_failures;
+    p->expire = c->expire;
+    p->login_delay = c->login_delay;
+    p->max_messages = (size_t)c->max_messages;
+    p->connect_event = c->event_connect;
+}
+
+void cfg_wh_params(const struct cfg *c, struct wh_params *p)
+{
+    int e;
+
+    memset(p, 0, sizeof(*p));
+    p->url = c->backend_url;
+    for (e = 0; e < WH_N_EVENTS; e++) {
+        p->url_event[e] = c->backend_url_event[e];
+        p->timeout_event[e] = c->backend_timeout_event[e];
+    }
+    p->timeout = c->backend_timeout;
+    p->pool = c->backend_pool;
+    p->max_inflight = c->max_inflight;
+    p->max_messages = (size_t)c->max_messages;
+    p->ca_file = c->backend_ca_file;
+    p->cert = c->backend_cert;
+    p->key = c->backend_key;
+    p->secret = c->backend_secret;
+    p->token = c->backend_token;
+}
+
 int cfg_set(struct cfg *c, const char *key, const char *value, char *err, size_t errlen)
 {
     const struct cfg_key *k;
@@ -969,8 +988,7 @@ int cfg_set(struct cfg *c, const char *key, const char *value, char *err, size_t
     if (!(v = strdup(value ? value : "")))
         return cfg_oom(err, errlen);
     rc = k->set(c, k, ev, key, cfg_trim(v), err, errlen);
-    explicit_bzero(v, strlen(v));
-    free(v);
+    util_free_secret(&v);
     return rc;
 }
 
@@ -1035,8 +1053,8 @@ void cfg_print(const struct cfg *c, FILE *out)
 {
     for (size_t i = 0; i < CFG_NKEYS; i++) {
         const struct cfg_key *k = &cfg_keys[i];
-        for (int e = 0; e < (k->per_event ? CFG_EVENTS : 1); e++) {
-            fprintf(out, "%s%s = ", k->name, k->per_event ? cfg_event_names[e] : "");
+        for (int e = 0; e < (k->per_event ? WH_N_EVENTS : 1); e++) {
+            fprintf(out, "%s%s = ", k->name, k->per_event ? wh_event_names[e] : "");
             k->print(c, k, k->per_event ? e : -1, out);
             fputc('\n', out);
         }
@@ -1046,8 +1064,8 @@ void cfg_print(const struct cfg *c, FILE *out)
 /* Frees one string field; secrets are wiped first. */
 static void cfg_free_str(char **s, int secret)
 {
-    if (*s && secret)
-        explicit_bzero(*s, strlen(*s));
+    if (secret)
+        util_free_secret(s);
     free(*s);
     *s = NULL;
 }
@@ -1060,7 +1078,7 @@ void cfg_free(struct cfg *c)
     cfg_free_str(&c->tls_key, 0);
     cfg_free_str(&c->hostname, 0);
     cfg_free_str(&c->backend_url, 0);
-    for (int e = 0; e < CFG_EVENTS; e++)
+    for (int e = 0; e < WH_N_EVENTS; e++)
         cfg_free_str(&c->backend_url_event[e], 0);
     cfg_free_str(&c->backend_secret, 1);
     cfg_free_str(&c->backend_token, 1);
@@ -1209,7 +1227,7 @@ static int cfg_load_file(struct cfg_loader *ld, const char *path)
     rc = ini_parse_stream(cfg_file_reader, &cf, cfg_file_handler, &cf);
     fclose(cf.f);
     if (cf.line)
-        explicit_bzero(cf.line, cf.cap); /* lines may hold secrets */
+        util_wipe(cf.line, cf.cap); /* lines may hold secrets */
     free(cf.line);
     if (cf.failed)
         return -1;
@@ -1383,8 +1401,8 @@ static void cfg_usage(FILE *out)
             "  -V, --version               print the version\n"
             "\n"
             "keys (EVENT is one of");
-    for (int e = 0; e < CFG_EVENTS; e++)
-        fprintf(out, " %s", cfg_event_names[e]);
+    for (int e = 0; e < WH_N_EVENTS; e++)
+        fprintf(out, " %s", wh_event_names[e]);
     fprintf(out, "):\n");
     for (size_t i = 0; i < CFG_NKEYS; i++) {
         const struct cfg_key *k = &cfg_keys[i];

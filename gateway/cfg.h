@@ -12,8 +12,9 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "webhook/wh.h"
+
 #define CFG_MAX_LISTEN 8
-#define CFG_EVENTS 7 /* authenticate list uidl retrieve quit connect disconnect */
 
 struct cfg_addr {
     char host[256]; /* numeric address or name, without IPv6 brackets; "*" = every
@@ -37,16 +38,16 @@ struct cfg {
     char *hostname; /* greeting and APOP timestamp; default gethostname() */
     int apop;       /* 1 = on */
 
-    char *backend_url;                   /* base URL, no trailing slash */
-    char *backend_url_event[CFG_EVENTS]; /* per-event override or NULL */
-    char *backend_secret;                /* space-separated whsec_ keys or NULL */
-    char *backend_token;                 /* bearer token or NULL */
+    char *backend_url;                    /* base URL, no trailing slash */
+    char *backend_url_event[WH_N_EVENTS]; /* per-event override or NULL */
+    char *backend_secret;                 /* space-separated whsec_ keys or NULL */
+    char *backend_token;                  /* bearer token or NULL */
     char *backend_ca_file, *backend_cert, *backend_key;
-    double backend_timeout;                   /* seconds, default 10 */
-    double backend_timeout_event[CFG_EVENTS]; /* 0 = use backend_timeout */
-    int backend_pool;                         /* keep-alive connections per worker */
-    int max_inflight;                         /* webhook calls in flight per worker */
-    int event_connect, event_disconnect;      /* optional events enabled */
+    double backend_timeout;                    /* seconds, default 10 */
+    double backend_timeout_event[WH_N_EVENTS]; /* 0 = use backend_timeout */
+    int backend_pool;                          /* keep-alive connections per worker */
+    int max_inflight;                          /* webhook calls in flight per worker */
+    int event_connect, event_disconnect;       /* optional events enabled */
 
     struct cfg_addr admin_listen; /* port 0 = disabled */
     char *admin_token;
@@ -72,9 +73,6 @@ struct cfg {
     char *health_url; /* --health=URL, or NULL for admin_listen's /healthz */
 };
 
-/* Event names in the order of the per-event arrays above. */
-extern const char *const cfg_event_names[CFG_EVENTS];
-
 /*
  * Fills `c` with defaults, then the file named by -c/--config, then the
  * environment, then flags. Handles --help and --version itself (sets *exit_now
@@ -96,6 +94,15 @@ int cfg_validate(const struct cfg *c, char *err, size_t errlen);
 void cfg_print(const struct cfg *c, FILE *out);
 
 void cfg_defaults(struct cfg *c);
+
+struct pop3_params;
+struct wh_params;
+
+/* The settings of the POP3 session and of the webhook client, drawn from c
+ * (pointers into c: c must outlive them). `tls` says a certificate is
+ * loaded (STLS can be offered). */
+void cfg_pop3_params(const struct cfg *c, int tls, struct pop3_params *p);
+void cfg_wh_params(const struct cfg *c, struct wh_params *p);
 void cfg_free(struct cfg *c);
 
 #endif

@@ -30,15 +30,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gateway/conn.h"
+
+#include "admin/admin.h"
 #include "gateway/conv.h"
 #include "gateway/limits.h"
-#include "gateway/log.h"
 #include "gateway/pop3.h"
 #include "gateway/proxy.h"
-#include "gateway/server.h"
+#include "gateway/settings.h"
 #include "gateway/tls.h"
+#include "gateway/worker.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/util.h"
 #include "webhook/wh_client.h"
-#include "admin/metrics.h"
 
 #define CONN_INPUT_MAX (64 * 1024)    /* buffered client input before reading stops */
 #define CONN_OUTPUT_HIGH (768 * 1024) /* above this a streamed retrieve pauses */
@@ -48,6 +53,7 @@
 struct conn {
     TAILQ_ENTRY(conn) link; /* in the worker's list */
     struct worker *w;
+    struct settings *set; /* the settings it started with (a reference) */
     struct bufferevent *bev;
     int outq_mark; /* bytes the kernel held for the client after our last write; -1 unknown */
     struct pop3_session *s;
@@ -64,17 +70,17 @@ struct conn {
     int fd;              /* the socket, until a bufferevent owns it */
     struct event *proxy_ev;       /* waiting for the PROXY header */
     struct sockaddr_storage peer; /* the client (after PROXY) */
-    struct timespec proxy_deadline;
-    int stls; /* STLS accepted: start TLS once the +OK is flushed */
+    double proxy_deadline;        /* monotonic seconds */
+    int stls;                     /* STLS accepted: start TLS once the +OK is flushed */
     char id[24];
     char apop_rand[17]; /* random part of the APOP timestamp */
     char ip[INET6_ADDRSTRLEN];
     int port;
-    int tls;                 /* TLS is (or is about to be) active */
-    int implicit_tls;        /* the listener is implicit TLS */
-    long long since;         /* unix time of accept */
-    struct timespec started; /* monotonic time of accept: the login deadline counts from it */
-    int tls_done;            /* the TLS handshake completed */
+    int tls;          /* TLS is (or is about to be) active */
+    int implicit_tls; /* the listener is implicit TLS */
+    long long since;  /* unix time of accept */
+    double started;   /* monotonic time of accept: the login deadline counts from it */
+    int tls_done;     /* the TLS handshake completed */
     unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
     enum pop3_state counted;                /* state counted in the sessions_* gauges */
     int counted_valid;
@@ -253,20 +259,13 @@ static const struct wh_handler conn_fire_and_forget = {.done = conn_wh_ignore};
  */
 static void conn_arm_timer(struct conn *c)
 {
-    const struct cfg *cfg = c->w->srv->cfg;
+    const struct cfg *cfg = &c->set->cfg;
     double t = cfg->idle_timeout;
     struct timeval tv;
 
-    if (pop3_state(c->s) != POP3_TRANSACTION) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        t = cfg->login_timeout - ((double)(now.tv_sec - c->started.tv_sec) +
-                                  (double)(now.tv_nsec - c->started.tv_nsec) / 1e9);
-        if (t < 0)
-            t = 0;
-    }
-    tv.tv_sec = (time_t)t;
-    tv.tv_usec = (suseconds_t)((t - (double)(time_t)t) * 1e6);
+    if (pop3_state(c->s) != POP3_TRANSACTION)
+        t = cfg->login_timeout - (util_mono() - c->started);
+    tv = util_tv(t);
     evtimer_add(c->timer, &tv);
 }
 
@@ -407,7 +406,7 @@ static void conn_track_state(struct conn *c, int gone)
 /* Runs the session as far as it goes; called from the loop only. */
 static void conn_process(struct conn *c)
 {
-    const struct cfg *cfg = c->w->srv->cfg;
+    const struct cfg *cfg = &c->set->cfg;
 
     if (c->closing)
         return;
@@ -450,8 +449,7 @@ static void conn_process(struct conn *c)
         }
         return;
     case POP3_WANT_DELAY: {
-        double t = cfg->auth_failure_delay;
-        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+        struct timeval tv = util_tv(cfg->auth_failure_delay);
         evtimer_del(c->timer);
         if (c->gone) {
             conn_free(c);
@@ -489,8 +487,8 @@ static void conn_process(struct conn *c)
     /* The last replies may never leave (a client that does not read, a TLS
      * handshake that never completes): linger a bounded time, then free. */
     {
-        double t = cfg->send_timeout < CONN_LINGER_MAX ? cfg->send_timeout : CONN_LINGER_MAX;
-        struct timeval tv = {(time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6)};
+        struct timeval tv =
+            util_tv(cfg->send_timeout < CONN_LINGER_MAX ? cfg->send_timeout : CONN_LINGER_MAX);
         evtimer_add(c->timer, &tv);
     }
 }
@@ -755,10 +753,8 @@ static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info,
 
 static void conn_setup_bev(struct conn *c)
 {
-    const struct cfg *cfg = c->w->srv->cfg;
-    struct timeval send_tv = {
-        (time_t)cfg->send_timeout,
-        (suseconds_t)((cfg->send_timeout - (double)(time_t)cfg->send_timeout) * 1e6)};
+    const struct cfg *cfg = &c->set->cfg;
+    struct timeval send_tv = util_tv(cfg->send_timeout);
 
     evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
@@ -773,7 +769,7 @@ static void conn_setup_bev(struct conn *c)
 /* The client's address is known (after PROXY): create the session. */
 static void conn_start(struct conn *c)
 {
-    const struct cfg *cfg = c->w->srv->cfg;
+    const struct cfg *cfg = &c->set->cfg;
     struct pop3_peer peer;
     char apop_ts[320];
 
@@ -805,7 +801,7 @@ static void conn_start(struct conn *c)
     peer.tls = c->implicit_tls;
     peer.loopback = conn_is_loopback((struct sockaddr *)&c->peer);
     peer.apop_timestamp = cfg->apop ? apop_ts : NULL;
-    c->s = pop3_new(&c->w->srv->params, &peer);
+    c->s = pop3_new(&c->set->pop3, &peer);
     if (!c->s) {
         conn_free(c);
         return;
@@ -823,7 +819,7 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     unsigned char buf[PROXY_HEADER_MAX];
     struct proxy_info info;
-    struct timespec now;
+    double now;
     ssize_t n;
     int len;
     struct timeval retry = {0, 5000};
@@ -836,7 +832,7 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
         return;
     }
-    len = n > 0 ? proxy_parse(buf, (size_t)n, c->w->srv->proxy_versions, &info) : 0;
+    len = n > 0 ? proxy_parse(buf, (size_t)n, c->set->proxy_versions, &info) : 0;
     if (len < 0) {
         METRIC_INC(proxy_rejected);
         log_kv(LOG_WARN, c->id, "bad PROXY header: closing", "peer=%s", c->ip);
@@ -855,8 +851,8 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
         conn_start(c);
         return;
     }
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    if (now.tv_sec >= c->proxy_deadline.tv_sec) {
+    now = util_mono();
+    if (now >= c->proxy_deadline) {
         METRIC_INC(proxy_rejected);
         log_kv(LOG_WARN, c->id, "no PROXY header in time: closing", "peer=%s", c->ip);
         conn_free(c);
@@ -870,7 +866,7 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
         event_assign(c->proxy_ev, c->w->base, -1, 0, conn_proxy_cb, c);
         event_add(c->proxy_ev, &retry);
     } else {
-        struct timeval left = {c->proxy_deadline.tv_sec - now.tv_sec, 0};
+        struct timeval left = util_tv(c->proxy_deadline - now);
         event_assign(c->proxy_ev, c->w->base, c->fd, EV_READ, conn_proxy_cb, c);
         event_add(c->proxy_ev, &left);
     }
@@ -879,11 +875,10 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
 /* Waits for the PROXY header from a trusted peer. */
 static int conn_wait_proxy(struct conn *c)
 {
-    const struct cfg *cfg = c->w->srv->cfg;
+    const struct cfg *cfg = &c->set->cfg;
     struct timeval tv = {0, 0};
 
-    if (!proxy_trusted(c->w->srv->proxy_nets, c->w->srv->n_proxy_nets,
-                       (struct sockaddr *)&c->peer)) {
+    if (!proxy_trusted(c->set->proxy_nets, c->set->n_proxy_nets, (struct sockaddr *)&c->peer)) {
         METRIC_INC(proxy_rejected);
         log_kv(LOG_WARN, c->id, "PROXY header expected from an untrusted address: closing",
                "peer=%s", c->ip);
@@ -891,8 +886,7 @@ static int conn_wait_proxy(struct conn *c)
     }
     /* Load balancers send the header at once: a few seconds is plenty. */
     tv.tv_sec = (time_t)(cfg->login_timeout < 5 ? cfg->login_timeout : 5) + 1;
-    clock_gettime(CLOCK_MONOTONIC, &c->proxy_deadline);
-    c->proxy_deadline.tv_sec += tv.tv_sec;
+    c->proxy_deadline = util_mono() + (double)tv.tv_sec;
     c->proxy_ev = event_new(c->w->base, c->fd, EV_READ, conn_proxy_cb, c);
     if (!c->proxy_ev)
         return -1;
@@ -910,22 +904,20 @@ static int conn_random(struct worker *w, unsigned char *out, size_t n)
         w->rnd_used = 0;
     }
     memcpy(out, w->rnd + w->rnd_used, n);
-    explicit_bzero(w->rnd + w->rnd_used, n);
+    util_wipe(w->rnd + w->rnd_used, n);
     w->rnd_used += n;
     return 0;
 }
 
 void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int socklen, int tls)
 {
-    const struct cfg *cfg = w->srv->cfg;
+    const struct cfg *cfg = &w->set->cfg;
     struct conn *c;
     unsigned char rnd[16]; /* session id and APOP timestamp, one call */
     int one = 1;
 
-    if (cfg->max_connections > 0 &&
-        atomic_fetch_add(&w->srv->connections, 1) >= cfg->max_connections) {
+    if (worker_admit(w, cfg->max_connections) < 0) {
         static const char full[] = "-ERR [SYS/TEMP] too many connections, try again later\r\n";
-        atomic_fetch_sub(&w->srv->connections, 1);
         METRIC_INC(connections_refused);
         if (!tls && write(fd, full, sizeof(full) - 1) < 0) {
             /* nothing more to do: the connection closes either way */
@@ -941,7 +933,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     if (!c || conn_random(w, rnd, sizeof(rnd)) < 0) {
         free(c);
         close(fd);
-        atomic_fetch_sub(&w->srv->connections, 1);
+        worker_release(w);
         METRIC_INC(connections_refused);
         log_kv(LOG_ERROR, NULL, "cannot set up a connection", "error=%s", "out of memory");
         return;
@@ -949,8 +941,9 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     METRIC_INC(connections_total);
     METRIC_INC(connections_active);
     c->since = (long long)time(NULL);
-    clock_gettime(CLOCK_MONOTONIC, &c->started);
+    c->started = util_mono();
     c->w = w;
+    c->set = settings_ref(w->set);
     c->fd = fd;
     c->tls = c->implicit_tls = tls;
     conn_hex(c->id, rnd, 8);
@@ -967,7 +960,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
         conn_free(c);
         return;
     }
-    if (w->srv->cfg->proxy_protocol != CFG_PROXY_OFF) {
+    if (cfg->proxy_protocol != CFG_PROXY_OFF) {
         if (conn_wait_proxy(c) < 0)
             conn_free(c);
         return;
@@ -981,7 +974,7 @@ static void conn_send_disconnect(struct conn *c)
 {
     struct wh_call call;
 
-    if (!c->w->srv->cfg->event_disconnect || !pop3_logged_in(c->s) || pop3_quit_done(c->s))
+    if (!c->set->cfg.event_disconnect || !pop3_logged_in(c->s) || pop3_quit_done(c->s))
         return;
     memset(&call, 0, sizeof(call));
     call.event = WH_DISCONNECT;
@@ -1009,7 +1002,7 @@ static void conn_free(struct conn *c)
         conn_send_disconnect(c);
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
-    server_balance(w);
+    worker_balance(w);
     if (c->timer)
         event_free(c->timer);
     if (c->delay)
@@ -1031,12 +1024,13 @@ static void conn_free(struct conn *c)
     if (c->ip_counted)
         limits_conn_release(c->ip);
     pop3_free(c->s);
+    settings_unref(c->set);
     free(c);
-    atomic_fetch_sub(&w->srv->connections, 1);
+    worker_release(w);
     METRIC_DEC(connections_active);
 }
 
-void conn_snapshot(const struct conn *c, struct session_info *out)
+void conn_snapshot(const struct conn *c, struct adm_session *out)
 {
     static const char *const names[] = {"AUTHORIZATION", "TRANSACTION", "UPDATE", "CLOSING"};
     const char *user = c->s ? pop3_user(c->s) : NULL;

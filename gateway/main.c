@@ -2,8 +2,9 @@
  * main: start-up and signals.
  *
  * Loads the configuration, binds the listeners, drops privileges, starts the
- * workers, then waits for signals in the main thread: SIGTERM and SIGINT
- * drain and stop the workers; SIGHUP reloads what can be reloaded.
+ * workers and the admin endpoint (wiring the two together through
+ * gateway/report.c), then waits for signals in the main thread: SIGTERM and
+ * SIGINT drain and stop the workers; SIGHUP reads the configuration again.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,12 +21,14 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
-#include "admin/metrics.h"
 #include "gateway/cfg.h"
 #include "gateway/limits.h"
-#include "gateway/log.h"
+#include "gateway/report.h"
 #include "gateway/server.h"
+#include "gateway/settings.h"
 #include "gateway/tls.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
 #include "webhook/wh_client.h"
 
 /* Raises the soft descriptor limit to the hard one: each client costs one
@@ -144,35 +147,108 @@ static int main_health(const struct cfg *cfg)
     return 1;
 }
 
-/* SIGHUP: reads the configuration again and hands the backend secret and
- * token to the workers; a configuration that no longer loads changes
- * nothing. */
-static void main_reload_secrets(struct server *srv, int argc, char **argv)
+/* The admin endpoint's settings, drawn from the configuration. */
+static void main_adm_params(const struct cfg *cfg, struct adm_params *p)
+{
+    p->host = cfg->admin_listen.host;
+    p->port = cfg->admin_listen.port;
+    p->token = cfg->admin_token;
+}
+
+static int main_addrs_differ(const struct cfg_addr *a, int na, const struct cfg_addr *b, int nb)
+{
+    return na != nb || memcmp(a, b, (size_t)na * sizeof(*a)) != 0;
+}
+
+/* Keys that need a restart keep their running value on SIGHUP; the ones
+ * that changed in the file are named in a warning. 0, or -1 when memory
+ * runs out. */
+static int main_keep_restart_keys(const struct cfg *old, struct cfg *fresh)
+{
+    char changed[160] = "";
+    char *user = NULL;
+
+#define MAIN_CHANGED(name)                                                                         \
+    snprintf(changed + strlen(changed), sizeof(changed) - strlen(changed), "%s%s",                 \
+             changed[0] ? "," : "", name)
+    if (main_addrs_differ(old->listen, old->n_listen, fresh->listen, fresh->n_listen))
+        MAIN_CHANGED("listen");
+    if (main_addrs_differ(old->listen_tls, old->n_listen_tls, fresh->listen_tls,
+                          fresh->n_listen_tls))
+        MAIN_CHANGED("listen_tls");
+    if (old->workers != fresh->workers)
+        MAIN_CHANGED("workers");
+    if ((old->user == NULL) != (fresh->user == NULL) ||
+        (old->user && strcmp(old->user, fresh->user) != 0))
+        MAIN_CHANGED("user");
+    if (main_addrs_differ(&old->admin_listen, 1, &fresh->admin_listen, 1))
+        MAIN_CHANGED("admin_listen");
+#undef MAIN_CHANGED
+    if (old->user && !(user = strdup(old->user)))
+        return -1;
+    memcpy(fresh->listen, old->listen, sizeof(fresh->listen));
+    fresh->n_listen = old->n_listen;
+    memcpy(fresh->listen_tls, old->listen_tls, sizeof(fresh->listen_tls));
+    fresh->n_listen_tls = old->n_listen_tls;
+    fresh->workers = old->workers;
+    free(fresh->user);
+    fresh->user = user;
+    fresh->admin_listen = old->admin_listen;
+    if (changed[0])
+        log_kv(LOG_WARN, NULL, "SIGHUP: these keys need a restart; their old values stay",
+               "keys=%s", changed);
+    return 0;
+}
+
+/*
+ * SIGHUP: reads the whole configuration again (file, environment, flags as
+ * started). A configuration that does not load or validate is refused whole
+ * and the running one stays. Otherwise every key that can change at run
+ * time applies to new sessions and new calls. Returns the settings now in
+ * force (the old ones, or new ones that replaced them).
+ */
+static struct settings *main_reload(struct server *srv, struct settings *cur, int argc, char **argv)
 {
     struct cfg fresh;
+    struct settings *set;
     char err[1024];
     int exit_now = 0;
 
-    if (cfg_load(&fresh, argc, argv, NULL, &exit_now, err, sizeof(err)) < 0) {
-        log_kv(LOG_ERROR, NULL, "SIGHUP: configuration not reloaded", "error=%s", err);
+    if (cfg_load(&fresh, argc, argv, NULL, &exit_now, err, sizeof(err)) < 0 ||
+        cfg_validate(&fresh, err, sizeof(err)) < 0 ||
+        main_keep_restart_keys(&cur->cfg, &fresh) < 0) {
+        log_kv(LOG_ERROR, NULL, "SIGHUP: configuration refused; the running one stays", "error=%s",
+               err);
         cfg_free(&fresh);
-        return;
+        return cur;
     }
-    server_reload_secrets(srv, fresh.backend_secret, fresh.backend_token);
-    log_kv(LOG_INFO, NULL, "backend secrets reloaded", "keys=%s",
-           fresh.backend_secret ? "set" : "none");
-    cfg_free(&fresh);
+    main_raise_nofile(&fresh);
+    tls_reload();
+    if (!(set = settings_new(&fresh, tls_enabled(), err, sizeof(err)))) {
+        log_kv(LOG_ERROR, NULL, "SIGHUP: configuration refused; the running one stays", "error=%s",
+               err);
+        cfg_free(&fresh);
+        return cur;
+    }
+    log_init(set->cfg.log_format, set->cfg.log_level);
+    server_reload(srv, set);
+    settings_unref(cur);
+    log_kv(LOG_INFO, NULL, "SIGHUP: configuration reloaded", "backend=%s keys=%s",
+           set->cfg.backend_url, set->cfg.backend_secret ? "set" : "none");
+    return set;
 }
 
 int main(int argc, char **argv)
 {
     struct cfg cfg;
-    struct server srv;
+    struct settings *set = NULL;
+    struct server *srv = NULL;
+    struct adm_params adm;
+    struct adm_source src;
     char err[1024];
     int exit_now = 0, sig = 0, rc = 1;
-    sigset_t set;
+    sigset_t sigs;
 
-    memset(&srv, 0, sizeof(srv));
     if (cfg_load(&cfg, argc, argv, NULL, &exit_now, err, sizeof(err)) < 0) {
         fprintf(stderr, "pop3gw: %s\n", err);
         cfg_free(&cfg);
@@ -204,11 +280,11 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     signal(SIGPIPE, SIG_IGN);
     /* Signals go to the main thread only: block them before threads start. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     main_raise_nofile(&cfg);
     if (evthread_use_pthreads() < 0 || wh_global_init() < 0) {
         log_kv(LOG_ERROR, NULL, "cannot initialise libraries", "libs=%s", "libevent,libcurl");
@@ -217,39 +293,47 @@ int main(int argc, char **argv)
     limits_init(cfg.max_connections_per_ip, cfg.max_auth_failures_per_ip);
     if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
         goto out;
+    if (!(set = settings_new(&cfg, tls_enabled(), err, sizeof(err)))) {
+        log_kv(LOG_ERROR, NULL, "cannot start", "error=%s", err);
+        goto out;
+    }
+    if (!(srv = server_new(set)))
+        goto out;
+    main_adm_params(&set->cfg, &adm);
+    report_source(srv, &src);
     /* Every port is bound first (they may be below 1024), then privileges
      * drop, then the threads start: no client is ever served as root. */
-    if (server_bind(&srv, &cfg) < 0 || admin_bind(&cfg) < 0 || main_drop_privileges(&cfg) < 0)
+    if (server_bind(srv) < 0 || admin_bind(&adm) < 0 || main_drop_privileges(&set->cfg) < 0)
         goto out;
     METRIC_SET(started, (long)time(NULL));
-    if (server_start(&srv) < 0 || admin_start(&srv, &cfg) < 0)
+    if (server_start(srv) < 0 || admin_start(&adm, &src) < 0)
         goto stop;
     log_kv(LOG_INFO, NULL, "pop3gw started", "version=%s backend=%s", POP3GW_VERSION,
-           cfg.backend_url);
+           set->cfg.backend_url);
     for (;;) {
-        if (sigwait(&set, &sig) != 0)
+        if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
             log_kv(LOG_INFO, NULL, "SIGHUP: reloading", "tls=%d", tls_enabled());
-            tls_reload();
-            main_reload_secrets(&srv, argc, argv);
+            set = main_reload(srv, set, argc, argv);
             continue;
         }
         log_kv(LOG_INFO, NULL, "stopping", "signal=%s grace=%.1f", sig == SIGTERM ? "TERM" : "INT",
-               cfg.shutdown_grace);
+               set->cfg.shutdown_grace);
         break;
     }
     rc = 0;
 stop:
-    server_stop(&srv); /* /readyz says "draining" meanwhile */
+    server_stop(srv); /* /readyz says "draining" meanwhile */
 out:
     admin_stop();
-    server_free(&srv);
+    server_free(srv);
     wh_global_cleanup();
     tls_cleanup();
     limits_cleanup();
     if (rc == 0)
         log_kv(LOG_INFO, NULL, "stopped", "version=%s", POP3GW_VERSION);
+    settings_unref(set);
     cfg_free(&cfg);
     return rc;
 }

@@ -17,10 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin/metrics.h"
-#include "gateway/log.h"
+#include "lib/metrics.h"
+#include "lib/log.h"
 #include "gateway/sasl.h"
 #include "webhook/wh_json.h"
+#include "lib/util.h"
 
 #define POP3_MAX_ARGS 2
 #define POP3_TOP_MAX 2000000000L /* TOP line counts are capped here (the whole message) */
@@ -508,7 +509,7 @@ static void pop3_cmd_user(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR [AUTH] user name too long (at most %d octets)", WH_USER_MAX);
         return;
     }
-    if (!wh_utf8_valid(argv[0], strlen(argv[0]))) {
+    if (!util_utf8_valid(argv[0], strlen(argv[0]))) {
         pop3_reply(s, "-ERR [AUTH] user name is not valid UTF-8");
         return;
     }
@@ -532,7 +533,7 @@ static void pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR send USER first");
         return;
     }
-    if (!wh_utf8_valid(argv[0], strlen(argv[0]))) {
+    if (!util_utf8_valid(argv[0], strlen(argv[0]))) {
         free(s->user_given);
         s->user_given = NULL;
         pop3_reply(s, "-ERR [AUTH] invalid password");
@@ -566,7 +567,7 @@ static void pop3_cmd_apop(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR APOP is not enabled");
         return;
     }
-    if (strlen(argv[0]) > WH_USER_MAX || !wh_utf8_valid(argv[0], strlen(argv[0])) ||
+    if (strlen(argv[0]) > WH_USER_MAX || !util_utf8_valid(argv[0], strlen(argv[0])) ||
         !pop3_is_hex32(argv[1])) {
         pop3_reply(s, "-ERR [AUTH] invalid APOP arguments");
         return;
@@ -749,10 +750,7 @@ static void pop3_sasl_error_done(struct pop3_session *s)
  * reply line or a log line), as for names typed on a command line. */
 static int pop3_name_ok(const char *name)
 {
-    for (; *name; name++)
-        if ((unsigned char)*name < 0x20 || *name == 0x7f)
-            return 0;
-    return 1;
+    return !util_has_ctl(name, strlen(name));
 }
 
 /* Checks the decoded credentials and asks the backend. */
@@ -771,10 +769,10 @@ static void pop3_sasl_done(struct pop3_session *s)
         pop3_reply(s, "-ERR [AUTH] invalid characters in the user name");
         return;
     }
-    if ((a->user && !wh_utf8_valid(a->user, strlen(a->user))) ||
-        (a->authzid && !wh_utf8_valid(a->authzid, strlen(a->authzid))) ||
-        (a->password && !wh_utf8_valid(a->password, strlen(a->password))) ||
-        (a->token && !wh_utf8_valid(a->token, strlen(a->token)))) {
+    if ((a->user && !util_utf8_valid(a->user, strlen(a->user))) ||
+        (a->authzid && !util_utf8_valid(a->authzid, strlen(a->authzid))) ||
+        (a->password && !util_utf8_valid(a->password, strlen(a->password))) ||
+        (a->token && !util_utf8_valid(a->token, strlen(a->token)))) {
         sasl_clear(a);
         pop3_reply(s, "-ERR [AUTH] credentials are not valid UTF-8");
         return;
@@ -1328,12 +1326,7 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
  * from a log or a backend; none belongs in POP3 commands). */
 static int pop3_line_ok(const char *p, size_t n)
 {
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return 0;
-    return 1;
+    return !util_has_ctl(p, n);
 }
 
 /* Handles one complete line (without its line end). */
@@ -1360,7 +1353,7 @@ static void pop3_line(struct pop3_session *s, const char *data, size_t n)
         pop3_sasl_line(s, line);
     else
         pop3_dispatch(s, line);
-    explicit_bzero(line, n);
+    util_wipe(line, n);
     if (line != small)
         free(line);
 }

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/buf.h"
+#include "lib/buf.h"
 #include "webhook/wh.h"
 
 #define POP3_LINE_MAX 255        /* a command line, CRLF included (RFC 2449 §4) */

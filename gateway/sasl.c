@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "webhook/wh_sign.h"
+#include "lib/util.h"
 
 static const char *const sasl_names[SASL_N_MECHS] = {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"};
 
@@ -48,21 +49,12 @@ const char *sasl_oauth_error_challenge(enum sasl_mech m)
                              : "eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=";
 }
 
-static void sasl_wipe(char **p)
-{
-    if (*p) {
-        explicit_bzero(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
-    }
-}
-
 void sasl_clear(struct sasl *s)
 {
-    sasl_wipe(&s->user);
-    sasl_wipe(&s->authzid);
-    sasl_wipe(&s->password);
-    sasl_wipe(&s->token);
+    util_free_secret(&s->user);
+    util_free_secret(&s->authzid);
+    util_free_secret(&s->password);
+    util_free_secret(&s->token);
     s->step = 0;
     s->why = NULL;
 }
@@ -75,7 +67,7 @@ static unsigned char *sasl_decode(const char *line, size_t *len)
         *len = 0;
         return e;
     }
-    return wh_base64_decode(line, strlen(line), len);
+    return util_b64_decode(line, strlen(line), len);
 }
 
 static char *sasl_dup(const unsigned char *p, size_t n)
@@ -266,7 +258,7 @@ static enum sasl_rc sasl_take(struct sasl *s, const char *line, char *chal, size
     default:
         abort();
     }
-    explicit_bzero(d, n);
+    util_wipe(d, n);
     free(d);
     return rc;
 }

@@ -2,14 +2,13 @@
  * server: worker threads, each with its own event loop, listeners and
  * webhook client. The workers share one listening socket per address
  * (SO_REUSEPORT is still set, so another process may bind the port during a
- * restart) and take turns on it as server_balance() decides.
+ * restart) and take turns on it as worker_balance() decides.
  *
  * The main thread binds every socket (before privileges drop), starts the
- * workers and, on SIGTERM, asks each one to drain through an event it
- * activates: a worker stops accepting, tells idle sessions it is stopping,
- * lets commands in flight finish (a QUIT being committed completes), and
- * exits when its connections and webhook calls are done or the grace period
- * ends.
+ * workers, hands them new settings on SIGHUP and, on SIGTERM, asks each one
+ * to drain through an event it activates: a worker stops accepting, tells idle sessions it is
+ * stopping, lets commands in flight finish (a QUIT being committed completes), and exits when its
+ * connections and webhook calls are done or the grace period ends.
  */
 #include "gateway/server.h"
 
@@ -26,8 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/log.h"
-#include "gateway/tls.h"
+#include "admin/admin.h"
+#include "gateway/conn.h"
+#include "gateway/settings.h"
+#include "gateway/worker.h"
+#include "lib/log.h"
+#include "lib/util.h"
 #include "webhook/wh_client.h"
 
 #define SERVER_BACKLOG 4096 /* one queue for every worker (capped by net.core.somaxconn) */
@@ -36,6 +39,38 @@
     16                        /* connections above its share (plus 1/8 of it) to stop accepting */
 #define SERVER_BALANCE_BACK 8 /* ... and (plus 1/16) at or below which to start again */
 #define SERVER_BALANCE_CHECK_MS 50 /* how often a worker that stopped looks again */
+#define SERVER_QUERY_WORKERS 64    /* workers a query reaches (cfg's CFG_WORKERS_MAX) */
+
+struct listener_spec {
+    struct cfg_addr addr;
+    int tls; /* implicit TLS */
+};
+
+struct server {
+    struct settings *set; /* the current settings (a reference) */
+    struct listener_spec specs[2 * CFG_MAX_LISTEN];
+    int n_specs;
+    int *fds; /* [worker][spec] listening sockets, bound before privileges drop */
+    struct worker *workers;
+    int n_workers;
+    int n_running;           /* worker threads started (joined by server_stop) */
+    atomic_long connections; /* open client connections, all workers */
+    atomic_int accepting;    /* workers not kept out by worker_balance() */
+    atomic_int draining;
+};
+
+/* A question to every worker, answered from their own loops. */
+struct server_query {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs;          /* the asker plus each worker yet to answer */
+    int workers;       /* asked */
+    int answered;      /* answered so far */
+    int with_sessions; /* copy the sessions too */
+    struct adm_session *list;
+    size_t n, cap;
+    struct server_query *next_in_worker[SERVER_QUERY_WORKERS]; /* per-worker queue links */
+};
 
 static int server_has_ipv6(void)
 {
@@ -94,23 +129,20 @@ err:
     return -1;
 }
 
-int server_bind(struct server *srv, const struct cfg *cfg)
+struct server *server_new(struct settings *set)
 {
+    struct server *srv = calloc(1, sizeof(*srv));
+
+    if (srv)
+        srv->set = settings_ref(set);
+    return srv;
+}
+
+int server_bind(struct server *srv)
+{
+    const struct cfg *cfg = &srv->set->cfg;
     int i, k;
 
-    srv->cfg = cfg;
-    srv->proxy_versions = cfg->proxy_protocol == CFG_PROXY_V1   ? PROXY_V1
-                          : cfg->proxy_protocol == CFG_PROXY_V2 ? PROXY_V2
-                                                                : PROXY_V1 | PROXY_V2;
-    if (cfg->proxy_trusted) {
-        srv->n_proxy_nets =
-            proxy_nets_parse(cfg->proxy_trusted, srv->proxy_nets,
-                             (int)(sizeof(srv->proxy_nets) / sizeof(srv->proxy_nets[0])));
-        if (srv->n_proxy_nets < 0) {
-            log_kv(LOG_ERROR, NULL, "bad proxy_trusted", "value=%s", cfg->proxy_trusted);
-            return -1;
-        }
-    }
     srv->n_workers = cfg->workers > 0 ? cfg->workers : 1;
     for (i = 0; i < cfg->n_listen; i++)
         srv->specs[srv->n_specs++] = (struct listener_spec){cfg->listen[i], 0};
@@ -123,7 +155,7 @@ int server_bind(struct server *srv, const struct cfg *cfg)
         srv->fds[i] = -1;
     /* One listening socket per address, shared by every worker (each holds
      * a duplicate): a connection waits in one queue for whichever worker is
-     * accepting, and server_balance() keeps a worker with more than its
+     * accepting, and worker_balance() keeps a worker with more than its
      * share of the connections out of it. */
     for (k = 0; k < srv->n_specs; k++)
         if ((srv->fds[k] = server_listen_one(&srv->specs[k].addr)) < 0)
@@ -185,7 +217,7 @@ static void server_balance_wake(struct worker *w)
  * its loop, gets fewer new ones. Runs after each accept and close, and on a
  * timer while the worker is out; the last worker accepting never steps out.
  */
-void server_balance(struct worker *w)
+void worker_balance(struct worker *w)
 {
     struct server *srv = w->srv;
     long share, n = (long)w->n_conns;
@@ -228,7 +260,7 @@ static void server_balance_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    server_balance(w);
+    worker_balance(w);
     if (atomic_load(&w->balance_out) && !w->draining)
         evtimer_add(w->balance_ev, &tv); /* others' counts change too */
 }
@@ -240,7 +272,7 @@ static void server_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struc
     struct worker *w = arg;
 
     conn_accept(w, fd, sa, socklen, server_spec_tls(w, l));
-    server_balance(w);
+    worker_balance(w);
 }
 
 /* event: try accepting again after running out of descriptors. */
@@ -315,8 +347,7 @@ static void server_grace_cb(evutil_socket_t fd, short what, void *arg)
 static void server_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    double g = w->srv->cfg->shutdown_grace;
-    struct timeval tv = {(time_t)g, (suseconds_t)((g - (double)(time_t)g) * 1e6)};
+    struct timeval tv = util_tv(w->set->cfg.shutdown_grace);
     struct conn *c, *next;
     int k;
 
@@ -363,7 +394,7 @@ static void server_query_answer(struct worker *w, struct server_query *q)
         need = q->n + w->n_conns;
         if (need > q->cap) {
             size_t cap = need + 64;
-            struct session_info *l = realloc(q->list, cap * sizeof(*l));
+            struct adm_session *l = realloc(q->list, cap * sizeof(*l));
             if (l) {
                 q->list = l;
                 q->cap = cap;
@@ -401,7 +432,7 @@ static void server_query_cb(evutil_socket_t fd, short what, void *arg)
 struct server_query *server_query_start(struct server *srv, int with_sessions)
 {
     struct server_query *q = calloc(1, sizeof(*q));
-    int i, n = srv->n_workers < 64 ? srv->n_workers : 64;
+    int i, n = srv->n_running < SERVER_QUERY_WORKERS ? srv->n_running : SERVER_QUERY_WORKERS;
 
     if (!q)
         return NULL;
@@ -421,11 +452,12 @@ struct server_query *server_query_start(struct server *srv, int with_sessions)
     return q;
 }
 
-int server_query_wait(struct server_query *q, int timeout_ms)
+int server_query_wait(struct server_query *q, int timeout_ms, int *asked)
 {
     struct timespec until;
     int answered;
 
+    *asked = q->workers;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += timeout_ms / 1000;
     until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
@@ -442,6 +474,23 @@ int server_query_wait(struct server_query *q, int timeout_ms)
     return answered;
 }
 
+struct adm_session *server_query_sessions(struct server_query *q, size_t *n)
+{
+    struct adm_session *list = NULL;
+
+    /* A worker that answers late still writes into q->list under q->lock,
+     * so the copy is made under it (a memcpy: a late worker waits for
+     * nothing longer). */
+    pthread_mutex_lock(&q->lock);
+    *n = q->n;
+    if (q->n && (list = malloc(q->n * sizeof(*list))) != NULL)
+        memcpy(list, q->list, q->n * sizeof(*list));
+    pthread_mutex_unlock(&q->lock);
+    if (!list)
+        *n = 0;
+    return list;
+}
+
 void server_query_release(struct server_query *q)
 {
     if (q)
@@ -453,49 +502,81 @@ int server_draining(const struct server *srv)
     return atomic_load(&srv->draining);
 }
 
-static void server_wipe(char **p)
+void server_view(const struct server *srv, struct adm_view *v)
 {
-    if (*p) {
-        explicit_bzero(*p, strlen(*p));
-        free(*p);
-        *p = NULL;
+    const struct cfg *cfg = &srv->set->cfg;
+    long inflight;
+    int k;
+
+    v->workers = srv->n_workers;
+    v->draining = server_draining(srv);
+    v->n_listeners = 0;
+    for (k = 0; k < srv->n_specs && k < ADM_LISTENERS; k++) {
+        struct adm_listener *l = &v->listeners[v->n_listeners++];
+        snprintf(l->host, sizeof(l->host), "%s", srv->specs[k].addr.host);
+        l->port = srv->specs[k].addr.port;
+        l->tls = srv->specs[k].tls;
     }
+    v->max_connections = cfg->max_connections > 0 ? cfg->max_connections : 0;
+    /* Calls that can run at once: max_inflight, capped by the pool. */
+    inflight = cfg->max_inflight > 0 ? (long)cfg->max_inflight : 0;
+    if (cfg->backend_pool > 0 && (inflight == 0 || inflight > cfg->backend_pool))
+        inflight = cfg->backend_pool;
+    v->inflight_limit = inflight * srv->n_workers;
 }
 
-/* event: the main thread has new backend secrets for this worker. */
+int worker_admit(struct worker *w, int max_connections)
+{
+    struct server *srv = w->srv;
+
+    if (max_connections > 0 && atomic_fetch_add(&srv->connections, 1) >= max_connections) {
+        atomic_fetch_sub(&srv->connections, 1);
+        return -1;
+    }
+    if (max_connections <= 0)
+        atomic_fetch_add(&srv->connections, 1);
+    return 0;
+}
+
+void worker_release(struct worker *w)
+{
+    atomic_fetch_sub(&w->srv->connections, 1);
+}
+
+/* event: the main thread has new settings for this worker. */
 static void server_reload_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
-    char *secret, *token;
-    int have;
+    struct settings *set;
+    struct wh_params whp;
 
     (void)fd;
     (void)what;
     pthread_mutex_lock(&w->qlock);
-    secret = w->new_secret;
-    token = w->new_token;
-    have = w->new_secrets;
-    w->new_secret = w->new_token = NULL;
-    w->new_secrets = 0;
+    set = w->new_set;
+    w->new_set = NULL;
     pthread_mutex_unlock(&w->qlock);
-    if (have && wh_client_set_secrets(w->wh, secret, token) < 0)
-        log_kv(LOG_ERROR, NULL, "cannot apply new backend secrets", "worker=%d", w->index);
-    server_wipe(&secret);
-    server_wipe(&token);
+    if (!set)
+        return;
+    cfg_wh_params(&set->cfg, &whp);
+    if (wh_client_set_params(w->wh, &whp) < 0)
+        log_kv(LOG_ERROR, NULL, "cannot apply the new backend settings: keeping the old ones",
+               "worker=%d", w->index);
+    settings_unref(w->set);
+    w->set = set; /* sessions that start from now on; running ones keep theirs */
 }
 
-void server_reload_secrets(struct server *srv, const char *secret, const char *token)
+void server_reload(struct server *srv, struct settings *set)
 {
     int i;
 
-    for (i = 0; i < srv->n_workers && srv->workers; i++) {
+    settings_unref(srv->set);
+    srv->set = settings_ref(set);
+    for (i = 0; i < srv->n_running; i++) {
         struct worker *w = &srv->workers[i];
         pthread_mutex_lock(&w->qlock);
-        server_wipe(&w->new_secret);
-        server_wipe(&w->new_token);
-        w->new_secret = secret ? strdup(secret) : NULL;
-        w->new_token = token ? strdup(token) : NULL;
-        w->new_secrets = 1;
+        settings_unref(w->new_set);
+        w->new_set = settings_ref(set);
         pthread_mutex_unlock(&w->qlock);
         event_active(w->reload_ev, EV_TIMEOUT, 0);
     }
@@ -511,15 +592,18 @@ static void *server_worker_main(void *arg)
 
 static int server_worker_init(struct server *srv, struct worker *w, int index)
 {
+    struct wh_params whp;
     int k;
 
     w->index = index;
     w->srv = srv;
+    w->set = settings_ref(srv->set);
     TAILQ_INIT(&w->conns);
     w->base = event_base_new();
     if (!w->base)
         return -1;
-    w->wh = wh_client_new(w->base, srv->cfg);
+    cfg_wh_params(&srv->set->cfg, &whp);
+    w->wh = wh_client_new(w->base, &whp);
     w->stop_ev = event_new(w->base, -1, 0, server_stop_cb, w);
     w->grace_ev = evtimer_new(w->base, server_grace_cb, w);
     w->drain_ev = evtimer_new(w->base, server_drain_check_cb, w);
@@ -550,16 +634,6 @@ int server_start(struct server *srv)
 {
     int i;
 
-    srv->params.hostname = srv->cfg->hostname;
-    srv->params.apop = srv->cfg->apop;
-    srv->params.plaintext_always = srv->cfg->plaintext_auth == CFG_PLAIN_ALLOW;
-    srv->params.stls_available = tls_enabled();
-    srv->params.max_bad_commands = srv->cfg->max_bad_commands;
-    srv->params.max_auth_failures = srv->cfg->max_auth_failures;
-    srv->params.expire = srv->cfg->expire;
-    srv->params.login_delay = srv->cfg->login_delay;
-    srv->params.max_messages = (size_t)srv->cfg->max_messages;
-    srv->params.connect_event = srv->cfg->event_connect;
     srv->workers = calloc((size_t)srv->n_workers, sizeof(*srv->workers));
     if (!srv->workers)
         return -1;
@@ -615,8 +689,8 @@ static void server_worker_free(struct worker *w)
         event_free(w->reload_ev);
     if (w->balance_ev)
         event_free(w->balance_ev);
-    server_wipe(&w->new_secret);
-    server_wipe(&w->new_token);
+    settings_unref(w->new_set);
+    settings_unref(w->set);
     if (w->query_ev) {
         server_query_cb(-1, 0, w); /* answer what is left, so askers are not kept */
         event_free(w->query_ev);
@@ -629,6 +703,10 @@ void server_free(struct server *srv)
 {
     int i;
 
+    if (!srv)
+        return;
+    if (srv->n_running)
+        server_stop(srv);
     if (srv->workers)
         for (i = 0; i < srv->n_workers; i++)
             server_worker_free(&srv->workers[i]);
@@ -638,4 +716,6 @@ void server_free(struct server *srv)
             if (srv->fds[i] >= 0)
                 close(srv->fds[i]);
     free(srv->fds);
+    settings_unref(srv->set);
+    free(srv);
 }

@@ -11,18 +11,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/names.h"
+
+/* The events of the contract (lib/names.h keeps the list). */
 enum wh_event {
-    WH_AUTHENTICATE,
-    WH_LIST,
-    WH_UIDL,
-    WH_RETRIEVE,
-    WH_QUIT,
-    WH_CONNECT,
-    WH_DISCONNECT,
-    WH_N_EVENTS
+#define X(e, n) WH_##e,
+    NAMES_EVENTS(X)
+#undef X
+        WH_N_EVENTS
 };
 
-/* Same order as enum wh_event (and as cfg_event_names). */
+/* Names in the order of enum wh_event. */
 extern const char *const wh_event_names[WH_N_EVENTS];
 
 #define WH_UID_MAX 70

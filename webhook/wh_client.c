@@ -32,12 +32,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "admin/metrics.h"
-#include "gateway/buf.h"
-#include "gateway/cfg.h"
-#include "gateway/log.h"
+#include "lib/metrics.h"
+#include "lib/buf.h"
+#include "lib/log.h"
 #include "webhook/wh_json.h"
 #include "webhook/wh_sign.h"
+#include "lib/util.h"
+
+/* The metrics count calls by event with the same list. */
+_Static_assert(WH_N_EVENTS == METRICS_EVENTS, "events and their metrics disagree");
 
 #define WH_RETRIES 3                    /* attempts for an idempotent call */
 #define WH_RETRY_BACKOFF_MS 50          /* first backoff, doubled each time */
@@ -66,34 +69,34 @@ struct wh_req {
     CURLcode deferred_res;
     char *body; /* request body, kept for retries */
     size_t body_len;
-    char id[96];              /* webhook-id, the same on every retry */
-    char url[1024];           /* where it goes */
-    struct buf reply;         /* non-streamed reply body */
-    int attempts;             /* tries so far */
-    int got_bytes;            /* a response byte arrived: no retry */
-    int headers_done;         /* the status line and headers have arrived */
-    int streaming;            /* retrieve body flows to data() */
-    int json_body;            /* retrieve answered as application/json */
-    int counts_stream;        /* holds one of the stream slots */
-    int paused;               /* a data() callback asked to pause */
-    int dead;                 /* cancelled or failed inside a curl callback */
-    struct timespec deadline; /* for the whole call, retries included */
-    struct timespec started;  /* when the call started, for the latency histogram */
-    int observed;             /* latency recorded */
-    int probe;                /* the one call let through a half-open circuit */
-    int fast_failed;          /* failed at once: the circuit is open */
-    int too_large;            /* the reply passed WH_BODY_MAX */
-    double timeout;           /* seconds (retrieve: without progress) */
-    int big_buffer;           /* its handle has the large receive buffer */
-    struct event timer_ev;    /* backoff, and retrieve's no-progress timer */
-    struct event *timer;      /* &timer_ev once assigned */
+    char id[96];           /* webhook-id, the same on every retry */
+    char url[1024];        /* where it goes */
+    struct buf reply;      /* non-streamed reply body */
+    int attempts;          /* tries so far */
+    int got_bytes;         /* a response byte arrived: no retry */
+    int headers_done;      /* the status line and headers have arrived */
+    int streaming;         /* retrieve body flows to data() */
+    int json_body;         /* retrieve answered as application/json */
+    int counts_stream;     /* holds one of the stream slots */
+    int paused;            /* a data() callback asked to pause */
+    int dead;              /* cancelled or failed inside a curl callback */
+    double deadline;       /* monotonic seconds: the whole call, retries included */
+    double started;        /* monotonic seconds: when the call started (latency) */
+    int observed;          /* latency recorded */
+    int probe;             /* the one call let through a half-open circuit */
+    int fast_failed;       /* failed at once: the circuit is open */
+    int too_large;         /* the reply passed WH_BODY_MAX */
+    double timeout;        /* seconds (retrieve: without progress) */
+    int big_buffer;        /* its handle has the large receive buffer */
+    struct event timer_ev; /* backoff, and retrieve's no-progress timer */
+    struct event *timer;   /* &timer_ev once assigned */
 };
 
 TAILQ_HEAD(wh_req_list, wh_req);
 
 struct wh_client {
     struct event_base *base;
-    const struct cfg *cfg;
+    struct wh_params p; /* a copy, strings owned (secret and token not kept) */
     CURLM *multi;
     struct event *timer;       /* curl's timeout */
     struct wh_req_list queue;  /* waiting for a slot */
@@ -298,38 +301,28 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
 
 /* ---- request set-up --------------------------------------------------- */
 
-static double wh_timeout_for(const struct cfg *cfg, enum wh_event ev)
+static double wh_timeout_for(const struct wh_params *p, enum wh_event ev)
 {
-    double t = cfg->backend_timeout_event[ev];
-    return t > 0 ? t : cfg->backend_timeout;
+    double t = p->timeout_event[ev];
+    return t > 0 ? t : p->timeout;
 }
 
-static const char *wh_url_for(const struct cfg *cfg, enum wh_event ev, char *out, size_t n)
+static const char *wh_url_for(const struct wh_params *p, enum wh_event ev, char *out, size_t n)
 {
-    if (cfg->backend_url_event[ev])
-        snprintf(out, n, "%s", cfg->backend_url_event[ev]);
+    if (p->url_event[ev])
+        snprintf(out, n, "%s", p->url_event[ev]);
     else
-        snprintf(out, n, "%s/%s", cfg->backend_url, wh_event_names[ev]);
+        snprintf(out, n, "%s/%s", p->url ? p->url : "", wh_event_names[ev]);
     return out;
-}
-
-static void wh_now(struct timespec *ts)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
 }
 
 /* Records the call's latency once (retrieve: when its headers arrive). */
 static void wh_observe(struct wh_req *r)
 {
-    struct timespec now;
-
     if (r->observed)
         return;
     r->observed = 1;
-    wh_now(&now);
-    metrics_observe(&metrics.webhook_latency[r->event],
-                    (double)(now.tv_sec - r->started.tv_sec) +
-                        (double)(now.tv_nsec - r->started.tv_nsec) / 1e9);
+    metrics_observe(&metrics.webhook_latency[r->event], util_mono() - r->started);
 }
 
 /* Counts a finished call and, when it failed, why; drives the breaker. */
@@ -365,11 +358,7 @@ static enum metrics_wh_error wh_error_kind(CURLcode res)
 
 static long wh_ms_left(const struct wh_req *r)
 {
-    struct timespec now;
-
-    wh_now(&now);
-    return (long)((r->deadline.tv_sec - now.tv_sec) * 1000 +
-                  (r->deadline.tv_nsec - now.tv_nsec) / 1000000);
+    return (long)((r->deadline - util_mono()) * 1000);
 }
 
 /* The headers of one call: id, timestamp and signature in the request,
@@ -416,7 +405,7 @@ static int wh_build_shared(struct wh_client *c)
     if (c->token) {
         snprintf(line, sizeof(line), "Authorization: Bearer %s", c->token);
         t = curl_slist_append(h, line);
-        explicit_bzero(line, sizeof(line));
+        util_wipe(line, sizeof(line));
         if (!t)
             goto err;
         h = t;
@@ -443,7 +432,7 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg);
 /* Options that never change for a handle: set once when it is made. */
 static CURL *wh_easy_new(struct wh_client *c)
 {
-    const struct cfg *cfg = c->cfg;
+    const struct wh_params *p = &c->p;
     CURL *e = curl_easy_init();
 
     if (!e)
@@ -461,12 +450,12 @@ static CURL *wh_easy_new(struct wh_client *c)
     curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, wh_close_cb);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, c);
-    if (cfg->backend_ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->backend_ca_file);
-    if (cfg->backend_cert)
-        curl_easy_setopt(e, CURLOPT_SSLCERT, cfg->backend_cert);
-    if (cfg->backend_key)
-        curl_easy_setopt(e, CURLOPT_SSLKEY, cfg->backend_key);
+    if (p->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, p->ca_file);
+    if (p->cert)
+        curl_easy_setopt(e, CURLOPT_SSLCERT, p->cert);
+    if (p->key)
+        curl_easy_setopt(e, CURLOPT_SSLKEY, p->key);
     return e;
 }
 
@@ -518,7 +507,7 @@ static int wh_setup_easy(struct wh_req *r)
 
 static void wh_arm(struct wh_req *r, long ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = util_tv_ms(ms);
     evtimer_add(r->timer, &tv);
 }
 
@@ -655,7 +644,7 @@ static void wh_req_free(struct wh_req *r)
     if (r->easy)
         wh_easy_put(r->c, r->easy, r->big_buffer);
     if (r->body) {
-        explicit_bzero(r->body, r->body_len);
+        util_wipe(r->body, r->body_len);
         free(r->body);
     }
     buf_free(&r->reply);
@@ -733,11 +722,11 @@ static void wh_launch(struct wh_req *r)
 static void wh_pump(struct wh_client *c)
 {
     struct wh_req *r, *next;
-    size_t max = c->cfg->max_inflight > 0 ? (size_t)c->cfg->max_inflight : 1;
+    size_t max = c->p.max_inflight > 0 ? (size_t)c->p.max_inflight : 1;
 
     /* One call per backend connection: more would only wait inside curl. */
-    if (c->cfg->backend_pool > 0 && max > (size_t)c->cfg->backend_pool)
-        max = (size_t)c->cfg->backend_pool;
+    if (c->p.pool > 0 && max > (size_t)c->p.pool)
+        max = (size_t)c->p.pool;
 
     for (r = TAILQ_FIRST(&c->queue); r && c->running < max; r = next) {
         next = TAILQ_NEXT(r, link);
@@ -780,8 +769,8 @@ static void wh_deliver(struct wh_req *r, CURLcode res, long code)
                                             : curl_easy_strerror(res));
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
-        wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len,
-                      (size_t)r->c->cfg->max_messages, &res_r);
+        wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len, r->c->p.max_messages,
+                      &res_r);
     }
     wh_observe(r);
     if (r->too_large)
@@ -900,7 +889,6 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
                         void *ctx)
 {
     struct wh_req *r = calloc(1, sizeof(*r));
-    struct timespec now;
     double t;
 
     if (!r)
@@ -920,17 +908,11 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
         return NULL;
     }
     snprintf(r->id, sizeof(r->id), "msg_%s_%lu", call->session ? call->session : "x", ++c->seq);
-    wh_url_for(c->cfg, r->event, r->url, sizeof(r->url));
-    t = wh_timeout_for(c->cfg, r->event);
+    wh_url_for(&c->p, r->event, r->url, sizeof(r->url));
+    t = wh_timeout_for(&c->p, r->event);
     r->timeout = t;
-    wh_now(&now);
-    r->started = now;
-    r->deadline.tv_sec = now.tv_sec + (time_t)t;
-    r->deadline.tv_nsec = now.tv_nsec + (long)((t - (double)(time_t)t) * 1e9);
-    if (r->deadline.tv_nsec >= 1000000000L) {
-        r->deadline.tv_sec++;
-        r->deadline.tv_nsec -= 1000000000L;
-    }
+    r->started = util_mono();
+    r->deadline = r->started + t;
     r->state = RQ_QUEUED;
     TAILQ_INSERT_TAIL(&c->queue, r, link);
     if (t > 0) /* bounds the wait for a slot; replaced once it runs */
@@ -1014,7 +996,8 @@ size_t wh_client_inflight(const struct wh_client *c)
     return n;
 }
 
-int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *token)
+/* Replaces the signing keys and bearer token. 0, or -1 (nothing changed). */
+static int wh_set_secrets(struct wh_client *c, const char *secrets, const char *token)
 {
     struct wh_keys k;
     char *t = NULL;
@@ -1028,43 +1011,119 @@ int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *
     }
     wh_keys_clear(&c->keys);
     c->keys = k;
-    if (c->token) {
-        explicit_bzero(c->token, strlen(c->token));
-        free(c->token);
-    }
+    util_free_secret(&c->token);
     c->token = t;
     return wh_build_shared(c);
 }
 
-struct wh_client *wh_client_new(struct event_base *base, const struct cfg *cfg)
+/* Frees the strings of a copy made by wh_params_copy(). */
+static void wh_params_free(struct wh_params *p)
+{
+    int e;
+
+    free((char *)p->url);
+    for (e = 0; e < WH_N_EVENTS; e++)
+        free((char *)p->url_event[e]);
+    free((char *)p->ca_file);
+    free((char *)p->cert);
+    free((char *)p->key);
+    memset(p, 0, sizeof(*p));
+}
+
+static int wh_strdup(const char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return src && !*dst ? -1 : 0;
+}
+
+/* Copies p into out, every string included but the secret and the token
+ * (they are parsed into the client's keys and header). 0 or -1. */
+static int wh_params_copy(struct wh_params *out, const struct wh_params *p)
+{
+    int e, rc = 0;
+
+    *out = *p;
+    out->url = NULL;
+    memset(out->url_event, 0, sizeof(out->url_event));
+    out->ca_file = out->cert = out->key = out->secret = out->token = NULL;
+    rc |= wh_strdup(&out->url, p->url);
+    for (e = 0; e < WH_N_EVENTS; e++)
+        rc |= wh_strdup(&out->url_event[e], p->url_event[e]);
+    rc |= wh_strdup(&out->ca_file, p->ca_file);
+    rc |= wh_strdup(&out->cert, p->cert);
+    rc |= wh_strdup(&out->key, p->key);
+    if (rc)
+        wh_params_free(out);
+    return rc;
+}
+
+static int wh_str_differ(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
+/* Sizes the connection pool, and the stream slots within it. */
+static void wh_set_pool(struct wh_client *c)
+{
+    long pool = c->p.pool > 0 ? c->p.pool : 1;
+
+    /* A paused stream holds its connection: keep a quarter of the pool (at
+     * least one connection) free for the other events. */
+    c->max_streams = pool > 1 ? (size_t)(pool - (pool + 3) / 4) : 1;
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, pool);
+    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, pool);
+    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, pool);
+}
+
+int wh_client_set_params(struct wh_client *c, const struct wh_params *p)
+{
+    struct wh_params copy;
+    int tls_changed;
+
+    if (wh_params_copy(&copy, p) < 0)
+        return -1;
+    if (wh_set_secrets(c, p->secret, p->token) < 0) {
+        wh_params_free(&copy);
+        return -1;
+    }
+    tls_changed = wh_str_differ(c->p.ca_file, copy.ca_file) ||
+                  wh_str_differ(c->p.cert, copy.cert) || wh_str_differ(c->p.key, copy.key);
+    wh_params_free(&c->p);
+    c->p = copy;
+    if (tls_changed) /* idle handles carry the old files: make new ones */
+        while (c->n_idle > 0)
+            curl_easy_cleanup(c->idle[--c->n_idle]);
+    wh_set_pool(c);
+    event_active(c->reaper, EV_TIMEOUT, 0); /* a larger pool or max_inflight: go on */
+    return 0;
+}
+
+struct wh_client *wh_client_new(struct event_base *base, const struct wh_params *p)
 {
     struct wh_client *c = calloc(1, sizeof(*c));
-    long pool = cfg->backend_pool > 0 ? cfg->backend_pool : 1;
 
     if (!c)
         return NULL;
     c->base = base;
-    c->cfg = cfg;
+    if (wh_params_copy(&c->p, p) < 0) {
+        free(c);
+        return NULL;
+    }
     TAILQ_INIT(&c->queue);
     TAILQ_INIT(&c->active);
     snprintf(c->user_agent, sizeof(c->user_agent), "pop3gw/%s", POP3GW_VERSION);
-    /* A paused stream holds its connection: keep a quarter of the pool (at
-     * least one connection) free for the other events. */
-    c->max_streams = pool > 1 ? (size_t)(pool - (pool + 3) / 4) : 1;
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, wh_timeout_cb, c);
     c->reaper = event_new(base, -1, 0, wh_reaper_cb, c);
     if (!c->multi || !c->timer || !c->reaper)
         goto err;
-    if (wh_client_set_secrets(c, cfg->backend_secret, cfg->backend_token) < 0)
+    if (wh_set_secrets(c, p->secret, p->token) < 0)
         goto err;
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, wh_sock_cb);
     curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, wh_timer_cb);
     curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-    curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, pool);
-    curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, pool);
-    curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, pool);
+    wh_set_pool(c);
     return c;
 err:
     wh_client_free(c);
@@ -1098,9 +1157,7 @@ void wh_client_free(struct wh_client *c)
     if (c->reaper)
         event_free(c->reaper);
     wh_keys_clear(&c->keys);
-    if (c->token) {
-        explicit_bzero(c->token, strlen(c->token));
-        free(c->token);
-    }
+    util_free_secret(&c->token);
+    wh_params_free(&c->p);
     free(c);
 }

@@ -16,9 +16,23 @@
 #include "webhook/wh.h"
 
 struct event_base;
-struct cfg;
 struct wh_client;
 struct wh_req;
+
+/* What the client needs of the configuration. The gateway fills it from
+ * its own (as it fills pop3_params); the client copies every string. */
+struct wh_params {
+    const char *url;                    /* base URL, no trailing slash: calls go to url/EVENT */
+    const char *url_event[WH_N_EVENTS]; /* per-event URL, or NULL */
+    double timeout;                     /* seconds for a call, retries included */
+    double timeout_event[WH_N_EVENTS];  /* per event, 0 = timeout (retrieve: without progress) */
+    int pool;                           /* keep-alive connections to the backend */
+    int max_inflight;                   /* calls running at once; more wait in order */
+    size_t max_messages;                /* a listing is cut to this many entries */
+    const char *ca_file, *cert, *key;   /* TLS to the backend, or NULL */
+    const char *secret;                 /* space-separated whsec_ keys, or NULL */
+    const char *token;                  /* bearer token, or NULL */
+};
 
 /* Callbacks of one call. For non-streamed events only `done` is used; a
  * retrieve uses begin / data / end. */
@@ -42,12 +56,15 @@ struct wh_handler {
 int wh_global_init(void);
 void wh_global_cleanup(void);
 
-/* A client for one worker. `cfg` must outlive it. NULL on failure. */
-struct wh_client *wh_client_new(struct event_base *base, const struct cfg *cfg);
+/* A client for one worker, with a copy of `p`. NULL on failure (a secret
+ * that does not decode, or no memory). */
+struct wh_client *wh_client_new(struct event_base *base, const struct wh_params *p);
 void wh_client_free(struct wh_client *c); /* cancels every call; NULL is fine */
 
-/* Replaces the signing keys and bearer token (SIGHUP). 0 or -1. */
-int wh_client_set_secrets(struct wh_client *c, const char *secrets, const char *token);
+/* Takes new settings (SIGHUP): calls that start from now on use them; calls
+ * already running keep their URL and deadline. 0, or -1 when a secret does
+ * not decode or memory runs out (nothing changed). */
+int wh_client_set_params(struct wh_client *c, const struct wh_params *p);
 
 /*
  * Starts a call. The body is built now, so `call` and what it points to may

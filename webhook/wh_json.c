@@ -21,8 +21,9 @@
  */
 #include "webhook/wh_json.h"
 
-#include "gateway/buf.h"
+#include "lib/buf.h"
 #include "webhook/wh_sign.h"
+#include "lib/util.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -31,10 +32,6 @@
 #include <string.h>
 
 #include <jansson.h>
-
-const char *const wh_event_names[WH_N_EVENTS] = {
-    "authenticate", "list", "uidl", "retrieve", "quit", "connect", "disconnect",
-};
 
 #define WH_INT_MAX ((json_int_t)((1LL << 53) - 1))
 
@@ -53,50 +50,6 @@ void wh_result_free(struct wh_result *r)
 }
 
 /* ---------------------------------------------------------------- text */
-
-int wh_utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    if (!s)
-        return len == 0;
-    while (i < len) {
-        unsigned c = p[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t more;
-        uint32_t cp, min;
-        if (c >= 0xC2 && c <= 0xDF) {
-            more = 1;
-            cp = c & 0x1F;
-            min = 0x80;
-        } else if ((c & 0xF0) == 0xE0) {
-            more = 2;
-            cp = c & 0x0F;
-            min = 0x800;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            more = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return 0; /* continuation byte, C0, C1 or F5..FF */
-        }
-        if (len - i - 1 < more)
-            return 0;
-        for (size_t j = 1; j <= more; j++) {
-            unsigned b = p[i + j];
-            if ((b & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (b & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += more + 1;
-    }
-    return 1;
-}
 
 int wh_uid_valid(const char *s)
 {
@@ -182,7 +135,7 @@ static void jw_str(struct jw *w, const char *s)
     const char *run;
     size_t n;
 
-    if (!s || !wh_utf8_valid(s, n = strlen(s))) {
+    if (!s || !util_utf8_valid(s, n = strlen(s))) {
         w->ok = 0;
         return;
     }
@@ -339,7 +292,7 @@ char *wh_json_build(const struct wh_call *c, size_t *len)
     jw_raw(&w, "", 1); /* NUL, not counted */
     if (!w.ok) {
         if (w.b.data)
-            explicit_bzero(w.b.data, w.b.cap);
+            util_wipe(w.b.data, w.b.cap);
         buf_free(&w.b);
         return NULL;
     }
@@ -501,16 +454,6 @@ static enum wh_status refused_by_status(struct wh_result *r, enum wh_code code, 
     return WH_REFUSED;
 }
 
-/* The confirmed user name goes into replies and log lines: no C0 control
- * characters (CR, LF, ...) and no DEL. */
-static int has_control(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7F)
-            return 1;
-    return 0;
-}
-
 static const struct {
     const char *name;
     enum wh_code code;
@@ -553,9 +496,9 @@ static enum wh_status parse_authenticate(struct wh_result *r, const char *body, 
             fail(r, "authenticate: user is not a string");
         } else if (user &&
                    (json_string_length(user) == 0 || json_string_length(user) > WH_USER_MAX ||
-                    !wh_utf8_valid(json_string_value(user), json_string_length(user)))) {
+                    !util_utf8_valid(json_string_value(user), json_string_length(user)))) {
             fail(r, "authenticate: user empty or longer than %d bytes", WH_USER_MAX);
-        } else if (user && has_control(json_string_value(user))) {
+        } else if (user && util_has_ctl(json_string_value(user), json_string_length(user))) {
             fail(r, "authenticate: user contains control characters");
         } else if (user && !(r->user = strdup(json_string_value(user)))) {
             fail(r, "authenticate: out of memory");
@@ -814,8 +757,7 @@ char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const
         if (!json_is_string(b64)) {
             *err = "content_base64 is not a string";
         } else {
-            out =
-                (char *)wh_base64_decode(json_string_value(b64), json_string_length(b64), out_len);
+            out = (char *)util_b64_decode(json_string_value(b64), json_string_length(b64), out_len);
             if (!out)
                 *err = "content_base64 is not valid base64";
         }

@@ -41,9 +41,6 @@ char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const
  * NULL when nothing is left. */
 char *wh_sanitize_message(const char *msg);
 
-/* True when s (len bytes) is valid UTF-8 (no overlongs, no surrogates). */
-int wh_utf8_valid(const char *s, size_t len);
-
 /* True for a uid the contract allows: 1..70 bytes in 0x21..0x7E. */
 int wh_uid_valid(const char *s);
 

@@ -14,6 +14,8 @@
  */
 #include "webhook/wh_sign.h"
 
+#include "lib/util.h"
+
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,66 +31,15 @@
 #define KEY_MAX ((int)sizeof(((struct wh_keys *)0)->key[0]))
 #define MAC_LEN 32
 
-static int is_b64_space(char c)
+/* Keys are separated by blanks. */
+static int wh_sign_blank(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
-static int is_b64_char(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/';
-}
-
-unsigned char *wh_base64_decode(const char *in, size_t in_len, size_t *out_len)
-{
-    *out_len = 0;
-    if (!in && in_len > 0)
-        return NULL;
-
-    /* Gather the significant characters. */
-    unsigned char *txt = malloc(in_len + 1);
-    if (!txt)
-        return NULL;
-    size_t n = 0;
-    for (size_t i = 0; i < in_len; i++)
-        if (!is_b64_space(in[i]))
-            txt[n++] = (unsigned char)in[i];
-
-    /* Quads of the alphabet; '=' only as the last one or two characters. */
-    size_t pad = 0;
-    if (n % 4 != 0 || n / 4 * 3 > INT_MAX)
-        goto bad;
-    if (n > 0 && txt[n - 1] == '=')
-        pad = (n > 1 && txt[n - 2] == '=') ? 2 : 1;
-    for (size_t i = 0; i < n - pad; i++)
-        if (!is_b64_char(txt[i]))
-            goto bad;
-
-    size_t cap = n / 4 * 3;
-    unsigned char *out = malloc(cap + 1);
-    if (!out)
-        goto bad;
-    if (n > 0 && EVP_DecodeBlock(out, txt, (int)n) != (int)cap) {
-        OPENSSL_cleanse(out, cap + 1);
-        free(out);
-        goto bad;
-    }
-    OPENSSL_cleanse(txt, in_len + 1);
-    free(txt);
-    *out_len = cap - pad;
-    out[*out_len] = '\0';
-    return out;
-
-bad:
-    OPENSSL_cleanse(txt, in_len + 1);
-    free(txt);
-    return NULL;
-}
-
 void wh_keys_clear(struct wh_keys *k)
 {
-    OPENSSL_cleanse(k, sizeof(*k));
+    util_wipe(k, sizeof(*k));
 }
 
 int wh_keys_parse(struct wh_keys *k, const char *secrets)
@@ -99,12 +50,12 @@ int wh_keys_parse(struct wh_keys *k, const char *secrets)
 
     const char *p = secrets;
     for (;;) {
-        while (is_b64_space(*p))
+        while (wh_sign_blank(*p))
             p++;
         if (*p == '\0')
             return 0;
         const char *end = p;
-        while (*end != '\0' && !is_b64_space(*end))
+        while (*end != '\0' && !wh_sign_blank(*end))
             end++;
 
         size_t tok_len = (size_t)(end - p);
@@ -114,18 +65,18 @@ int wh_keys_parse(struct wh_keys *k, const char *secrets)
 
         size_t key_len;
         unsigned char *key =
-            wh_base64_decode(p + SECRET_PREFIX_LEN, tok_len - SECRET_PREFIX_LEN, &key_len);
+            util_b64_decode(p + SECRET_PREFIX_LEN, tok_len - SECRET_PREFIX_LEN, &key_len);
         if (!key)
             goto bad;
         if (key_len == 0 || key_len > (size_t)KEY_MAX) {
-            OPENSSL_cleanse(key, key_len);
+            util_wipe(key, key_len);
             free(key);
             goto bad;
         }
         memcpy(k->key[k->n], key, key_len);
         k->key_len[k->n] = key_len;
         k->n++;
-        OPENSSL_cleanse(key, key_len);
+        util_wipe(key, key_len);
         free(key);
         p = end;
     }
@@ -183,7 +134,7 @@ int wh_sign(const struct wh_keys *k, const char *id, long long timestamp, const 
             pos += 3;
             pos += (size_t)EVP_EncodeBlock((unsigned char *)out + pos, md, MAC_LEN);
         }
-        OPENSSL_cleanse(md, sizeof(md));
+        util_wipe(md, sizeof(md));
     }
     EVP_MAC_free(mac);
     if (rc != 0) {

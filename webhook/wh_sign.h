@@ -33,12 +33,4 @@ int wh_sign(const struct wh_keys *k, const char *id, long long timestamp, const 
  * per key "v1," and 44 base64 characters, and a space between keys. */
 #define WH_SIGN_LEN(n) ((n) > 0 ? (size_t)(n)*48 - 1 : 0)
 
-/*
- * Strict standard base64 (RFC 4648 section 4, '=' padding required); space,
- * tab, CR and LF anywhere in the input are skipped. Returns a malloc'd buffer
- * of *out_len bytes (plus a NUL not counted), or NULL when the input is not
- * base64 or memory runs out.
- */
-unsigned char *wh_base64_decode(const char *in, size_t in_len, size_t *out_len);
-
 #endif

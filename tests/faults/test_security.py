@@ -146,7 +146,7 @@ class SecretsCase(FaultCase):
         c.close()
         # SIGHUP re-reads the secrets.
         self.gw.proc.send_signal(signal.SIGHUP)
-        self.wait_log("backend secrets reloaded")
+        self.wait_log("configuration reloaded")
         # Every request was signed and carried the token.
         reqs = self.be.requests()
         self.assertTrue(reqs)

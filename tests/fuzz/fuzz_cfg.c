@@ -90,7 +90,7 @@ static void check_cfg(const struct cfg *c)
     FUZZ_CHECK(c->apop == 0 || c->apop == 1);
     check_secs(c->backend_timeout, 0, 86400);
     FUZZ_CHECK(c->backend_timeout > 0);
-    for (i = 0; i < CFG_EVENTS; i++)
+    for (i = 0; i < WH_N_EVENTS; i++)
         check_secs(c->backend_timeout_event[i], 0, 86400);
     FUZZ_CHECK(c->backend_pool >= 1 && c->backend_pool <= 1024);
     FUZZ_CHECK(c->max_inflight >= 1);

@@ -11,7 +11,7 @@
  * Checks: a challenge is NUL-terminated inside its buffer; SASL_DONE comes
  * with the credentials the mechanism promises, SASL_BAD with a reason; a raw
  * PLAIN message decodes to exactly its three parts; every raw line survives
- * a base64 round trip through wh_base64_decode(); sasl_clear() leaves nothing
+ * a base64 round trip through util_b64_decode(); sasl_clear() leaves nothing
  * (LeakSanitizer checks the frees).
  */
 #include "fuzz.h"
@@ -20,6 +20,7 @@
 
 #include "gateway/sasl.h"
 #include "webhook/wh_sign.h"
+#include "lib/util.h"
 
 #define CHAL_LEN 64
 #define MAX_STEPS 8
@@ -60,7 +61,7 @@ static char *b64_encode(const uint8_t *p, size_t n)
 static void check_roundtrip(const uint8_t *p, size_t n, const char *b64)
 {
     size_t got = 0;
-    unsigned char *dec = wh_base64_decode(b64, strlen(b64), &got);
+    unsigned char *dec = util_b64_decode(b64, strlen(b64), &got);
 
     FUZZ_CHECK(dec != NULL);
     FUZZ_CHECK(got == n);

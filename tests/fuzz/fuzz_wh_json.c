@@ -1,7 +1,7 @@
 /*
  * fuzz_wh_json: backend replies (webhook/wh_json.c): wh_json_parse() for
  * every event and the status codes a backend sends, wh_json_parse_content()
- * for a JSON retrieve, wh_sanitize_message(), wh_utf8_valid(),
+ * for a JSON retrieve, wh_sanitize_message(), util_utf8_valid(),
  * wh_uid_valid().
  *
  * Input: byte 0 is max_messages (0 = no cap); the rest is the reply body.
@@ -14,7 +14,7 @@
  *   mailbox is at most 4 KB of JSON that wh_json_build() embeds again;
  * - a message for the client is printable ASCII, at most WH_MESSAGE_MAX,
  *   not empty, does not start with '[' or a blank, does not end with a blank;
- * - wh_utf8_valid() agrees with jansson's own UTF-8 check;
+ * - util_utf8_valid() agrees with jansson's own UTF-8 check;
  * - wh_result_free() frees everything (LeakSanitizer).
  */
 #include "fuzz.h"
@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "webhook/wh_json.h"
+#include "lib/util.h"
 
 static const long statuses[] = {200, 204, 401, 403, 404, 423, 429, 500, 0};
 
@@ -45,7 +46,7 @@ static void check_user(const char *u)
     if (!u)
         return;
     n = strlen(u);
-    FUZZ_CHECK(n >= 1 && n <= WH_USER_MAX && wh_utf8_valid(u, n));
+    FUZZ_CHECK(n >= 1 && n <= WH_USER_MAX && util_utf8_valid(u, n));
     for (i = 0; i < n; i++)
         FUZZ_CHECK((unsigned char)u[i] >= 0x20 && u[i] != 0x7f);
 }
@@ -174,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* Two UTF-8 checkers must agree (jansson rejects what is not UTF-8). */
     js = json_stringn(body, len);
-    FUZZ_CHECK(wh_utf8_valid(body, len) == (js != NULL));
+    FUZZ_CHECK(util_utf8_valid(body, len) == (js != NULL));
     json_decref(js);
 
     free((void *)body);

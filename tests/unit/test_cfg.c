@@ -18,7 +18,7 @@
 
 #include "gateway/cfg.h"
 #include "tests/unit/cfg_keys.h"
-#include "gateway/log.h"
+#include "lib/log.h"
 
 #define SECRET1 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" /* 24 bytes */
 #define SECRET2 "whsec_c2VjcmV0LXR3bw=="                 /* "secret-two" */
@@ -116,13 +116,13 @@ static char *load_stdout(const char *const *args, int *rc, int *exit_now)
 
 static void test_event_names(void **state)
 {
-    static const char *const want[CFG_EVENTS] = {
+    static const char *const want[WH_N_EVENTS] = {
         "authenticate", "list", "uidl", "retrieve", "quit", "connect", "disconnect",
     };
 
     (void)state;
-    for (int i = 0; i < CFG_EVENTS; i++)
-        assert_string_equal(cfg_event_names[i], want[i]);
+    for (int i = 0; i < WH_N_EVENTS; i++)
+        assert_string_equal(wh_event_names[i], want[i]);
 }
 
 static void test_defaults(void **state)
@@ -140,7 +140,7 @@ static void test_defaults(void **state)
     assert_true(strlen(c.hostname) > 0);
     assert_int_equal(c.apop, 1);
     assert_null(c.backend_url);
-    for (int e = 0; e < CFG_EVENTS; e++) {
+    for (int e = 0; e < WH_N_EVENTS; e++) {
         assert_null(c.backend_url_event[e]);
         assert_true(c.backend_timeout_event[e] == 0);
     }

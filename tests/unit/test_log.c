@@ -20,7 +20,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "gateway/log.h"
+#include "lib/log.h"
 
 #define LINE_MAX_BYTES 4096
 

@@ -33,7 +33,7 @@
 
 #include <cmocka.h>
 
-#include "gateway/log.h"
+#include "lib/log.h"
 #include "gateway/pop3.h"
 #include "webhook/wh.h"
 

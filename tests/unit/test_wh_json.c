@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "webhook/wh_json.h"
+#include "lib/util.h"
 
 /* ------------------------------------------------------------ building */
 
@@ -889,11 +890,11 @@ static void test_utf8(void **state)
         {"\xf0\x9f\x98", 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (wh_utf8_valid(t[i].s, strlen(t[i].s)) != t[i].ok)
+        if (util_utf8_valid(t[i].s, strlen(t[i].s)) != t[i].ok)
             fail_msg("case %zu: expected %d", i, t[i].ok);
-    assert_true(wh_utf8_valid("a\0b", 3));
-    assert_true(wh_utf8_valid(NULL, 0));
-    assert_false(wh_utf8_valid("\xc3\xa9", 1));
+    assert_true(util_utf8_valid("a\0b", 3));
+    assert_true(util_utf8_valid(NULL, 0));
+    assert_false(util_utf8_valid("\xc3\xa9", 1));
 }
 
 static void test_uid_valid(void **state)

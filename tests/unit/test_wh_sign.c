@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "webhook/wh_sign.h"
+#include "lib/util.h"
 
 #define VEC_SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #define VEC_ID "msg_p5jXN8AQM9LWM0D4loKWxJek"
@@ -161,31 +162,31 @@ static void test_base64(void **state)
     size_t n;
     unsigned char *p;
 
-    p = wh_base64_decode("aGVsbG8=", 8, &n);
+    p = util_b64_decode("aGVsbG8=", 8, &n);
     assert_non_null(p);
     assert_int_equal(n, 5);
     assert_memory_equal(p, "hello", 5);
     assert_int_equal(p[5], 0);
     free(p);
 
-    p = wh_base64_decode(" aGVs\r\nbG8h\n", 12, &n);
+    p = util_b64_decode(" aGVs\r\nbG8h\n", 12, &n);
     assert_non_null(p);
     assert_int_equal(n, 6);
     assert_memory_equal(p, "hello!", 6);
     free(p);
 
-    p = wh_base64_decode("aA==", 4, &n);
+    p = util_b64_decode("aA==", 4, &n);
     assert_non_null(p);
     assert_int_equal(n, 1);
     assert_int_equal(p[0], 'h');
     free(p);
 
-    p = wh_base64_decode("", 0, &n);
+    p = util_b64_decode("", 0, &n);
     assert_non_null(p);
     assert_int_equal(n, 0);
     free(p);
 
-    p = wh_base64_decode("AP8A/w==", 8, &n);
+    p = util_b64_decode("AP8A/w==", 8, &n);
     assert_non_null(p);
     assert_int_equal(n, 4);
     assert_memory_equal(p, "\x00\xff\x00\xff", 4);
@@ -194,7 +195,7 @@ static void test_base64(void **state)
     static const char *const bad[] = {"aGVsbG8",  "aGVsbG8==", "a===",         "====", "aG=sbG8=",
                                       "aGVs bG8", "aGV$bG8=",  "aGVsbG8=aGVs", "aA=A"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        p = wh_base64_decode(bad[i], strlen(bad[i]), &n);
+        p = util_b64_decode(bad[i], strlen(bad[i]), &n);
         if (p)
             fail_msg("accepted: %s", bad[i]);
     }

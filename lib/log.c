@@ -10,7 +10,9 @@
  * properly (a quoted value gets its closing quote, the JSON object its '}')
  * and marked truncated=true, so every line stays parseable.
  */
-#include "log.h"
+#include "lib/log.h"
+
+#include "lib/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -85,39 +87,6 @@ static void log_force(struct log_line *b, const char *p, size_t len)
     }
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t log_utf8_len(const unsigned char *p, size_t n)
-{
-    size_t len;
-    unsigned cp;
-
-    if (p[0] < 0x80)
-        return 1;
-    if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-        len = 2;
-        cp = p[0] & 0x1f;
-    } else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-        len = 3;
-        cp = p[0] & 0x0f;
-    } else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-        len = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0; /* overlong, out of range, or a surrogate */
-    return len;
-}
-
 /* A JSON string: valid UTF-8 kept, control and invalid bytes as \u00XX. */
 static void log_json_str(struct log_line *b, const char *s, size_t len)
 {
@@ -127,7 +96,7 @@ static void log_json_str(struct log_line *b, const char *s, size_t len)
     if (log_put(b, "\"", 1) < 0)
         return;
     for (size_t i = 0; i < len;) {
-        size_t u = log_utf8_len(p + i, len - i);
+        size_t u = util_utf8_len((const char *)p + i, len - i);
         int rc;
         if (u == 1 && (p[i] == '"' || p[i] == '\\')) {
             esc[0] = '\\';

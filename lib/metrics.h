@@ -10,10 +10,18 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "webhook/wh.h"
+#include "lib/names.h"
 
-/* Login methods, in the order of metrics_method_names. */
-enum metrics_method { MM_USER, MM_APOP, MM_PLAIN, MM_LOGIN, MM_XOAUTH2, MM_OAUTHBEARER, MM_N };
+/* Webhook events, as webhook/wh.h numbers them (enum wh_event). */
+#define METRICS_EVENTS NAMES_COUNT(NAMES_EVENTS)
+
+/* Login methods (lib/names.h), in the order of metrics_method_names. */
+enum metrics_method {
+#define X(e, n) MM_##e,
+    NAMES_METHODS(X)
+#undef X
+        MM_N
+};
 
 /* Upper bounds (seconds) of the latency histogram buckets; +Inf follows. */
 #define METRICS_BUCKETS 12
@@ -25,14 +33,15 @@ struct metrics_hist {
     atomic_ulong sum_us; /* microseconds */
 };
 
-/* Why a webhook call failed (label "reason" of pop3gw_webhook_errors_total). */
+/* Why a webhook call failed (label "reason" of pop3gw_webhook_errors_total,
+ * lib/names.h): timeout (deadline passed), connect (connection refused or
+ * reset, DNS), status (5xx or an unexpected status), body (not per the
+ * contract), broken (a streamed retrieve broke after +OK). */
 enum metrics_wh_error {
-    MWE_TIMEOUT, /* deadline passed */
-    MWE_CONNECT, /* connection refused or reset, DNS */
-    MWE_STATUS,  /* 5xx or an unexpected status */
-    MWE_BODY,    /* a body not per the contract */
-    MWE_BROKEN,  /* a streamed retrieve broke after +OK */
-    MWE_N
+#define X(e, n) MWE_##e,
+    NAMES_WH_ERRORS(X)
+#undef X
+        MWE_N
 };
 
 struct metrics {
@@ -59,15 +68,15 @@ struct metrics {
     atomic_ulong listings_truncated;  /* cut to max_messages */
     atomic_ulong bytes_in, bytes_out; /* POP3 payload octets */
     /* webhooks */
-    atomic_ulong webhook_calls[WH_N_EVENTS]; /* finished calls */
-    atomic_ulong webhook_errors[WH_N_EVENTS][MWE_N];
-    atomic_ulong webhook_retries[WH_N_EVENTS];
+    atomic_ulong webhook_calls[METRICS_EVENTS]; /* finished calls */
+    atomic_ulong webhook_errors[METRICS_EVENTS][MWE_N];
+    atomic_ulong webhook_retries[METRICS_EVENTS];
     atomic_long webhook_inflight; /* running or queued now */
     struct metrics_hist
-        webhook_latency[WH_N_EVENTS]; /* seconds to the reply (retrieve: to the headers) */
-    atomic_long backend_last_ok;      /* unix time of the last good reply */
-    atomic_long backend_last_error;   /* unix time of the last failed call */
-    atomic_long started;              /* unix time the process started */
+        webhook_latency[METRICS_EVENTS]; /* seconds to the reply (retrieve: to the headers) */
+    atomic_long backend_last_ok;         /* unix time of the last good reply */
+    atomic_long backend_last_error;      /* unix time of the last failed call */
+    atomic_long started;                 /* unix time the process started */
     /* The same two times in milliseconds, set by metrics_backend_result();
      * 0 = not recorded. They order a failure and a success that fall in the
      * same second (the admin endpoint's backend state). */
@@ -76,6 +85,7 @@ struct metrics {
 };
 
 extern struct metrics metrics;
+extern const char *const metrics_event_names[METRICS_EVENTS];
 extern const char *const metrics_method_names[MM_N];
 extern const char *const metrics_wh_error_names[MWE_N];
 
@@ -84,6 +94,47 @@ extern const char *const metrics_wh_error_names[MWE_N];
 #define METRIC_DEC(field) atomic_fetch_sub_explicit(&metrics.field, 1, memory_order_relaxed)
 #define METRIC_SET(field, v) atomic_store_explicit(&metrics.field, (v), memory_order_relaxed)
 #define METRIC_GET(field) atomic_load_explicit(&metrics.field, memory_order_relaxed)
+
+/*
+ * A plain copy of the metrics, taken with relaxed loads, so that one
+ * rendering works on one set of numbers. Counters are read one by one, so a
+ * snapshot is not an atomic picture of every counter at one instant; each
+ * number is exact for some moment during the copy, which is what monitoring
+ * needs. A histogram's count is the sum of its buckets as copied, so `+Inf`
+ * and `_count` always agree.
+ */
+struct hist_snap {
+    unsigned long bucket[METRICS_BUCKETS + 1]; /* non-cumulative; the last is +Inf */
+    unsigned long count;                       /* sum of the buckets */
+    double sum;                                /* seconds */
+};
+
+struct metrics_snap {
+    unsigned long connections_total, connections_refused;
+    long connections_active;
+    unsigned long tls_handshakes, tls_failures, proxy_rejected;
+    long sessions_authorization, sessions_transaction;
+    unsigned long commands_total, bad_commands;
+    unsigned long logins_ok[MM_N], logins_failed[MM_N];
+    unsigned long timeouts, send_timeouts;
+    unsigned long messages_retrieved, messages_deleted, quit_failures;
+    unsigned long size_mismatches, listings_truncated;
+    unsigned long bytes_in, bytes_out;
+    unsigned long webhook_calls[METRICS_EVENTS];
+    unsigned long webhook_errors[METRICS_EVENTS][MWE_N];
+    unsigned long webhook_retries[METRICS_EVENTS];
+    long webhook_inflight;
+    struct hist_snap latency[METRICS_EVENTS];
+    long backend_last_ok, backend_last_error;            /* unix seconds, 0 = never */
+    long long backend_last_ok_ms, backend_last_error_ms; /* 0 = not recorded */
+    long started;                                        /* unix seconds */
+};
+
+/* Copies the global metrics (relaxed loads; gauges below zero read as 0). */
+void metrics_snap_take(struct metrics_snap *s);
+
+/* Copies the global metrics (relaxed loads; gauges below zero read as 0). */
+void metrics_snap_take(struct metrics_snap *s);
 
 /* Records one observation (seconds) in a histogram. */
 void metrics_observe(struct metrics_hist *h, double seconds);

@@ -1,7 +1,7 @@
 /*
  * buf: a small growable byte buffer.
  */
-#include "gateway/buf.h"
+#include "lib/buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>

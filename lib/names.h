@@ -1,0 +1,41 @@
+/*
+ * names: the lists of names that more than one layer speaks of, each kept
+ * once as an X-macro. The webhook client, the configuration, the metrics
+ * and both admin renderings generate their enums and strings from these.
+ *
+ *   NAMES_EVENTS(X)     X(ENUM, name)  webhook events, in contract order
+ *   NAMES_METHODS(X)    X(ENUM, name)  login methods (`method` of authenticate)
+ *   NAMES_WH_ERRORS(X)  X(ENUM, name)  why a webhook call failed (metric label)
+ */
+#ifndef POP3GW_NAMES_H
+#define POP3GW_NAMES_H
+
+#define NAMES_EVENTS(X)                                                                            \
+    X(AUTHENTICATE, "authenticate")                                                                \
+    X(LIST, "list")                                                                                \
+    X(UIDL, "uidl")                                                                                \
+    X(RETRIEVE, "retrieve")                                                                        \
+    X(QUIT, "quit")                                                                                \
+    X(CONNECT, "connect")                                                                          \
+    X(DISCONNECT, "disconnect")
+
+#define NAMES_METHODS(X)                                                                           \
+    X(USER, "USER")                                                                                \
+    X(APOP, "APOP")                                                                                \
+    X(PLAIN, "PLAIN")                                                                              \
+    X(LOGIN, "LOGIN")                                                                              \
+    X(XOAUTH2, "XOAUTH2")                                                                          \
+    X(OAUTHBEARER, "OAUTHBEARER")
+
+#define NAMES_WH_ERRORS(X)                                                                         \
+    X(TIMEOUT, "timeout")                                                                          \
+    X(CONNECT, "connect")                                                                          \
+    X(STATUS, "status")                                                                            \
+    X(BODY, "body")                                                                                \
+    X(BROKEN, "broken")
+
+/* The number of entries of a list: NAMES_COUNT(NAMES_EVENTS). */
+#define NAMES_ONE_(e, n) +1
+#define NAMES_COUNT(list) (0 list(NAMES_ONE_))
+
+#endif
