@@ -1,36 +1,51 @@
 /*
  * conn: the transport shell around one POP3 session.
  *
- * Moves bytes between the client's bufferevent and the sans-I/O session, runs
- * the session's backend calls through the worker's webhook client, streams
- * retrieved messages through the converter into the client's output buffer,
- * and owns the timers (login and idle timeout, failed-login delay, send
- * timeout). Work that a callback triggers runs later from the `kick` event,
- * so the session is never re-entered from inside a curl or bufferevent
- * callback, and a connection is freed only from the event loop.
+ * Moves bytes between the client's bufferevent and the sans-I/O session,
+ * runs the session's backend calls through the worker's webhook client,
+ * streams retrieved messages through the converter into the client's output
+ * buffer, and owns the timers (login and idle timeout, failed-login delay,
+ * send timeout).
+ *
+ * A connection is in one of the states of CONN_STATES below and changes
+ * state only through conn_enter(), which logs `old -> new` at debug level:
+ *
+ *   START --set up--> IDLE <--> CALL --retrieve 200--> STREAM --end--> IDLE
+ *                      |  \--> DELAY (failed login) --> IDLE
+ *                      |  \--> STLS (+OK leaving) --> IDLE over TLS
+ *                      \--> CLOSING (last replies leaving) --> CLOSED
+ *   any state --conn_close()--> CLOSED --kick--> freed
+ *
+ * The session is entered only from this connection's own callbacks of the
+ * event loop: the kick, the socket and the timers. Webhook callbacks record
+ * what happened and kick (conn_wh_*); the one that runs inside curl (data)
+ * only converts bytes into the output buffer. A connection is freed in one
+ * place, conn_kick_cb(), on its own turn of the loop after conn_close()
+ * marked it CLOSED, so nothing frees it while another callback (libevent,
+ * curl or the session's) is still running on it.
  */
+#include "gateway/conn.h"
+
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <errno.h>
 #include <time.h>
 #include <unistd.h>
-
-#include "gateway/conn.h"
 
 #include "admin/admin.h"
 #include "gateway/conv.h"
@@ -50,28 +65,69 @@
 #define CONN_OUTPUT_LOW (256 * 1024)  /* ... and resumes below this */
 #define CONN_LINGER_MAX 5.0           /* seconds the last replies may take to leave */
 
+/*
+ * The states of a connection: X(ENUM, name, shown), where `shown` is what
+ * /sessions calls a connection in this state, or NULL for the session's own
+ * state (AUTHORIZATION, TRANSACTION, UPDATE: pop3_state_name()).
+ */
+#define CONN_STATES(X)                                                                             \
+    X(START, "start", "CONNECTING")  /* accepted; the PROXY header or the set-up is next */        \
+    X(IDLE, "idle", NULL)            /* the session waits for a command */                         \
+    X(CALL, "call", NULL)            /* a webhook call runs; no command is read */                 \
+    X(STREAM, "stream", NULL)        /* a retrieve's body flows to the client */                   \
+    X(DELAY, "delay", NULL)          /* a refused login's reply waits out auth_failure_delay */    \
+    X(STLS, "stls", NULL)            /* the +OK to STLS is leaving; then TLS starts */             \
+    X(CLOSING, "closing", "CLOSING") /* the last replies are leaving */                            \
+    X(CLOSED, "closed", "CLOSING")   /* marked: the kick frees it */
+
+enum conn_state {
+#define X(e, n, shown) CONN_##e,
+    CONN_STATES(X)
+#undef X
+        CONN_N_STATES
+};
+
+static const struct {
+    const char *name, *shown;
+} conn_states[CONN_N_STATES] = {
+#define X(e, n, shown) {n, shown},
+    CONN_STATES(X)
+#undef X
+};
+
+/* What the webhook callbacks recorded for the kick to act on. */
+enum conn_news {
+    NEWS_DONE = 1,  /* a non-streamed result is in `result` */
+    NEWS_BEGIN = 2, /* a retrieve's status is in `begin_status` */
+    NEWS_END = 4,   /* a streamed body ended as `end_how` */
+};
+
 struct conn {
     TAILQ_ENTRY(conn) link; /* in the worker's list */
     struct worker *w;
     struct settings *set; /* the settings it started with (a reference) */
+    enum conn_state state;
     struct bufferevent *bev;
+    int fd;        /* the socket, until a bufferevent owns it */
     int outq_mark; /* bytes the kernel held for the client after our last write; -1 unknown */
     struct pop3_session *s;
-    struct wh_req *req;  /* the session's call in flight, or NULL */
-    struct event *timer; /* login / idle timeout */
-    struct event *delay; /* failed-login delay */
-    struct event *kick;  /* runs conn_process from the loop */
-    struct conv conv;    /* retrieve being streamed */
-    int streaming;       /* conv is in use */
-    int gone;            /* the connection broke: nothing more can be written */
-    int eof;             /* the client closed its sending side: answer what was read, then close */
-    int closing;         /* flush the output, then free */
-    const char *reason;  /* why it ends, for the disconnect event */
-    int fd;              /* the socket, until a bufferevent owns it */
+    struct wh_req *req;           /* the session's call in flight, or NULL */
+    int news;                     /* enum conn_news bits */
+    struct wh_result result;      /* NEWS_DONE */
+    enum wh_status begin_status;  /* NEWS_BEGIN */
+    enum wh_end end_how;          /* NEWS_END */
+    int held;                     /* the stream is paused: the output was full */
+    int stopped;                  /* the stream was stopped here: TOP had all it needed */
+    struct event *timer;          /* login / idle timeout; the linger of CLOSING */
+    struct event *delay;          /* failed-login delay */
+    struct event *kick;           /* runs conn_process (or frees) from the loop */
+    struct conv conv;             /* retrieve being streamed */
+    int gone;                     /* the connection broke: nothing more can be written */
+    int eof;                      /* the client closed its sending side: answer what was read */
+    const char *reason;           /* why it ends, for the disconnect event and the log */
     struct event *proxy_ev;       /* waiting for the PROXY header */
     struct sockaddr_storage peer; /* the client (after PROXY) */
     double proxy_deadline;        /* monotonic seconds */
-    int stls;                     /* STLS accepted: start TLS once the +OK is flushed */
     char id[24];
     char apop_rand[17]; /* random part of the APOP timestamp */
     char ip[INET6_ADDRSTRLEN];
@@ -93,16 +149,38 @@ struct conn {
 };
 
 static void conn_process(struct conn *c);
-static void conn_free(struct conn *c);
 static void conn_flush(struct conn *c);
 static int conn_make_bev(struct conn *c, int accepting_tls);
 static void conn_setup_bev(struct conn *c);
 static void conn_track_state(struct conn *c, int gone);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_read_off(struct conn *c);
 
 static void conn_kick(struct conn *c)
 {
     event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* Moves c to a new state, and says so at debug level. */
+static void conn_enter(struct conn *c, enum conn_state st)
+{
+    if (c->state == st)
+        return;
+    if (log_enabled(LOG_DEBUG))
+        log_kv(LOG_DEBUG, c->id, "connection state", "from=%s to=%s", conn_states[c->state].name,
+               conn_states[st].name);
+    c->state = st;
+}
+
+/* Ends the connection: marks it CLOSED; the kick frees it on its own turn
+ * of the loop. The first reason given is the one kept. */
+static void conn_close(struct conn *c, const char *reason)
+{
+    if (!c->reason)
+        c->reason = reason;
+    conn_read_off(c);
+    conn_enter(c, CONN_CLOSED);
+    conn_kick(c);
 }
 
 /* Starts reading the client, unless CONN_INPUT_MAX bytes wait already. */
@@ -131,7 +209,7 @@ static void conn_read_off(struct conn *c)
     }
 }
 
-/* ---- webhook callbacks ------------------------------------------------ */
+/* ---- webhook callbacks: record and kick ---------------------------------- */
 
 /* wh_start(): the result of a non-streamed call. */
 static void conn_wh_done(void *ctx, struct wh_result *r)
@@ -139,104 +217,76 @@ static void conn_wh_done(void *ctx, struct wh_result *r)
     struct conn *c = ctx;
 
     c->req = NULL;
-    pop3_call_done(c->s, r);
+    c->result = *r; /* the strings move here */
+    memset(r, 0, sizeof(*r));
+    c->news |= NEWS_DONE;
     conn_kick(c);
 }
 
 /* wh_start(): a retrieve's status is known. */
-static int conn_wh_begin(void *ctx, enum wh_status st)
+static void conn_wh_begin(void *ctx, enum wh_status st)
 {
     struct conn *c = ctx;
-    const struct wh_call *call = pop3_call(c->s);
-    long lines = call ? call->lines : -1;
-    int stream = pop3_retrieve_begin(c->s, st);
 
-    conn_flush(c); /* "+OK" must precede the body in the output buffer */
-    if (stream) {
-        conv_init(&c->conv, lines);
-        c->streaming = 1;
-    } else {
-        c->req = NULL;
-        conn_kick(c);
-    }
-    return stream;
-}
-
-/* wh_start(): is the client's output full? */
-static int conn_wh_full(void *ctx)
-{
-    struct conn *c = ctx;
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) >= CONN_OUTPUT_HIGH;
-}
-
-/* Ends a streamed message: final CRLF if needed and ".". */
-static void conn_stream_end(struct conn *c, int ok)
-{
-    const struct wh_call *call = pop3_call(c->s);
-    char tail[8];
-    size_t n;
-
-    if (ok) {
-        n = conv_finish(&c->conv, tail);
-        if (!c->gone)
-            bufferevent_write(c->bev, tail, n);
-        if (call && call->lines < 0 && c->conv.octets != pop3_msg_size(c->s, call->message)) {
-            METRIC_INC(size_mismatches);
-            log_kv(LOG_WARN, c->id, "message size differs from listing",
-                   "message=%u listed=%llu sent=%llu", (unsigned)call->message,
-                   (unsigned long long)pop3_msg_size(c->s, call->message),
-                   (unsigned long long)c->conv.octets);
-        }
-    }
-    c->streaming = 0;
-    c->req = NULL;
-    pop3_retrieve_end(c->s, ok);
+    if (st != WH_OK)
+        c->req = NULL; /* the call is over */
+    c->begin_status = st;
+    c->news |= NEWS_BEGIN;
     conn_kick(c);
 }
 
-/* wh_start(): body bytes of a retrieve, converted into the output buffer. */
+/* wh_start(): the retrieve's body ended. */
+static void conn_wh_end(void *ctx, enum wh_end how)
+{
+    struct conn *c = ctx;
+
+    c->req = NULL;
+    c->end_how = how;
+    c->news |= NEWS_END;
+    conn_kick(c);
+}
+
+/* wh_start(), inside curl: body bytes of a retrieve, converted into the
+ * output buffer. Touches no session state. */
 static int conn_wh_data(void *ctx, const char *p, size_t n)
 {
     struct conn *c = ctx;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out;
     struct evbuffer_iovec v;
 
-    if (c->gone) {
-        c->streaming = 0;
-        c->req = NULL;
-        pop3_retrieve_end(c->s, 0);
+    if (c->gone || c->state != CONN_STREAM) {
+        c->req = NULL; /* no callback follows a stop */
         conn_kick(c);
-        return -1;
+        return WH_DATA_STOP;
+    }
+    out = bufferevent_get_output(c->bev);
+    if (evbuffer_get_length(out) >= CONN_OUTPUT_HIGH) {
+        c->held = 1; /* conn_write_cb resumes it below CONN_OUTPUT_LOW */
+        return WH_DATA_FULL;
     }
     if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1) {
         log_kv(LOG_ERROR, c->id, "out of memory streaming a message: closing", "client=%s", c->ip);
-        conn_stream_end(c, 0);
-        return -1;
+        c->req = NULL;
+        c->end_how = WH_END_BROKEN;
+        c->news |= NEWS_END;
+        conn_kick(c);
+        return WH_DATA_STOP;
     }
     v.iov_len = conv_feed(&c->conv, p, n, v.iov_base);
     evbuffer_commit_space(out, &v, 1);
     if (conv_done(&c->conv)) {
         /* TOP has all it needs: stop the transfer. */
-        conn_stream_end(c, 1);
-        return -1;
+        c->req = NULL;
+        c->stopped = 1;
+        conn_kick(c);
+        return WH_DATA_STOP;
     }
-    return 0;
-}
-
-/* wh_start(): the retrieve's body is complete or broke. */
-static void conn_wh_end(void *ctx, int ok)
-{
-    struct conn *c = ctx;
-
-    if (!ok)
-        log_kv(LOG_WARN, c->id, "retrieve broke after +OK: closing", "client=%s", c->ip);
-    conn_stream_end(c, ok);
+    return WH_DATA_TAKEN;
 }
 
 static const struct wh_handler conn_handler = {
     .done = conn_wh_done,
     .begin = conn_wh_begin,
-    .full = conn_wh_full,
     .data = conn_wh_data,
     .end = conn_wh_end,
 };
@@ -250,7 +300,7 @@ static void conn_wh_ignore(void *ctx, struct wh_result *r)
 
 static const struct wh_handler conn_fire_and_forget = {.done = conn_wh_ignore};
 
-/* ---- driving the session ---------------------------------------------- */
+/* ---- driving the session ------------------------------------------------- */
 
 /*
  * After login: idle_timeout from the last command. Before login:
@@ -297,36 +347,6 @@ static void conn_flush(struct conn *c)
     pop3_output_clear(c->s);
 }
 
-/* Starts the session's pending call. */
-static void conn_start_call(struct conn *c)
-{
-    const struct wh_call *call = pop3_call(c->s);
-    struct wh_result r;
-
-    memset(&r, 0, sizeof(r));
-    if (call->event == WH_AUTHENTICATE && limits_login_blocked(c->ip, time(NULL))) {
-        /* Too many failures from this address: refused without asking. */
-        log_kv(LOG_WARN, c->id, "login refused: max_auth_failures_per_ip reached", "client=%s",
-               c->ip);
-        r.status = WH_REFUSED;
-        r.code = WH_CODE_AUTH;
-        r.message = strdup("too many failed logins from your address, try again later");
-        pop3_call_done(c->s, &r);
-        free(r.message);
-        conn_kick(c);
-        return;
-    }
-    c->req = wh_start(c->w->wh, call, &conn_handler, c);
-    if (c->req)
-        return;
-    r.status = WH_TEMP;
-    if (call->event == WH_RETRIEVE)
-        pop3_retrieve_begin(c->s, WH_TEMP);
-    else
-        pop3_call_done(c->s, &r);
-    conn_kick(c);
-}
-
 /* Feeds buffered input while the session takes it. Returns 1 when a
  * command was consumed. */
 static int conn_feed(struct conn *c)
@@ -357,31 +377,6 @@ static int conn_feed(struct conn *c)
     return any;
 }
 
-/* STLS: replaces the plain bufferevent by a TLS one on the same socket. */
-static void conn_start_tls(struct conn *c)
-{
-    int fd = (int)bufferevent_getfd(c->bev);
-
-    c->stls = 0;
-    conn_read_off(c);
-    c->rd_own = 0;                 /* the TLS bufferevent reads for itself */
-    bufferevent_setfd(c->bev, -1); /* keep the socket open */
-    bufferevent_free(c->bev);      /* and drop what the client sent before TLS */
-    c->bev = NULL;
-    c->fd = fd;
-    if (conn_make_bev(c, 1) < 0) {
-        log_kv(LOG_ERROR, c->id, "cannot start TLS", "client=%s", c->ip);
-        c->reason = "error";
-        conn_free(c);
-        return;
-    }
-    conn_setup_bev(c);
-    c->tls = 1;
-    pop3_tls_started(c->s);
-    log_kv(LOG_DEBUG, c->id, "STLS: TLS started", "client=%s", c->ip);
-    conn_process(c);
-}
-
 /* Keeps the sessions-by-state gauges in step (gone: the session ends). */
 static void conn_track_state(struct conn *c, int gone)
 {
@@ -403,15 +398,181 @@ static void conn_track_state(struct conn *c, int gone)
     c->counted_valid = 1;
 }
 
-/* Runs the session as far as it goes; called from the loop only. */
-static void conn_process(struct conn *c)
+/* Starts the session's pending call. */
+static void conn_start_call(struct conn *c)
+{
+    const struct wh_call *call = pop3_call(c->s);
+
+    conn_enter(c, CONN_CALL);
+    if (call->event == WH_AUTHENTICATE && limits_login_blocked(c->ip, time(NULL))) {
+        /* Too many failures from this address: refused without asking. */
+        log_kv(LOG_WARN, c->id, "login refused: max_auth_failures_per_ip reached", "client=%s",
+               c->ip);
+        memset(&c->result, 0, sizeof(c->result));
+        c->result.status = WH_REFUSED;
+        c->result.code = WH_CODE_AUTH;
+        c->result.message = strdup("too many failed logins from your address, try again later");
+        c->news |= NEWS_DONE;
+        conn_kick(c);
+        return;
+    }
+    c->req = wh_start(c->w->wh, call, &conn_handler, c);
+    if (c->req)
+        return;
+    /* Out of memory: as a failed call. */
+    if (call->event == WH_RETRIEVE) {
+        c->begin_status = WH_TEMP;
+        c->news |= NEWS_BEGIN;
+    } else {
+        memset(&c->result, 0, sizeof(c->result));
+        c->result.status = WH_TEMP;
+        c->news |= NEWS_DONE;
+    }
+    conn_kick(c);
+}
+
+/* STLS: replaces the plain bufferevent by a TLS one on the same socket. */
+static void conn_start_tls(struct conn *c)
+{
+    int fd = (int)bufferevent_getfd(c->bev);
+
+    conn_read_off(c);
+    c->rd_own = 0;                 /* the TLS bufferevent reads for itself */
+    bufferevent_setfd(c->bev, -1); /* keep the socket open */
+    bufferevent_free(c->bev);      /* and drop what the client sent before TLS */
+    c->bev = NULL;
+    c->fd = fd;
+    if (conn_make_bev(c, 1) < 0) {
+        log_kv(LOG_ERROR, c->id, "cannot start TLS", "client=%s", c->ip);
+        c->reason = "error";
+        conn_close(c, NULL);
+        return;
+    }
+    conn_setup_bev(c);
+    c->tls = 1;
+    pop3_tls_started(c->s);
+    log_kv(LOG_DEBUG, c->id, "STLS: TLS started", "client=%s", c->ip);
+    conn_enter(c, CONN_IDLE);
+    conn_process(c);
+}
+
+/* The session asked to close: the last replies leave (bounded by a linger
+ * timer), then the connection is closed. */
+static void conn_linger(struct conn *c)
 {
     const struct cfg *cfg = &c->set->cfg;
+    struct timeval tv;
 
-    if (c->closing)
+    conn_enter(c, CONN_CLOSING);
+    conn_read_off(c);
+    if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_close(c, NULL);
         return;
-    if (!c->streaming && !c->req)
-        conn_feed(c);
+    }
+    /* The last replies may never leave (a client that does not read, a TLS
+     * handshake that never completes): linger a bounded time, then close. */
+    tv = util_tv(cfg->send_timeout < CONN_LINGER_MAX ? cfg->send_timeout : CONN_LINGER_MAX);
+    evtimer_add(c->timer, &tv);
+}
+
+/* Ends a streamed message: its final CRLF if needed and "." when it came
+ * whole; the session closes the connection when it did not. */
+static void conn_stream_end(struct conn *c, enum wh_end how)
+{
+    const struct wh_call *call = pop3_call(c->s);
+    uint64_t listed = call && call->lines < 0 ? pop3_msg_size(c->s, call->message) : 0;
+    int ok = how != WH_END_BROKEN;
+    char tail[8];
+    size_t n;
+
+    if (ok && how == WH_END_UNSIZED && call && call->lines < 0 && c->conv.octets < listed) {
+        /* The backend closed a body that had no length before the listed
+         * size: it may have died mid-message. Never present it as whole. */
+        METRIC_INC(webhook_errors[WH_RETRIEVE][MWE_BROKEN]);
+        log_kv(LOG_WARN, c->id, "retrieve ended by close short of its listed size: closing",
+               "message=%u listed=%llu sent=%llu", (unsigned)call->message,
+               (unsigned long long)listed, (unsigned long long)c->conv.octets);
+        ok = 0;
+    } else if (!ok) {
+        log_kv(LOG_WARN, c->id, "retrieve broke after +OK: closing", "client=%s", c->ip);
+    }
+    if (ok) {
+        n = conv_finish(&c->conv, tail);
+        if (!c->gone)
+            bufferevent_write(c->bev, tail, n);
+        if (call && call->lines < 0 && c->conv.octets != listed) {
+            METRIC_INC(size_mismatches);
+            log_kv(LOG_WARN, c->id, "message size differs from listing",
+                   "message=%u listed=%llu sent=%llu", (unsigned)call->message,
+                   (unsigned long long)listed, (unsigned long long)c->conv.octets);
+        }
+    }
+    c->held = c->stopped = 0;
+    pop3_retrieve_end(c->s, ok);
+    conn_enter(c, CONN_IDLE);
+}
+
+/* STREAM: acts on how the body is doing. 1 when the stream is over (the
+ * session runs on), 0 while it flows. */
+static int conn_stream_step(struct conn *c)
+{
+    if (c->news & NEWS_END) {
+        c->news &= ~NEWS_END;
+        conn_stream_end(c, c->end_how);
+        return 1;
+    }
+    if (c->stopped) {
+        conn_stream_end(c, WH_END_OK);
+        return 1;
+    }
+    if (c->gone) {
+        wh_cancel(c->req);
+        c->req = NULL;
+        conn_stream_end(c, WH_END_BROKEN);
+        return 1;
+    }
+    return 0;
+}
+
+/* CALL: takes what the webhook callbacks recorded. 1 when the session can
+ * run on, 0 while the call runs. */
+static int conn_take_news(struct conn *c)
+{
+    if (c->news & NEWS_DONE) {
+        c->news &= ~NEWS_DONE;
+        pop3_call_done(c->s, &c->result);
+        wh_result_free(&c->result);
+        conn_enter(c, CONN_IDLE);
+        return 1;
+    }
+    if (c->news & NEWS_BEGIN) {
+        const struct wh_call *call = pop3_call(c->s);
+        long lines = call ? call->lines : -1;
+
+        c->news &= ~NEWS_BEGIN;
+        if (!pop3_retrieve_begin(c->s, c->begin_status)) {
+            wh_cancel(c->req);
+            c->req = NULL;
+            conn_enter(c, CONN_IDLE);
+            return 1;
+        }
+        conn_flush(c); /* "+OK" must precede the body in the output buffer */
+        conv_init(&c->conv, lines);
+        c->held = c->stopped = 0;
+        conn_enter(c, CONN_STREAM);
+        wh_resume(c->req);
+        return conn_stream_step(c);
+    }
+    return 0;
+}
+
+/* Feeds the session, sends its replies and does what it wants next. */
+static void conn_run(struct conn *c)
+{
+    const struct cfg *cfg = &c->set->cfg;
+    struct timeval tv;
+
+    conn_feed(c); /* also after the client left: a QUIT already read still commits */
     /* A refused login's reply waits out auth_failure_delay (the same for
      * unknown users and wrong passwords). */
     if (pop3_want(c->s) != POP3_WANT_DELAY)
@@ -423,84 +584,110 @@ static void conn_process(struct conn *c)
             pop3_shutdown(c->s);
             c->reason = "shutdown";
             conn_flush(c);
-            break;
+            conn_linger(c);
+            return;
         }
         if (c->gone) {
             c->reason = "client_closed";
-            conn_free(c);
+            conn_close(c, NULL);
             return;
         }
         if (c->eof) {
             /* Every complete line has been answered: close after the flush. */
             c->reason = "client_closed";
-            break;
+            conn_linger(c);
+            return;
         }
+        conn_enter(c, CONN_IDLE);
         conn_arm_timer(c);
         /* Reading stops only at the input cap; re-enable below it. */
         conn_read_on(c);
         return;
     case POP3_WANT_CALL:
         evtimer_del(c->timer);
-        if (!c->req && !c->streaming)
-            conn_start_call(c);
         if (c->gone && !pop3_committing(c->s)) {
-            conn_free(c);
+            conn_close(c, NULL);
             return;
         }
+        conn_start_call(c);
         return;
-    case POP3_WANT_DELAY: {
-        struct timeval tv = util_tv(cfg->auth_failure_delay);
+    case POP3_WANT_DELAY:
         evtimer_del(c->timer);
         if (c->gone) {
-            conn_free(c);
+            conn_close(c, NULL);
             return;
         }
-        if (!evtimer_pending(c->delay, NULL)) {
-            limits_login_failed(c->ip, time(NULL));
-            evtimer_add(c->delay, &tv);
-        }
+        conn_enter(c, CONN_DELAY);
+        limits_login_failed(c->ip, time(NULL));
+        tv = util_tv(cfg->auth_failure_delay);
+        evtimer_add(c->delay, &tv);
         return;
-    }
     case POP3_WANT_STLS:
         /* The handshake starts once "+OK" has left; input buffered so far
          * (sent before the handshake) is dropped with the old bufferevent. */
-        c->stls = 1;
+        conn_enter(c, CONN_STLS);
         conn_read_off(c);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             conn_start_tls(c);
         return;
     case POP3_WANT_CLOSE:
+        /* The gateway itself ends this session (QUIT, bad commands, a
+         * failed call): flush, then close. */
+        if (!c->reason)
+            c->reason = pop3_quit_done(c->s) ? "quit" : "error";
+        conn_linger(c);
+        return;
+    default:
+        abort();
+    }
+}
+
+/* Runs the connection as far as it goes; from its own loop callbacks only. */
+static void conn_process(struct conn *c)
+{
+    switch (c->state) {
+    case CONN_START:
+    case CONN_CLOSING:
+    case CONN_CLOSED:
+        return;
+    case CONN_DELAY:
+    case CONN_STLS:
+        if (c->gone)
+            conn_close(c, NULL); /* the timer or the flush would wait for nobody */
+        return;
+    case CONN_CALL:
+        if (conn_take_news(c))
+            break;
+        if (c->gone && !pop3_committing(c->s))
+            conn_close(c, NULL); /* nobody to answer; a QUIT being committed goes on */
+        return;
+    case CONN_STREAM:
+        if (conn_stream_step(c))
+            break;
+        return;
+    case CONN_IDLE:
         break;
     default:
         abort();
     }
-    /* POP3_WANT_CLOSE: flush, then free from the write callback. The
-     * gateway itself ends this session (bad commands, a failed call). */
-    if (!c->reason)
-        c->reason = pop3_quit_done(c->s) ? "quit" : "error";
-    c->closing = 1;
-    conn_read_off(c);
-    if (c->gone || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        conn_free(c);
-        return;
-    }
-    /* The last replies may never leave (a client that does not read, a TLS
-     * handshake that never completes): linger a bounded time, then free. */
-    {
-        struct timeval tv =
-            util_tv(cfg->send_timeout < CONN_LINGER_MAX ? cfg->send_timeout : CONN_LINGER_MAX);
-        evtimer_add(c->timer, &tv);
-    }
+    conn_run(c);
 }
 
-/* ---- event callbacks -------------------------------------------------- */
+/* ---- event callbacks ---------------------------------------------------- */
 
-/* event: the kick. */
+static void conn_free(struct conn *c);
+
+/* event: the kick. The one place a connection is freed. */
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
+    struct conn *c = arg;
+
     (void)fd;
     (void)what;
-    conn_process(arg);
+    if (c->state == CONN_CLOSED)
+        conn_free(c);
+    else
+        conn_process(c);
 }
 
 /* event: a plain socket is readable. */
@@ -544,27 +731,6 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     conn_process(c);
 }
 
-/* bufferevent: output drained to the low-water mark. */
-static void conn_write_cb(struct bufferevent *bev, void *arg)
-{
-    struct conn *c = arg;
-
-    if (c->closing) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_free(c);
-        return;
-    }
-    if (c->stls) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            conn_start_tls(c);
-        return;
-    }
-    if (c->req && c->streaming)
-        wh_resume(c->req);
-    else if (!c->req && evbuffer_get_length(bufferevent_get_input(bev)) > 0)
-        conn_kick(c); /* input waits for the output to drain: go on */
-}
-
 /* Bytes in the socket's send queue (not yet acknowledged by the client), or -1. */
 static int conn_outq(struct conn *c)
 {
@@ -573,6 +739,36 @@ static int conn_outq(struct conn *c)
     if (!c->bev || ioctl(bufferevent_getfd(c->bev), SIOCOUTQ, &q) < 0)
         return -1;
     return q;
+}
+
+/* bufferevent: output drained to the low-water mark. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    int empty = evbuffer_get_length(bufferevent_get_output(bev)) == 0;
+
+    switch (c->state) {
+    case CONN_CLOSING:
+        if (empty)
+            conn_close(c, NULL);
+        return;
+    case CONN_STLS:
+        if (empty)
+            conn_start_tls(c);
+        return;
+    case CONN_STREAM:
+        if (c->held && c->req) {
+            c->held = 0;
+            wh_resume(c->req);
+        }
+        return;
+    case CONN_IDLE:
+        if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+            conn_kick(c); /* input waits for the output to drain: go on */
+        return;
+    default:
+        return;
+    }
 }
 
 /* bufferevent: EOF, error or send timeout. */
@@ -617,31 +813,29 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         c->reason = "client_closed";
         c->eof = 1;
         conn_read_off(c);
-        if (!c->closing)
-            conn_process(c);
+        conn_process(c);
         return;
     }
     c->gone = 1;
     conn_read_off(c);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    if (c->closing) {
-        conn_free(c);
+    if (c->state == CONN_CLOSING) {
+        conn_close(c, NULL);
         return;
     }
     /* Complete lines already buffered still run (a QUIT among them commits). */
     conn_process(c);
 }
 
-/* event: login or idle timeout. */
+/* event: login or idle timeout, or the end of CLOSING's linger. */
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
 
     (void)fd;
     (void)what;
-    if (c->closing) {
-        /* The linger after the last reply is over. */
-        conn_free(c);
+    if (c->state == CONN_CLOSING) {
+        conn_close(c, NULL); /* the last replies did not leave in time */
         return;
     }
     c->reason = "timeout";
@@ -657,6 +851,7 @@ static void conn_delay_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pop3_delay_done(c->s);
+    conn_enter(c, CONN_IDLE);
     conn_process(c);
 }
 
@@ -733,10 +928,6 @@ static int conn_make_bev(struct conn *c, int accepting_tls)
     return 0;
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
-
 /* evbuffer: counts the octets that left for the client. */
 static void conn_out_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
@@ -782,14 +973,14 @@ static void conn_start(struct conn *c)
         if (!c->implicit_tls && send(c->fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL) < 0) {
             /* the connection closes either way */
         }
-        conn_free(c);
+        conn_close(c, NULL);
         return;
     }
     c->ip_counted = 1;
     if (conn_make_bev(c, c->implicit_tls) < 0) {
         log_kv(LOG_ERROR, c->id, "cannot set up the connection", "client=%s tls=%d", c->ip,
                c->implicit_tls);
-        conn_free(c);
+        conn_close(c, "error");
         return;
     }
     snprintf(apop_ts, sizeof(apop_ts), "<%s.%lld@%s>", c->apop_rand, (long long)time(NULL),
@@ -803,10 +994,11 @@ static void conn_start(struct conn *c)
     peer.apop_timestamp = cfg->apop ? apop_ts : NULL;
     c->s = pop3_new(&c->set->pop3, &peer);
     if (!c->s) {
-        conn_free(c);
+        conn_close(c, "error");
         return;
     }
     conn_setup_bev(c);
+    conn_enter(c, CONN_IDLE);
     log_kv(LOG_DEBUG, c->id, "connect", "client=%s port=%d tls=%d", c->ip, c->port, c->tls);
     conn_process(c);
 }
@@ -829,19 +1021,19 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
     n = recv(c->fd, buf, sizeof(buf), MSG_PEEK);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
         log_kv(LOG_INFO, c->id, "closed before the PROXY header", "peer=%s", c->ip);
-        conn_free(c);
+        conn_close(c, NULL);
         return;
     }
     len = n > 0 ? proxy_parse(buf, (size_t)n, c->set->proxy_versions, &info) : 0;
     if (len < 0) {
         METRIC_INC(proxy_rejected);
         log_kv(LOG_WARN, c->id, "bad PROXY header: closing", "peer=%s", c->ip);
-        conn_free(c);
+        conn_close(c, NULL);
         return;
     }
     if (len > 0) {
         if (recv(c->fd, buf, (size_t)len, 0) != len) {
-            conn_free(c);
+            conn_close(c, NULL);
             return;
         }
         if (!info.local)
@@ -855,7 +1047,7 @@ static void conn_proxy_cb(evutil_socket_t fd, short what, void *arg)
     if (now >= c->proxy_deadline) {
         METRIC_INC(proxy_rejected);
         log_kv(LOG_WARN, c->id, "no PROXY header in time: closing", "peer=%s", c->ip);
-        conn_free(c);
+        conn_close(c, NULL);
         return;
     }
     /* A partial header stays readable (it was only peeked), so waiting for
@@ -957,12 +1149,12 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;
     if (!c->timer || !c->delay || !c->kick) {
-        conn_free(c);
+        conn_free(c); /* the constructor's error path: no callback has it yet */
         return;
     }
     if (cfg->proxy_protocol != CFG_PROXY_OFF) {
         if (conn_wait_proxy(c) < 0)
-            conn_free(c);
+            conn_close(c, NULL);
         return;
     }
     conn_start(c);
@@ -996,8 +1188,8 @@ static void conn_free(struct conn *c)
 
     log_kv(LOG_DEBUG, c->id, "disconnect", "client=%s reason=%s", c->ip,
            c->reason ? c->reason : "");
-    if (c->req)
-        wh_cancel(c->req);
+    wh_cancel(c->req);
+    wh_result_free(&c->result);
     if (c->s)
         conn_send_disconnect(c);
     TAILQ_REMOVE(&w->conns, c, link);
@@ -1032,7 +1224,6 @@ static void conn_free(struct conn *c)
 
 void conn_snapshot(const struct conn *c, struct adm_session *out)
 {
-    static const char *const names[] = {"AUTHORIZATION", "TRANSACTION", "UPDATE", "CLOSING"};
     const char *user = c->s ? pop3_user(c->s) : NULL;
 
     memset(out, 0, sizeof(*out));
@@ -1042,11 +1233,12 @@ void conn_snapshot(const struct conn *c, struct adm_session *out)
     out->port = c->port;
     out->tls = c->tls;
     snprintf(out->state, sizeof(out->state), "%s",
-             !c->s        ? "CONNECTING"
-             : c->closing ? "CLOSING"
-                          : names[pop3_state(c->s)]);
+             conn_states[c->state].shown ? conn_states[c->state].shown
+             : c->s                      ? pop3_state_name(pop3_state(c->s))
+                                         : "CONNECTING");
     snprintf(out->command, sizeof(out->command), "%s",
-             c->s && (c->req || c->streaming) ? pop3_current_command(c->s) : "");
+             c->s && (c->state == CONN_CALL || c->state == CONN_STREAM) ? pop3_current_command(c->s)
+                                                                        : "");
     out->since = c->since;
     out->bytes_in = c->bytes_in;
     out->bytes_out = c->bytes_out;
@@ -1064,7 +1256,9 @@ void conn_drain(struct conn *c)
 
 void conn_abort(struct conn *c)
 {
-    if (!c->reason || !c->closing)
+    if (c->state == CONN_CLOSED)
+        return;
+    if (!c->reason || c->state != CONN_CLOSING)
         c->reason = "shutdown";
-    conn_free(c);
+    conn_close(c, NULL);
 }

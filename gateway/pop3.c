@@ -145,7 +145,16 @@ static const struct pop3_cmd pop3_commands[] = {
     {"RSET", ST_TRANS, 0, 0, 0, pop3_cmd_rset},
 };
 
-static const char *const pop3_state_names[] = {"AUTHORIZATION", "TRANSACTION", "UPDATE", "CLOSED"};
+static const char *const pop3_state_names[] = {
+#define X(e, n) n,
+    POP3_STATES(X)
+#undef X
+};
+
+const char *pop3_state_name(enum pop3_state st)
+{
+    return pop3_state_names[st];
+}
 
 /* ---- replies ---------------------------------------------------------- */
 

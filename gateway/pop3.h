@@ -28,11 +28,18 @@
 #define POP3_LINE_MAX 255        /* a command line, CRLF included (RFC 2449 §4) */
 #define POP3_AUTH_LINE_MAX 16384 /* a SASL continuation line: OAuth tokens are long */
 
+/* The session's states (RFC 1939 section 3, and CLOSED once it ended):
+ * X(ENUM, name). */
+#define POP3_STATES(X)                                                                             \
+    X(AUTHORIZATION, "AUTHORIZATION")                                                              \
+    X(TRANSACTION, "TRANSACTION")                                                                  \
+    X(UPDATE, "UPDATE")                                                                            \
+    X(CLOSED, "CLOSED")
+
 enum pop3_state {
-    POP3_AUTHORIZATION,
-    POP3_TRANSACTION,
-    POP3_UPDATE,
-    POP3_CLOSED,
+#define X(e, n) POP3_##e,
+    POP3_STATES(X)
+#undef X
 };
 
 /* What the session needs from the shell next. */
@@ -94,6 +101,8 @@ void pop3_output_clear(struct pop3_session *s);
 
 enum pop3_want pop3_want(const struct pop3_session *s);
 enum pop3_state pop3_state(const struct pop3_session *s);
+/* The name of a state, as logs and /sessions show it. */
+const char *pop3_state_name(enum pop3_state st);
 
 /* The pending backend call (valid while pop3_want() is POP3_WANT_CALL). */
 const struct wh_call *pop3_call(const struct pop3_session *s);

@@ -338,9 +338,10 @@ static void server_grace_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     log_kv(LOG_WARN, NULL, "shutdown grace period over: closing sessions", "worker=%d open=%zu",
            w->index, w->n_conns);
-    while ((c = TAILQ_FIRST(&w->conns)))
+    for (c = TAILQ_FIRST(&w->conns); c; c = conn_next(c))
         conn_abort(c);
-    event_base_loopbreak(w->base);
+    /* The loop ends once the kicks that free them have run. */
+    event_base_loopexit(w->base, NULL);
 }
 
 /* event: activated by the main thread to stop. */
@@ -672,8 +673,11 @@ static void server_worker_free(struct worker *w)
     int k;
 
     w->draining = 1; /* no balancing while the workers are torn down */
-    while ((c = TAILQ_FIRST(&w->conns)))
+    /* Connections are freed by their kicks: run the loop once more. */
+    for (c = w->base ? TAILQ_FIRST(&w->conns) : NULL; c; c = conn_next(c))
         conn_abort(c);
+    for (k = 0; k < 4 && w->n_conns > 0; k++)
+        event_base_loop(w->base, EVLOOP_NONBLOCK);
     for (k = 0; k < w->n_listeners; k++)
         evconnlistener_free(w->listeners[k]);
     wh_client_free(w->wh);

@@ -28,6 +28,7 @@ extern const char *const wh_event_names[WH_N_EVENTS];
 #define WH_USER_MAX 255
 #define WH_MAILBOX_MAX 4096
 #define WH_BODY_MAX (1024 * 1024)
+#define WH_LIST_ENTRY_MAX 128 /* room per listing entry: size, a 70-octet uid, JSON around */
 #define WH_JSON_DEPTH_MAX 16
 #define WH_MESSAGE_MAX 160 /* backend message text shown to the client */
 

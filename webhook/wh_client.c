@@ -3,21 +3,34 @@
  *
  * The multi handle tells us which sockets to watch (wh_sock_cb) and when to
  * call it back (wh_timer_cb); we call curl_multi_socket_action() when a socket
- * is ready or the timer fires, and collect finished transfers after every
- * action (wh_check_done). Connections stay open between calls and are reused.
+ * is ready or the timer fires (wh_action). Connections stay open between
+ * calls and are reused.
+ *
+ * A request goes through named states (enum wh_req_state) and changes state
+ * only through wh_enter():
+ *
+ *   QUEUED --slot--> RUNNING --reply or failure--> DONE --delivered--> (freed)
+ *                       |  ^                        |
+ *                       v  |  (no response byte,     v
+ *                     BACKOFF   idempotent event)  BACKOFF
+ *   any state --wh_cancel()--> CANCELLED --drained--> (freed)
+ *
+ * Everything that happens inside a curl callback only records facts and
+ * puts the request on the completion queue (wh_note). One function,
+ * wh_drain(), empties that queue from the client's own turn of the loop,
+ * after curl has returned: it retries, delivers results to the caller, lets
+ * held bodies flow, removes transfers from the multi handle and frees
+ * requests. Nothing else calls the caller back (but `data`, see
+ * wh_client.h), and nothing else frees a request.
  *
  * Requests wait in a FIFO when max_inflight calls, or as many calls as the
  * pool has connections, are running (HTTP/1.1 carries one call per
- * connection, so curl would only queue the rest itself), and streamed
- * retrieves are capped below the connection pool so that a slow POP3 client,
- * which pauses its transfer and so holds a connection, cannot starve the
- * other events. Idempotent events are retried on transport failure when no
- * response byte arrived, with backoff, within their deadline and with the
- * same webhook-id.
- *
- * Callbacks into the caller run only from the event loop, outside any curl
- * callback where curl forbids changing the multi handle; wh_cancel() inside
- * a curl callback marks the request and frees it once curl has returned.
+ * connection, so curl would only queue the rest itself). Retrieves whose
+ * transfer is paused hold their connection, so they are capped below the
+ * pool (streams) and cannot starve the other events. Idempotent events are
+ * retried when no response byte arrived, with backoff, within their
+ * deadline, with the same webhook-id, and on a fresh connection when the
+ * reused one failed.
  */
 #include "webhook/wh_client.h"
 
@@ -28,16 +41,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "lib/metrics.h"
 #include "lib/buf.h"
 #include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/util.h"
 #include "webhook/wh_json.h"
 #include "webhook/wh_sign.h"
-#include "lib/util.h"
 
 /* The metrics count calls by event with the same list. */
 _Static_assert(WH_N_EVENTS == METRICS_EVENTS, "events and their metrics disagree");
@@ -51,45 +65,81 @@ _Static_assert(WH_N_EVENTS == METRICS_EVENTS, "events and their metrics disagree
 #define WH_SMALL_MESSAGE (64 * 1024)    /* a retrieve this small uses a pooled handle */
 #define WH_RETIRED_MAX 16               /* header lists replaced by SIGHUP, kept until exit */
 
-enum wh_req_state { RQ_QUEUED, RQ_RUNNING, RQ_BACKOFF };
+/* The states of a request (see the top of this file). */
+#define WH_REQ_STATES(X)                                                                           \
+    X(QUEUED, "queued")       /* in the FIFO, waiting for a slot */                                \
+    X(RUNNING, "running")     /* in curl */                                                        \
+    X(BACKOFF, "backoff")     /* failed without a response byte; tries again on its timer */       \
+    X(DONE, "done")           /* finished (res, code set): on the completion queue */              \
+    X(CANCELLED, "cancelled") /* the caller is gone: on the completion queue, to be freed */
+
+enum wh_req_state {
+#define X(e, n) RQ_##e,
+    WH_REQ_STATES(X)
+#undef X
+};
+
+static const char *const wh_req_state_names[] = {
+#define X(e, n) n,
+    WH_REQ_STATES(X)
+#undef X
+};
+
+/* What becomes of the reply body of a running request. */
+enum wh_body {
+    BODY_WAIT,    /* no complete headers yet */
+    BODY_BUFFER,  /* collected in `reply` for wh_json_parse (every event but a 200 retrieve) */
+    BODY_GATED,   /* a 200 retrieve: paused until the caller has seen begin and said resume */
+    BODY_FLOW,    /* a retrieve's body goes to data() */
+    BODY_HELD,    /* data() said full: paused until wh_resume() */
+    BODY_STOPPED, /* data() said stop: the transfer is aborted */
+};
 
 struct wh_req {
     TAILQ_ENTRY(wh_req) link; /* in the queue or the running list */
+    TAILQ_ENTRY(wh_req) note; /* on the completion queue (noted) */
+    int noted;
     struct wh_client *c;
     enum wh_event event;
     enum wh_req_state state;
-    const struct wh_handler *h; /* NULL once cancelled */
+    enum wh_body body_state;
+    const struct wh_handler *h; /* NULL once the final callback is due or the caller left */
     void *ctx;
     CURL *easy;
+    int in_multi; /* easy is in the multi handle */
+    int in_queue; /* in the client's FIFO (else in the running list) */
+    int slot;     /* holds an inflight slot */
     /* Per-call headers, in the request itself, chained in front of the
      * client's shared ones: no allocation per call. */
     struct curl_slist hdr[3];
     char hdr_id[128], hdr_ts[48], hdr_sig[400];
-    int deferred; /* failed inside wh_start: the reaper finishes it */
-    CURLcode deferred_res;
     char *body; /* request body, kept for retries */
     size_t body_len;
     char id[96];           /* webhook-id, the same on every retry */
     char url[1024];        /* where it goes */
-    struct buf reply;      /* non-streamed reply body */
+    struct buf reply;      /* a buffered reply body */
+    size_t reply_max;      /* the most it may hold */
     int attempts;          /* tries so far */
     int got_bytes;         /* a response byte arrived: no retry */
-    int headers_done;      /* the status line and headers have arrived */
-    int streaming;         /* retrieve body flows to data() */
+    int fresh;             /* the next attempt opens a new connection */
+    int chunked;           /* the reply is chunked (its end is marked) */
     int json_body;         /* retrieve answered as application/json */
+    int begin_due;         /* a 200 retrieve: begin(WH_OK) not yet delivered */
+    int resume;            /* the caller said resume: let the body flow */
+    int counted;           /* the outcome is counted: no more retries */
+    size_t reply_off;      /* a decoded JSON body: bytes of reply already taken */
     int counts_stream;     /* holds one of the stream slots */
-    int paused;            /* a data() callback asked to pause */
-    int dead;              /* cancelled or failed inside a curl callback */
+    CURLcode res;          /* DONE: how the transfer ended */
+    long code;             /* DONE: the HTTP status, 0 when none */
     double deadline;       /* monotonic seconds: the whole call, retries included */
     double started;        /* monotonic seconds: when the call started (latency) */
-    int observed;          /* latency recorded */
     int probe;             /* the one call let through a half-open circuit */
     int fast_failed;       /* failed at once: the circuit is open */
-    int too_large;         /* the reply passed WH_BODY_MAX */
+    int too_large;         /* the reply passed reply_max */
     double timeout;        /* seconds (retrieve: without progress) */
     int big_buffer;        /* its handle has the large receive buffer */
-    struct event timer_ev; /* backoff, and retrieve's no-progress timer */
-    struct event *timer;   /* &timer_ev once assigned */
+    struct event timer_ev; /* the queue deadline, the backoff, retrieve's no-progress timer */
+    int timer_ok;          /* timer_ev is assigned */
 };
 
 TAILQ_HEAD(wh_req_list, wh_req);
@@ -99,13 +149,14 @@ struct wh_client {
     struct wh_params p; /* a copy, strings owned (secret and token not kept) */
     CURLM *multi;
     struct event *timer;       /* curl's timeout */
-    struct wh_req_list queue;  /* waiting for a slot */
-    struct wh_req_list active; /* running or backing off */
-    struct event *reaper;
-    size_t running; /* calls holding an inflight slot */
-    size_t streams; /* retrieves holding a stream slot */
+    struct event *kick;        /* runs wh_drain from the loop */
+    struct wh_req_list queue;  /* QUEUED */
+    struct wh_req_list active; /* RUNNING, BACKOFF, DONE */
+    struct wh_req_list notes;  /* the completion queue */
+    int draining;              /* inside wh_drain (it does not nest) */
+    size_t running;            /* calls holding an inflight slot */
+    size_t streams;            /* retrieves holding a stream slot */
     size_t max_streams;
-    int depth; /* inside curl_multi_socket_action */
     unsigned long seq;
     int failures;      /* calls failed in a row (transport, status, body) */
     time_t open_until; /* circuit open: fail at once until then */
@@ -118,7 +169,6 @@ struct wh_client {
     int n_retired;
     CURL *idle[WH_EASY_POOL]; /* handles for reuse */
     int n_idle;
-    int in_start;           /* inside wh_start: no callback may run */
     struct wh_sock *parked; /* sockets curl does not watch now */
 };
 
@@ -136,12 +186,7 @@ struct wh_sock {
     struct wh_sock *next_parked;
 };
 
-static void wh_check_done(struct wh_client *c);
-static void wh_reap(struct wh_client *c);
-static void wh_drop(struct wh_req *r);
-static void wh_fail(struct wh_req *r, CURLcode res);
-static void wh_pump(struct wh_client *c);
-static void wh_finish(struct wh_req *r, CURLcode res);
+static void wh_drain(struct wh_client *c);
 
 int wh_global_init(void)
 {
@@ -159,16 +204,37 @@ static int wh_idempotent(enum wh_event ev)
            ev == WH_DISCONNECT;
 }
 
+/* Moves r to a new state, and says so at debug level. */
+static void wh_enter(struct wh_req *r, enum wh_req_state st)
+{
+    if (r->state == st)
+        return;
+    if (log_enabled(LOG_DEBUG))
+        log_kv(LOG_DEBUG, NULL, "webhook state", "id=%s event=%s from=%s to=%s", r->id,
+               wh_event_names[r->event], wh_req_state_names[r->state], wh_req_state_names[st]);
+    r->state = st;
+}
+
+/* Puts r on the completion queue (once) and has the loop drain it. Safe
+ * inside curl callbacks. */
+static void wh_note(struct wh_req *r)
+{
+    if (!r->noted) {
+        r->noted = 1;
+        TAILQ_INSERT_TAIL(&r->c->notes, r, note);
+    }
+    event_active(r->c->kick, EV_TIMEOUT, 0);
+}
+
 /* ---- curl's socket and timer callbacks (hiperfifo pattern) ------------- */
 
+/* Runs curl on a ready socket (or its timer), then settles what finished. */
 static void wh_action(struct wh_client *c, curl_socket_t fd, int flags)
 {
     int still;
 
-    c->depth++;
     curl_multi_socket_action(c->multi, fd, flags, &still);
-    c->depth--;
-    wh_check_done(c);
+    wh_drain(c);
 }
 
 static void wh_sock_free(struct wh_sock *s)
@@ -266,7 +332,8 @@ static int wh_sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *so
              * on its way and would only wake the loop. */
             curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
             curl_multi_assign(c->multi, fd, NULL);
-            if (s->kind == (EV_READ | EV_PERSIST) && !(r && r->paused)) {
+            if (s->kind == (EV_READ | EV_PERSIST) &&
+                !(r && (r->body_state == BODY_GATED || r->body_state == BODY_HELD))) {
                 s->parked = 1; /* still registered for reading: see struct wh_sock */
                 s->next_parked = c->parked;
                 c->parked = s;
@@ -316,12 +383,10 @@ static const char *wh_url_for(const struct wh_params *p, enum wh_event ev, char 
     return out;
 }
 
-/* Records the call's latency once (retrieve: when its headers arrive). */
+/* Records the call's latency: from its start to the end of the reply,
+ * retries included (retrieve: the whole transfer). */
 static void wh_observe(struct wh_req *r)
 {
-    if (r->observed)
-        return;
-    r->observed = 1;
     metrics_observe(&metrics.webhook_latency[r->event], util_mono() - r->started);
 }
 
@@ -498,22 +563,39 @@ static int wh_setup_easy(struct wh_req *r)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)r->fresh);
     /* Retrieve: no overall deadline (its own timers); others: what is left. */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->event == WH_RETRIEVE ? 0L : (left > 1 ? left : 1L));
     return 0;
 }
 
-/* ---- the no-progress timer of retrieve and the retry backoff ----------- */
+/* ---- timers --------------------------------------------------------------- */
 
 static void wh_arm(struct wh_req *r, long ms)
 {
     struct timeval tv = util_tv_ms(ms);
-    evtimer_add(r->timer, &tv);
+
+    evtimer_add(&r->timer_ev, &tv);
+}
+
+static void wh_disarm(struct wh_req *r)
+{
+    if (r->timer_ok)
+        evtimer_del(&r->timer_ev);
+}
+
+/* Ends a request that is queued, backing off or running: DONE with res. */
+static void wh_end_with(struct wh_req *r, CURLcode res)
+{
+    r->res = res;
+    wh_enter(r, RQ_DONE);
+    wh_note(r);
 }
 
 static void wh_launch(struct wh_req *r);
 
-/* libevent: backoff over (retry now), or retrieve made no progress. */
+/* libevent: the queue deadline passed, the backoff is over, or a retrieve
+ * made no progress. */
 static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct wh_req *r = arg;
@@ -521,72 +603,64 @@ static void wh_req_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    if (r->state == RQ_BACKOFF) {
+    switch (r->state) {
+    case RQ_BACKOFF:
         wh_launch(r);
-        return;
-    }
-    if (r->state == RQ_QUEUED) {
-        /* Waited for a slot past its deadline. */
+        break;
+    case RQ_QUEUED:
         log_kv(LOG_WARN, NULL, "webhook timed out waiting for a slot", "event=%s id=%s queued=%zu",
                wh_event_names[r->event], r->id, wh_client_inflight(c));
-        wh_finish(r, CURLE_OPERATION_TIMEDOUT);
-        return;
+        wh_end_with(r, CURLE_OPERATION_TIMEDOUT);
+        break;
+    case RQ_RUNNING:
+        log_kv(LOG_WARN, NULL, "webhook timed out", "event=%s id=%s timeout=%.1f",
+               wh_event_names[r->event], r->id, r->timeout);
+        wh_end_with(r, CURLE_OPERATION_TIMEDOUT);
+        break;
+    case RQ_DONE:
+    case RQ_CANCELLED:
+        break;
+    default:
+        abort();
     }
-    log_kv(LOG_WARN, NULL, "webhook timed out", "event=%s id=%s timeout=%.1f",
-           wh_event_names[r->event], r->id, r->timeout);
-    curl_multi_remove_handle(c->multi, r->easy);
-    wh_finish(r, CURLE_OPERATION_TIMEDOUT); /* frees r */
-    wh_pump(c);
+    wh_drain(c);
 }
 
-/* ---- curl data callbacks ---------------------------------------------- */
+/* ---- curl data callbacks (inside curl: record, note, never free) ---------- */
 
 static int wh_is_json(const char *ct)
 {
     return ct && strncasecmp(ct, "application/json", 16) == 0;
 }
 
-/* Headers complete: decide whether a retrieve streams. */
-static int wh_headers_complete(struct wh_req *r)
+/* The status line and headers are complete: decide where the body goes. */
+static void wh_headers_complete(struct wh_req *r)
 {
     long code = 0;
     char *ct = NULL;
 
-    r->headers_done = 1;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (code == 100) { /* an interim response: the real one follows */
-        r->headers_done = 0;
-        return 0;
-    }
-    wh_observe(r);
+    if (code >= 100 && code < 200)
+        return; /* an interim response: the real one follows */
+    r->body_state = BODY_BUFFER;
     if (r->event != WH_RETRIEVE || code != 200)
-        return 0;
+        return;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
     if (wh_is_json(ct)) {
-        r->json_body = 1;
-        return 0;
+        r->json_body = 1; /* buffered, then decoded (wh_deliver_retrieve) */
+        return;
     }
-    if (!r->h || !r->h->begin(r->ctx, WH_OK)) {
-        wh_drop(r);
-        return -1;
-    }
-    r->streaming = 1;
+    /* A raw message: the caller hears begin(WH_OK) from the loop; the body
+     * waits (paused at its first byte) until the caller says resume. */
+    r->body_state = BODY_GATED;
+    r->begin_due = 1;
     /* The backend has answered: the call counts as a success now (for the
      * breaker too), whatever later happens to the body or the client. */
+    r->counted = 1;
     wh_count(r, 0, MWE_N);
+    wh_note(r);
     if (r->timeout > 0)
         wh_arm(r, (long)(r->timeout * 1000));
-    return 0;
-}
-
-/* The caller said stop from inside a curl callback: no callback runs any
- * more, and the reaper removes the transfer once curl has returned. */
-static void wh_drop(struct wh_req *r)
-{
-    r->h = NULL;
-    r->ctx = NULL;
-    r->dead = 1;
-    event_active(r->c->reaper, EV_TIMEOUT, 0);
 }
 
 /* CURLOPT_HEADERFUNCTION */
@@ -594,11 +668,14 @@ static size_t wh_header_cb(char *p, size_t size, size_t n, void *arg)
 {
     struct wh_req *r = arg;
     size_t len = size * n;
+    static const char te[] = "transfer-encoding:";
 
     r->got_bytes = 1;
+    if (len > sizeof(te) && strncasecmp(p, te, sizeof(te) - 1) == 0 &&
+        memmem(p, len, "chunked", 7) != NULL)
+        r->chunked = 1;
     if ((len == 2 && p[0] == '\r' && p[1] == '\n') || (len == 1 && p[0] == '\n'))
-        if (wh_headers_complete(r) < 0)
-            return 0;
+        wh_headers_complete(r);
     return len;
 }
 
@@ -610,23 +687,40 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
     int rc;
 
     r->got_bytes = 1;
-    if (r->dead || !r->h)
-        return 0;
-    if (!r->streaming) {
-        if (r->reply.len + len > WH_BODY_MAX || buf_add(&r->reply, p, len) < 0) {
+    switch (r->body_state) {
+    case BODY_WAIT:
+    case BODY_BUFFER:
+        if (r->reply.len + len > r->reply_max || buf_add(&r->reply, p, len) < 0) {
             r->too_large = 1;
-            return 0; /* too large: the transfer fails, the call is WH_TEMP */
+            return 0; /* the transfer fails: the call is WH_TEMP */
         }
         return len;
-    }
-    if (r->h->full(r->ctx)) {
-        r->paused = 1;
-        evtimer_del(r->timer); /* no-progress time runs only while not paused */
+    case BODY_GATED:
+    case BODY_HELD:
+        wh_disarm(r); /* no-progress time runs only while not paused */
         return CURL_WRITEFUNC_PAUSE;
+    case BODY_FLOW:
+        break;
+    case BODY_STOPPED:
+        return 0;
+    default:
+        abort();
+    }
+    if (!r->h) {
+        r->body_state = BODY_STOPPED;
+        return 0;
     }
     rc = r->h->data(r->ctx, p, len);
-    if (rc < 0) {
-        wh_drop(r);
+    if (rc == WH_DATA_FULL) {
+        r->body_state = BODY_HELD;
+        wh_disarm(r);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (rc != WH_DATA_TAKEN) {
+        /* The caller has all it wants (TOP) or is gone: no callback follows. */
+        r->h = NULL;
+        r->ctx = NULL;
+        r->body_state = BODY_STOPPED;
         return 0;
     }
     if (r->timeout > 0)
@@ -634,13 +728,12 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* ---- life of a request ------------------------------------------------ */
+/* ---- life of a request (loop only) ---------------------------------------- */
 
 static void wh_req_free(struct wh_req *r)
 {
     METRIC_DEC(webhook_inflight);
-    if (r->timer)
-        event_del(r->timer);
+    wh_disarm(r);
     if (r->easy)
         wh_easy_put(r->c, r->easy, r->big_buffer);
     if (r->body) {
@@ -651,18 +744,28 @@ static void wh_req_free(struct wh_req *r)
     free(r);
 }
 
-/* Gives a slot back and frees the request. */
+/* Takes r out of curl, its list, its slot and the completion queue, and
+ * frees it. */
 static void wh_release(struct wh_req *r)
 {
     struct wh_client *c = r->c;
 
+    if (r->in_multi) {
+        curl_multi_remove_handle(c->multi, r->easy);
+        r->in_multi = 0;
+    }
+    if (r->noted) {
+        TAILQ_REMOVE(&c->notes, r, note);
+        r->noted = 0;
+    }
     if (r->probe)
         c->probing = 0; /* however the probe ended, the next call may probe */
-    if (r->state == RQ_QUEUED) {
+    if (r->in_queue) {
         TAILQ_REMOVE(&c->queue, r, link);
     } else {
         TAILQ_REMOVE(&c->active, r, link);
-        c->running--;
+        if (r->slot)
+            c->running--;
         if (r->counts_stream)
             c->streams--;
     }
@@ -670,19 +773,6 @@ static void wh_release(struct wh_req *r)
 }
 
 /* Starts (or restarts) the transfer of a request that holds a slot. */
-/* Ends a call that never reached curl: at once from the loop, later (by
- * the reaper) when inside wh_start, where no callback may run. */
-static void wh_fail(struct wh_req *r, CURLcode res)
-{
-    if (r->c->in_start) {
-        r->deferred = 1;
-        r->deferred_res = res;
-        event_active(r->c->reaper, EV_TIMEOUT, 0);
-        return;
-    }
-    wh_finish(r, res);
-}
-
 static void wh_launch(struct wh_req *r)
 {
     struct wh_client *c = r->c;
@@ -690,27 +780,26 @@ static void wh_launch(struct wh_req *r)
     if (c->failures >= WH_BREAKER_FAILURES) {
         if (time(NULL) < c->open_until || c->probing) {
             /* Open circuit: answer at once instead of waiting on a dead backend. */
-            r->state = RQ_RUNNING;
             r->fast_failed = 1;
             r->attempts = WH_RETRIES;
-            wh_fail(r, CURLE_COULDNT_CONNECT);
+            wh_end_with(r, CURLE_COULDNT_CONNECT);
             return;
         }
         r->probe = 1; /* half open: this call tests the backend */
         c->probing = 1;
     }
-    r->state = RQ_RUNNING;
     r->attempts++;
     if (r->event != WH_RETRIEVE)
-        evtimer_del(r->timer); /* curl's own timeout takes over */
-    r->got_bytes = r->headers_done = r->streaming = r->json_body = r->paused = 0;
-    r->too_large = 0;
+        wh_disarm(r); /* curl's own timeout takes over */
+    r->got_bytes = r->chunked = r->json_body = r->too_large = 0;
+    r->body_state = BODY_WAIT;
     buf_reset(&r->reply);
-    if (wh_setup_easy(r) < 0 || curl_multi_add_handle(r->c->multi, r->easy) != CURLM_OK) {
-        r->state = RQ_BACKOFF; /* not in the multi handle */
-        wh_fail(r, CURLE_OUT_OF_MEMORY);
+    if (wh_setup_easy(r) < 0 || curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
+        wh_end_with(r, CURLE_OUT_OF_MEMORY);
         return;
     }
+    r->in_multi = 1;
+    wh_enter(r, RQ_RUNNING);
     /* Retrieve has no overall deadline (a long message to a slow client is
      * fine); its own timer bounds the wait for the headers, then the time
      * without progress while not paused. */
@@ -727,13 +816,14 @@ static void wh_pump(struct wh_client *c)
     /* One call per backend connection: more would only wait inside curl. */
     if (c->p.pool > 0 && max > (size_t)c->p.pool)
         max = (size_t)c->p.pool;
-
     for (r = TAILQ_FIRST(&c->queue); r && c->running < max; r = next) {
         next = TAILQ_NEXT(r, link);
         if (r->event == WH_RETRIEVE && c->streams >= c->max_streams)
             continue; /* later events may pass a retrieve waiting for a stream slot */
         TAILQ_REMOVE(&c->queue, r, link);
         TAILQ_INSERT_TAIL(&c->active, r, link);
+        r->in_queue = 0;
+        r->slot = 1;
         c->running++;
         if (r->event == WH_RETRIEVE) {
             r->counts_stream = 1;
@@ -743,123 +833,236 @@ static void wh_pump(struct wh_client *c)
     }
 }
 
-/* Whether a failed transfer may be tried again. */
-static int wh_may_retry(const struct wh_req *r, CURLcode res)
+/* Whether a failed attempt may be tried again: an idempotent call that got
+ * no response byte, with time left. A transport error qualifies; so does
+ * any other failure on a connection that was reused (a kept-alive
+ * connection the backend had closed, or one a misbehaving earlier reply
+ * left unusable): the next attempt then opens a fresh one. */
+static int wh_may_retry(struct wh_req *r)
 {
-    if (!wh_idempotent(r->event) || r->got_bytes || r->attempts >= WH_RETRIES || !r->h)
+    long connects = 1;
+    int transport;
+
+    if (!wh_idempotent(r->event) || r->got_bytes || r->attempts >= WH_RETRIES || !r->h ||
+        r->fast_failed || r->res == CURLE_OK || r->res == CURLE_OPERATION_TIMEDOUT || r->too_large)
         return 0;
-    if (res != CURLE_COULDNT_CONNECT && res != CURLE_SEND_ERROR && res != CURLE_RECV_ERROR &&
-        res != CURLE_GOT_NOTHING && res != CURLE_COULDNT_RESOLVE_HOST)
+    transport = r->res == CURLE_COULDNT_CONNECT || r->res == CURLE_SEND_ERROR ||
+                r->res == CURLE_RECV_ERROR || r->res == CURLE_GOT_NOTHING ||
+                r->res == CURLE_COULDNT_RESOLVE_HOST;
+    curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
+    r->fresh = connects == 0; /* it ran on a reused connection */
+    if (!transport && !r->fresh)
         return 0;
     return wh_ms_left(r) > (WH_RETRY_BACKOFF_MS << r->attempts);
 }
 
-/* Delivers a non-streamed result to the caller. */
-static void wh_deliver(struct wh_req *r, CURLcode res, long code)
+/* Delivers a non-streamed result to the caller (its final callback). */
+static void wh_deliver(struct wh_req *r)
 {
+    const struct wh_handler *h = r->h;
+    void *ctx = r->ctx;
     struct wh_result res_r;
     char *ct = NULL;
 
     memset(&res_r, 0, sizeof(res_r));
-    if (res != CURLE_OK) {
+    if (r->res != CURLE_OK) {
         res_r.status = WH_TEMP;
-        res_r.http_status = code;
+        res_r.http_status = r->code;
         res_r.error = strdup(r->fast_failed ? "circuit open"
-                             : r->too_large ? "reply larger than 1 MB"
-                                            : curl_easy_strerror(res));
+                             : r->too_large ? "reply larger than the contract allows"
+                                            : curl_easy_strerror(r->res));
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
-        wh_json_parse(r->event, code, ct, r->reply.data, r->reply.len, r->c->p.max_messages,
+        wh_json_parse(r->event, r->code, ct, r->reply.data, r->reply.len, r->c->p.max_messages,
                       &res_r);
     }
     wh_observe(r);
     if (r->too_large)
         wh_count(r, 1, MWE_BODY);
-    else if (res != CURLE_OK)
-        wh_count(r, 1, wh_error_kind(res));
+    else if (r->res != CURLE_OK)
+        wh_count(r, 1, wh_error_kind(r->res));
     else if (res_r.status == WH_TEMP)
-        wh_count(r, 1, code >= 200 && code < 300 ? MWE_BODY : MWE_STATUS);
+        wh_count(r, 1, r->code >= 200 && r->code < 300 ? MWE_BODY : MWE_STATUS);
     else
         wh_count(r, 0, MWE_N);
     if (res_r.status == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=%s id=%s http_status=%ld error=%s",
-               wh_event_names[r->event], r->id, code, res_r.error ? res_r.error : "");
-    r->h->done(r->ctx, &res_r);
+               wh_event_names[r->event], r->id, r->code, res_r.error ? res_r.error : "");
+    r->h = NULL;
+    r->ctx = NULL;
+    h->done(ctx, &res_r);
     wh_result_free(&res_r);
 }
 
-/* Retrieve ended: begin/end according to how. */
-static void wh_deliver_retrieve(struct wh_req *r, CURLcode res, long code)
+/* A retrieve that never reached its body: its final callback is begin()
+ * with this status. */
+static void wh_retrieve_refused(struct wh_req *r, enum wh_status st, enum metrics_wh_error why,
+                                const char *err)
+{
+    const struct wh_handler *h = r->h;
+    void *ctx = r->ctx;
+
+    wh_observe(r);
+    wh_count(r, st == WH_TEMP, why);
+    if (st == WH_TEMP)
+        log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
+               r->id, r->code, err);
+    r->h = NULL;
+    r->ctx = NULL;
+    h->begin(ctx, st);
+}
+
+/* A JSON retrieve has arrived whole: its content becomes the body that
+ * flows to data(), kept in `reply` until the caller takes it. 0, or -1
+ * after the caller heard why (its final callback). */
+static int wh_decode_json(struct wh_req *r)
 {
     const char *err = NULL;
     size_t len = 0;
-    char *content;
+    char *content = wh_json_parse_content(r->reply.data, r->reply.len, &len, &err);
 
-    wh_observe(r);
-    if (r->streaming) {
-        if (res != CURLE_OK)
-            METRIC_INC(webhook_errors[r->event][MWE_BROKEN]);
-        if (res != CURLE_OK)
-            log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
-                   curl_easy_strerror(res));
-        r->h->end(r->ctx, res == CURLE_OK);
-        return;
-    }
-    if (res != CURLE_OK || code != 200) {
-        enum wh_status st = (res == CURLE_OK && code == 404) ? WH_NOT_FOUND : WH_TEMP;
-        wh_count(r, st == WH_TEMP, res != CURLE_OK ? wh_error_kind(res) : MWE_STATUS);
-        if (st == WH_TEMP)
-            log_kv(LOG_WARN, NULL, "webhook failed",
-                   "event=retrieve id=%s http_status=%ld error=%s", r->id, code,
-                   r->fast_failed    ? "circuit open"
-                   : res != CURLE_OK ? curl_easy_strerror(res)
-                                     : "unexpected status");
-        r->h->begin(r->ctx, st);
-        return;
-    }
-    content = wh_json_parse_content(r->reply.data, r->reply.len, &len, &err);
-    wh_count(r, !content, MWE_BODY);
     if (!content) {
-        log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s error=%s", r->id,
-               err ? err : "bad JSON content");
-        r->h->begin(r->ctx, WH_TEMP);
-        return;
+        wh_retrieve_refused(r, WH_TEMP, MWE_BODY, err ? err : "bad JSON content");
+        return -1;
     }
-    if (r->h->begin(r->ctx, WH_OK)) {
-        /* A JSON body is at most 1 MB: it goes out in one piece. */
-        if (!len || r->h->data(r->ctx, content, len) == 0)
-            r->h->end(r->ctx, 1);
+    buf_reset(&r->reply);
+    if (len && buf_add(&r->reply, content, len) < 0) {
+        free(content);
+        wh_retrieve_refused(r, WH_TEMP, MWE_BODY, "out of memory");
+        return -1;
     }
     free(content);
+    r->reply_off = 0;
+    r->json_body = 2; /* decoded: reply holds the message */
+    r->begin_due = 1;
+    r->body_state = BODY_GATED;
+    wh_count(r, 0, MWE_N);
+    return 0;
 }
 
-/* A transfer ended (removed from the multi already): retry or deliver. */
-static void wh_finish(struct wh_req *r, CURLcode res)
+/*
+ * A finished retrieve (DONE): tells the caller, as far as the caller lets
+ * it. Returns 1 when the request is over (release it), 0 when it waits for
+ * wh_resume() (it stays DONE and is noted again then).
+ */
+static int wh_deliver_retrieve(struct wh_req *r)
 {
-    long code = 0;
+    const struct wh_handler *h;
+    void *ctx;
+    enum wh_end how;
 
-    evtimer_del(r->timer);
-    if (r->h && wh_may_retry(r, res)) {
+    if (!r->counted) {
+        r->counted = 1;
+        if (r->body_state == BODY_WAIT || r->body_state == BODY_BUFFER) {
+            /* No 200 raw body: a failure, a refusal, or a JSON reply. */
+            if (r->res != CURLE_OK) {
+                wh_retrieve_refused(r, WH_TEMP, r->too_large ? MWE_BODY : wh_error_kind(r->res),
+                                    r->fast_failed ? "circuit open"
+                                    : r->too_large ? "reply larger than the contract allows"
+                                                   : curl_easy_strerror(r->res));
+                return 1;
+            }
+            if (r->code != 200) {
+                if (r->code == 404)
+                    wh_retrieve_refused(r, WH_NOT_FOUND, MWE_N, "");
+                else
+                    wh_retrieve_refused(r, WH_TEMP, MWE_STATUS, "unexpected status");
+                return 1;
+            }
+            if (wh_decode_json(r) < 0)
+                return 1;
+        }
+    }
+    if (r->begin_due) {
+        r->begin_due = 0;
+        r->h->begin(r->ctx, WH_OK);
+        if (!r->h)
+            return 1; /* cancelled inside begin */
+    }
+    if (r->body_state != BODY_FLOW)
+        return 0; /* until the caller says resume */
+    if (r->json_body == 2 && r->reply_off < r->reply.len) {
+        int rc = r->h->data(r->ctx, r->reply.data + r->reply_off, r->reply.len - r->reply_off);
+        if (rc == WH_DATA_FULL) {
+            r->body_state = BODY_HELD;
+            return 0;
+        }
+        if (rc != WH_DATA_TAKEN)
+            return 1; /* stopped: no callback follows */
+        r->reply_off = r->reply.len;
+    }
+    h = r->h;
+    ctx = r->ctx;
+    if (r->res != CURLE_OK && r->body_state != BODY_STOPPED) {
+        METRIC_INC(webhook_errors[r->event][MWE_BROKEN]);
+        log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
+               curl_easy_strerror(r->res));
+        how = WH_END_BROKEN;
+    } else {
+        curl_off_t cl = -1;
+        curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+        how = r->json_body || r->chunked || cl >= 0 ? WH_END_OK : WH_END_UNSIZED;
+    }
+    wh_observe(r);
+    r->h = NULL;
+    r->ctx = NULL;
+    h->end(ctx, how);
+    return 1;
+}
+
+/* Settles a DONE request: retry, deliver, or wait for the caller. */
+static void wh_complete(struct wh_req *r)
+{
+    struct wh_client *c = r->c;
+
+    wh_disarm(r);
+    if (r->in_multi) {
+        curl_multi_remove_handle(c->multi, r->easy);
+        r->in_multi = 0;
+    }
+    if (!r->h) {
+        wh_release(r); /* stopped by the caller: nobody to tell */
+        return;
+    }
+    if (!r->counted && wh_may_retry(r)) {
         long ms = WH_RETRY_BACKOFF_MS << (r->attempts - 1);
-        log_kv(LOG_INFO, NULL, "webhook retry", "event=%s id=%s attempt=%d error=%s",
-               wh_event_names[r->event], r->id, r->attempts + 1, curl_easy_strerror(res));
-        r->state = RQ_BACKOFF;
+        log_kv(LOG_INFO, NULL, "webhook retry", "event=%s id=%s attempt=%d error=%s fresh=%d",
+               wh_event_names[r->event], r->id, r->attempts + 1, curl_easy_strerror(r->res),
+               r->fresh);
         METRIC_INC(webhook_retries[r->event]);
+        wh_enter(r, RQ_BACKOFF);
         wh_arm(r, ms);
         return;
     }
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (r->h) {
-        if (r->event == WH_RETRIEVE)
-            wh_deliver_retrieve(r, res, code);
-        else
-            wh_deliver(r, res, code);
+    if (r->event != WH_RETRIEVE) {
+        wh_deliver(r);
+        wh_release(r);
+        return;
     }
-    wh_release(r);
+    if (wh_deliver_retrieve(r))
+        wh_release(r);
 }
 
-/* Collects finished transfers (after every socket action). */
-static void wh_check_done(struct wh_client *c)
+/* A running request was noted: a 200 retrieve's begin is due, or the
+ * caller wants its body to flow again. */
+static void wh_settle_running(struct wh_req *r)
+{
+    if (r->begin_due && r->h) {
+        r->begin_due = 0;
+        r->h->begin(r->ctx, WH_OK);
+        /* The caller records it and says resume (or cancel) later. */
+    }
+    if (r->resume && (r->body_state == BODY_GATED || r->body_state == BODY_HELD)) {
+        r->resume = 0;
+        r->body_state = BODY_FLOW;
+        if (r->timeout > 0)
+            wh_arm(r, (long)(r->timeout * 1000));
+        curl_easy_pause(r->easy, CURLPAUSE_CONT); /* curl may call data() from here */
+    }
+}
+
+/* Collects the transfers curl has finished. */
+static void wh_collect(struct wh_client *c)
 {
     CURLMsg *m;
     int left;
@@ -869,21 +1072,65 @@ static void wh_check_done(struct wh_client *c)
         if (m->msg != CURLMSG_DONE)
             continue;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-        CURLcode res = m->data.result;
+        r->res = m->data.result;
+        curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->code);
         curl_multi_remove_handle(c->multi, r->easy);
-        wh_finish(r, res);
+        r->in_multi = 0;
+        if (r->state == RQ_RUNNING)
+            wh_enter(r, RQ_DONE);
+        wh_note(r);
     }
-    wh_reap(c);
-    wh_pump(c);
 }
 
-/* libevent: frees requests cancelled inside curl callbacks. */
-static void wh_reaper_cb(evutil_socket_t fd, short what, void *arg)
+/*
+ * The completion queue: the one place that delivers results, retries,
+ * frees requests and moves the queue on. Runs from the loop only (after
+ * curl_multi_socket_action has returned, from the kick event, from a
+ * request's timer), never inside a curl callback.
+ */
+static void wh_drain(struct wh_client *c)
+{
+    struct wh_req *r;
+
+    if (c->draining)
+        return; /* the running drain picks up what was just noted */
+    c->draining = 1;
+    do {
+        wh_collect(c);
+        while ((r = TAILQ_FIRST(&c->notes))) {
+            TAILQ_REMOVE(&c->notes, r, note);
+            r->noted = 0;
+            switch (r->state) {
+            case RQ_CANCELLED:
+                wh_release(r);
+                break;
+            case RQ_DONE:
+                wh_complete(r);
+                break;
+            case RQ_RUNNING:
+                wh_settle_running(r);
+                break;
+            case RQ_QUEUED:
+            case RQ_BACKOFF:
+                break;
+            default:
+                abort();
+            }
+        }
+        wh_pump(c);
+    } while (!TAILQ_EMPTY(&c->notes));
+    c->draining = 0;
+}
+
+/* libevent: the kick (something was noted or queued). */
+static void wh_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    wh_check_done(arg);
+    wh_drain(arg);
 }
+
+/* ---- public ------------------------------------------------------------- */
 
 struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const struct wh_handler *h,
                         void *ctx)
@@ -901,9 +1148,10 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
     r->body = wh_json_build(call, &r->body_len);
     r->big_buffer = r->event == WH_RETRIEVE && call->size_hint > WH_SMALL_MESSAGE;
     r->easy = wh_easy_get(c, r->big_buffer);
+    r->reply_max = wh_reply_max(r->event, c->p.max_messages);
     if (evtimer_assign(&r->timer_ev, c->base, wh_req_timer_cb, r) == 0)
-        r->timer = &r->timer_ev;
-    if (!r->body || !r->easy || !r->timer) {
+        r->timer_ok = 1;
+    if (!r->body || !r->easy || !r->timer_ok) {
         wh_req_free(r);
         return NULL;
     }
@@ -914,76 +1162,37 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
     r->started = util_mono();
     r->deadline = r->started + t;
     r->state = RQ_QUEUED;
+    r->in_queue = 1;
     TAILQ_INSERT_TAIL(&c->queue, r, link);
     if (t > 0) /* bounds the wait for a slot; replaced once it runs */
         wh_arm(r, (long)(t * 1000));
     log_kv(LOG_DEBUG, call->session, "webhook", "event=%s id=%s", wh_event_names[r->event], r->id);
-    if (c->depth) {
-        /* Inside a curl callback the multi handle must not change. */
-        event_active(c->reaper, EV_TIMEOUT, 0);
-        return r;
-    }
-    c->in_start = 1; /* no callback runs inside wh_start() */
-    wh_pump(c);
-    c->in_start = 0;
+    event_active(c->kick, EV_TIMEOUT, 0); /* the drain gives it a slot */
     return r;
 }
 
 void wh_cancel(struct wh_req *r)
 {
-    struct wh_client *c;
-
     if (!r || !r->h)
         return;
-    c = r->c;
-    if (c->depth) {
-        /* Inside a curl callback the multi handle must not change. */
-        wh_drop(r);
-        return;
-    }
     r->h = NULL;
     r->ctx = NULL;
-    evtimer_del(r->timer);
-    if (r->state == RQ_RUNNING)
-        curl_multi_remove_handle(c->multi, r->easy);
-    wh_release(r);
-    /* A slot is free: queued calls move on, from the loop (not from here,
-     * where the caller may be freeing its session). */
-    event_active(c->reaper, EV_TIMEOUT, 0);
-}
-
-/* Removes the transfers cancelled inside curl callbacks. */
-static void wh_reap(struct wh_client *c)
-{
-    struct wh_req *r, *next;
-
-    for (r = TAILQ_FIRST(&c->active); r; r = next) {
-        next = TAILQ_NEXT(r, link);
-        if (r->deferred && r->h) {
-            r->deferred = 0;
-            wh_finish(r, r->deferred_res);
-            next = TAILQ_FIRST(&c->active); /* callbacks may have changed the list */
-            continue;
-        }
-        if (r->h)
-            continue;
-        evtimer_del(r->timer);
-        if (r->state == RQ_RUNNING)
-            curl_multi_remove_handle(c->multi, r->easy);
-        wh_release(r);
-    }
+    wh_disarm(r);
+    wh_enter(r, RQ_CANCELLED);
+    wh_note(r); /* the drain takes it out of curl and frees it */
 }
 
 void wh_resume(struct wh_req *r)
 {
-    if (!r || !r->paused || !r->h)
+    if (!r || !r->h)
         return;
-    r->paused = 0;
-    if (r->timeout > 0)
-        wh_arm(r, (long)(r->timeout * 1000));
-    r->c->depth++; /* curl may call the write callback from here */
-    curl_easy_pause(r->easy, CURLPAUSE_CONT);
-    r->c->depth--;
+    if (r->state == RQ_DONE && (r->body_state == BODY_GATED || r->body_state == BODY_HELD)) {
+        r->body_state = BODY_FLOW; /* the rest is in `reply` (JSON) or nothing is left */
+        wh_note(r);
+        return;
+    }
+    r->resume = 1;
+    wh_note(r);
 }
 
 size_t wh_client_inflight(const struct wh_client *c)
@@ -1094,7 +1303,7 @@ int wh_client_set_params(struct wh_client *c, const struct wh_params *p)
         while (c->n_idle > 0)
             curl_easy_cleanup(c->idle[--c->n_idle]);
     wh_set_pool(c);
-    event_active(c->reaper, EV_TIMEOUT, 0); /* a larger pool or max_inflight: go on */
+    event_active(c->kick, EV_TIMEOUT, 0); /* a larger pool or max_inflight: go on */
     return 0;
 }
 
@@ -1111,11 +1320,12 @@ struct wh_client *wh_client_new(struct event_base *base, const struct wh_params 
     }
     TAILQ_INIT(&c->queue);
     TAILQ_INIT(&c->active);
+    TAILQ_INIT(&c->notes);
     snprintf(c->user_agent, sizeof(c->user_agent), "pop3gw/%s", POP3GW_VERSION);
     c->multi = curl_multi_init();
     c->timer = evtimer_new(base, wh_timeout_cb, c);
-    c->reaper = event_new(base, -1, 0, wh_reaper_cb, c);
-    if (!c->multi || !c->timer || !c->reaper)
+    c->kick = event_new(base, -1, 0, wh_kick_cb, c);
+    if (!c->multi || !c->timer || !c->kick)
         goto err;
     if (wh_set_secrets(c, p->secret, p->token) < 0)
         goto err;
@@ -1136,10 +1346,15 @@ void wh_client_free(struct wh_client *c)
 
     if (!c)
         return;
-    while ((r = TAILQ_FIRST(&c->queue)))
-        wh_cancel(r);
-    while ((r = TAILQ_FIRST(&c->active)))
-        wh_cancel(r);
+    /* Every request goes, without a callback. */
+    while ((r = TAILQ_FIRST(&c->queue))) {
+        r->h = NULL;
+        wh_release(r);
+    }
+    while ((r = TAILQ_FIRST(&c->active))) {
+        r->h = NULL;
+        wh_release(r);
+    }
     if (c->multi)
         curl_multi_cleanup(c->multi); /* closes every connection: wh_close_cb */
     while (c->parked) {
@@ -1154,8 +1369,8 @@ void wh_client_free(struct wh_client *c)
         curl_slist_free_all(c->retired[--c->n_retired]);
     if (c->timer)
         event_free(c->timer);
-    if (c->reaper)
-        event_free(c->reaper);
+    if (c->kick)
+        event_free(c->kick);
     wh_keys_clear(&c->keys);
     util_free_secret(&c->token);
     wh_params_free(&c->p);

@@ -4,9 +4,16 @@
  * One libcurl multi handle per worker, driven by curl_multi_socket_action()
  * from the worker's libevent loop. Connections to the backend are kept alive
  * and reused (a bounded pool). A call is a continuation: the caller gets its
- * result through a callback, from the event loop, never from inside
- * wh_start(). A callback that returns "stop" (begin 0, data -1) ends the
- * call: the handle must not be used again.
+ * result through a callback. The contract both ways:
+ *
+ * - No wh_* function calls back into the caller: wh_start(), wh_cancel()
+ *   and wh_resume() only record what is wanted and schedule it.
+ * - `done`, `begin` and `end` run from the client's own turn of the event
+ *   loop, outside any curl callback. `data` alone runs inside curl's write
+ *   callback, because that is where the bytes are; it must not call any
+ *   wh_* function.
+ * - After the final callback (done; begin with a status other than WH_OK;
+ *   end; or data returning WH_DATA_STOP) or wh_cancel(), the handle is gone.
  */
 #ifndef POP3GW_WH_CLIENT_H
 #define POP3GW_WH_CLIENT_H
@@ -34,22 +41,35 @@ struct wh_params {
     const char *token;                  /* bearer token, or NULL */
 };
 
+/* What a data callback answers. */
+enum wh_data_rc {
+    WH_DATA_STOP = -1, /* stop the transfer: no callback follows */
+    WH_DATA_TAKEN = 0, /* every byte taken */
+    WH_DATA_FULL = 1,  /* no byte taken: the transfer pauses until wh_resume() */
+};
+
+/* How a streamed body ended. */
+enum wh_end {
+    WH_END_OK,      /* complete, its length known (Content-Length or chunked) */
+    WH_END_UNSIZED, /* ended by the backend closing the connection: no length was given */
+    WH_END_BROKEN,  /* the transfer broke, or a JSON body turned out invalid */
+};
+
 /* Callbacks of one call. For non-streamed events only `done` is used; a
  * retrieve uses begin / data / end. */
 struct wh_handler {
     /* The parsed reply (or failure). `r` is freed after the call returns;
      * take what you keep and NULL it in r. */
     void (*done)(void *ctx, struct wh_result *r);
-    /* Retrieve: status known. Return 1 to receive the body, 0 to stop. */
-    int (*begin)(void *ctx, enum wh_status status);
-    /* Retrieve: 1 when the client's output is full; the transfer pauses
-     * until wh_resume(). */
-    int (*full)(void *ctx);
-    /* Retrieve: body bytes, always taken. Return 0, or -1 to stop the
-     * transfer (no callback runs after -1). */
+    /* Retrieve: the status is known. Anything but WH_OK ends the call. On
+     * WH_OK the body waits until wh_resume() lets it flow (or wh_cancel()
+     * drops it). */
+    void (*begin)(void *ctx, enum wh_status status);
+    /* Retrieve: body bytes (the message itself, decoded when the reply was
+     * JSON), all or nothing: see enum wh_data_rc. */
     int (*data)(void *ctx, const char *p, size_t n);
-    /* Retrieve: the body is complete (ok = 1) or broke (ok = 0). */
-    void (*end)(void *ctx, int ok);
+    /* Retrieve: the body ended. */
+    void (*end)(void *ctx, enum wh_end how);
 };
 
 /* Process-wide setup (curl_global_init); call once before any worker starts. */
@@ -75,10 +95,11 @@ int wh_client_set_params(struct wh_client *c, const struct wh_params *p);
 struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const struct wh_handler *h,
                         void *ctx);
 
-/* Stops a call; no callback runs after this. */
+/* Stops a call; no callback runs after this. NULL is fine. */
 void wh_cancel(struct wh_req *r);
 
-/* Resumes a transfer paused by a data callback. */
+/* Lets a retrieve's body flow: after begin(WH_OK), and after a data
+ * callback answered WH_DATA_FULL. */
 void wh_resume(struct wh_req *r);
 
 /* Calls in flight and waiting (for status pages). */

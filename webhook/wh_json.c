@@ -394,12 +394,23 @@ static json_t *load_object(const char *body, size_t len, size_t max, size_t flag
     return NULL;
 }
 
+size_t wh_reply_max(enum wh_event event, size_t max_messages)
+{
+    if (event != WH_LIST && event != WH_UIDL)
+        return WH_BODY_MAX;
+    if (max_messages > (SIZE_MAX - WH_BODY_MAX) / WH_LIST_ENTRY_MAX)
+        return SIZE_MAX;
+    return WH_BODY_MAX + max_messages * WH_LIST_ENTRY_MAX;
+}
+
 /* load_object() for a reply of `event`; on failure r is set to WH_TEMP. */
-static json_t *load_reply(struct wh_result *r, enum wh_event event, const char *body, size_t len)
+static json_t *load_reply(struct wh_result *r, enum wh_event event, const char *body, size_t len,
+                          size_t max_messages)
 {
     const char *why;
     char detail[200];
-    json_t *root = load_object(body, len, WH_BODY_MAX, 0, &why, detail, sizeof(detail));
+    json_t *root =
+        load_object(body, len, wh_reply_max(event, max_messages), 0, &why, detail, sizeof(detail));
     if (!root)
         fail(r, "%s: %s%s", wh_event_names[event], why, detail);
     return root;
@@ -481,7 +492,7 @@ static enum wh_status parse_authenticate(struct wh_result *r, const char *body, 
         return fail(r, "authenticate: HTTP status %ld", r->http_status);
     }
 
-    json_t *root = load_reply(r, WH_AUTHENTICATE, body, len);
+    json_t *root = load_reply(r, WH_AUTHENTICATE, body, len, 0);
     if (!root)
         return WH_TEMP;
 
@@ -572,6 +583,7 @@ static enum wh_status parse_listing(struct wh_result *r, enum wh_event event, js
     }
 
     size_t n_uids = 0, i;
+    uint64_t total = 0; /* octets of the kept entries: STAT and the greeting print it */
     for (i = 0; i < n; i++) {
         json_t *e = json_array_get(arr, i);
         json_t *uid = e;
@@ -609,6 +621,11 @@ static enum wh_status parse_listing(struct wh_result *r, enum wh_event event, js
             n_uids++;
         }
         if (i < keep) {
+            if (size > UINT64_MAX - total) {
+                fail(r, "list: the sizes add up to more than 2^64-1 octets (messages[%zu])", i);
+                goto out;
+            }
+            total += size;
             r->msgs[i].size = size;
             r->n_msgs = i + 1;
             if (uid && !(r->msgs[i].uid = strdup(json_string_value(uid)))) {
@@ -639,7 +656,7 @@ static enum wh_status parse_list(struct wh_result *r, enum wh_event event, const
     if (r->http_status != 200)
         return fail(r, "%s: HTTP status %ld", ev, r->http_status);
 
-    json_t *root = load_reply(r, event, body, len);
+    json_t *root = load_reply(r, event, body, len, max_messages);
     if (!root)
         return WH_TEMP;
     json_t *arr = json_object_get(root, what);
@@ -664,7 +681,7 @@ static enum wh_status parse_connect(struct wh_result *r, const char *body, size_
         return WH_OK;
     }
 
-    json_t *root = load_reply(r, WH_CONNECT, body, len);
+    json_t *root = load_reply(r, WH_CONNECT, body, len, 0);
     if (!root)
         return WH_TEMP;
     enum wh_status st = WH_TEMP;

@@ -18,6 +18,11 @@
  */
 char *wh_json_build(const struct wh_call *call, size_t *len);
 
+/* The most a reply body of `event` may hold: WH_BODY_MAX, but a listing
+ * (list, uidl) gets room for max_messages entries with 70-octet uids
+ * (WH_LIST_ENTRY_MAX each) besides. */
+size_t wh_reply_max(enum wh_event event, size_t max_messages);
+
 /*
  * Parses the reply to a non-streamed event (authenticate, list, uidl, quit,
  * connect, disconnect; retrieve only for its JSON form is handled by
