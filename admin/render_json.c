@@ -152,6 +152,17 @@ static json_t *status_pop3(struct jb *j, const struct metrics_snap *s)
     return o;
 }
 
+static json_t *status_spool(struct jb *j, const struct metrics_snap *s)
+{
+    json_t *o = json_object();
+
+    put(j, o, "files", jint((unsigned long long)s->spool_files));
+    put(j, o, "bytes", jint((unsigned long long)s->spool_bytes));
+    put(j, o, "written_bytes", jint(s->spool_bytes_total));
+    put(j, o, "fallbacks", jint(s->spool_fallbacks));
+    return o;
+}
+
 static json_t *status_latency(struct jb *j, const struct hist_snap *h)
 {
     json_t *o = json_object(), *b = json_array();
@@ -253,6 +264,7 @@ char *render_status_json(const struct adm_snapshot *snap)
     put(&j, root, "tls",
         status_pair(&j, "handshakes", s->tls_handshakes, "failures", s->tls_failures));
     put(&j, root, "proxy_rejected", jint(s->proxy_rejected));
+    put(&j, root, "spool", status_spool(&j, s));
     put(&j, root, "webhooks", status_webhooks(&j, s, v));
     put(&j, root, "backend", status_backend(&j, s));
     return finish(&j, root);

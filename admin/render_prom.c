@@ -135,6 +135,17 @@ static void render_pop3(struct prom *p, const struct metrics_snap *s)
            "Streamed messages whose length differed from the listed size.", s->size_mismatches);
     single(p, "pop3gw_listings_truncated_total", "counter", "Listings cut to max_messages.",
            s->listings_truncated);
+    single(p, "pop3gw_spool_written_bytes_total", "counter",
+           "Octets of converted messages written to spool files for slow clients.",
+           s->spool_bytes_total);
+    single(p, "pop3gw_spool_files", "gauge", "Spool files open now.",
+           (unsigned long long)s->spool_files);
+    single(p, "pop3gw_spool_bytes", "gauge", "Octets held in open spool files now.",
+           (unsigned long long)s->spool_bytes);
+    single(p, "pop3gw_spool_fallbacks_total", "counter",
+           "Streams that paused their transfer because spooling was off or impossible "
+           "(spool_max reached, disk full, no file).",
+           s->spool_fallbacks);
     single(p, "pop3gw_received_bytes_total", "counter", "POP3 octets read from clients.",
            s->bytes_in);
     single(p, "pop3gw_sent_bytes_total", "counter", "POP3 octets written to clients.",

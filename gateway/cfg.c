@@ -675,6 +675,37 @@ static int cfg_set_cidrs(struct cfg *c, const struct cfg_key *k, int ev, const c
     return rc;
 }
 
+/* Octets: a whole number with an optional K, M or G (powers of 1024). */
+static int cfg_set_size(struct cfg *c, const struct cfg_key *k, int ev, const char *key,
+                        const char *v, char *err, size_t errlen)
+{
+    char digits[32];
+    size_t n = strlen(v);
+    unsigned long long mult = 1;
+    long long num;
+
+    if (n > 0 && strchr("kKmMgG", v[n - 1])) {
+        mult = strchr("kK", v[n - 1])   ? 1024ULL
+               : strchr("mM", v[n - 1]) ? 1024ULL * 1024
+                                        : 1024ULL * 1024 * 1024;
+        n--;
+    }
+    if (n == 0 || n >= sizeof(digits))
+        return cfg_bad(err, errlen, k, key, v,
+                       "a number of octets, with K, M or G for 1024, 1024^2, 1024^3 (e.g. 256M)");
+    memcpy(digits, v, n);
+    digits[n] = '\0';
+    if (cfg_parse_uint(digits, (long long)(k->max / (double)mult), &num) < 0 ||
+        (double)num * (double)mult < k->min)
+        return cfg_bad(err, errlen, k, key, v,
+                       "a number of octets from %.0f to %.0f, with K, M or G for 1024, 1024^2, "
+                       "1024^3 (e.g. 256M)",
+                       k->min, k->max);
+    *(unsigned long long *)cfg_field(c, k, ev, sizeof(unsigned long long)) =
+        (unsigned long long)num * mult;
+    return 0;
+}
+
 /* ---- printers for cfg_print ---------------------------------------------- */
 
 static void cfg_print_addr(const struct cfg_addr *a, FILE *out)
@@ -751,6 +782,12 @@ static void cfg_print_int(const struct cfg *c, const struct cfg_key *k, int ev, 
     fprintf(out, "%d", *(const int *)cfg_cfield(c, k, ev, sizeof(int)));
 }
 
+static void cfg_print_size(const struct cfg *c, const struct cfg_key *k, int ev, FILE *out)
+{
+    fprintf(out, "%llu",
+            *(const unsigned long long *)cfg_cfield(c, k, ev, sizeof(unsigned long long)));
+}
+
 static void cfg_print_login_delay(const struct cfg *c, const struct cfg_key *k, int ev, FILE *out)
 {
     (void)k;
@@ -813,6 +850,12 @@ static const struct cfg_key cfg_keys[] = {
      .help = "whsec_ keys for Standard Webhooks signatures, space-separated (rotation)"},
     {"backend_token", STR(cfg_set_word, backend_token), .secret = 1, .def = "none",
      .help = "bearer token sent to the backend"},
+    {"spool_dir", STR(cfg_set_path, spool_dir),
+     .def = "the system's temporary directory ($TMPDIR, else /tmp)",
+     .help = "where slow clients' messages wait, in unlinked files; empty turns spooling off"},
+    {"spool_max", .set = cfg_set_size, .print = cfg_print_size, .off = F(spool_max), .min = 0,
+     .max = 1099511627776.0, .def = "256M",
+     .help = "octets one session may hold in its spool file (K, M, G allowed)"},
     {"backend_ca_file", STR(cfg_set_path, backend_ca_file), .def = "system CAs",
      .help = "CA certificates for an https backend, PEM file"},
     {"backend_cert", STR(cfg_set_path, backend_cert), .def = "none",
@@ -934,6 +977,11 @@ void cfg_defaults(struct cfg *c)
     c->max_auth_failures = 3;
     c->max_auth_failures_per_ip = 20;
     c->max_messages = 100000;
+    {
+        const char *tmp = getenv("TMPDIR");
+        c->spool_dir = strdup(tmp && *tmp ? tmp : "/tmp"); /* NULL only without memory */
+    }
+    c->spool_max = 256ULL * 1024 * 1024;
     c->proxy_protocol = CFG_PROXY_OFF;
     c->log_format = CFG_LOG_LOGFMT;
     c->log_level = LOG_INFO;
@@ -1090,6 +1138,7 @@ void cfg_free(struct cfg *c)
     cfg_free_str(&c->user, 0);
     cfg_free_str(&c->expire, 0);
     cfg_free_str(&c->proxy_trusted, 0);
+    cfg_free_str(&c->spool_dir, 0);
 }
 
 /* ---- loading: file, environment, flags ------------------------------------ */

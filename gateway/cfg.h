@@ -63,6 +63,8 @@ struct cfg {
     double auth_failure_delay;
     int max_auth_failures, max_auth_failures_per_ip;
     int max_messages;
+    char *spool_dir;              /* where slow clients' messages wait, or NULL: no spooling */
+    unsigned long long spool_max; /* octets one session may hold in its spool file */
     enum cfg_proxy proxy_protocol;
     char *proxy_trusted; /* comma-separated CIDRs or NULL */
     enum cfg_log_format log_format;

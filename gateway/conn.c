@@ -11,6 +11,7 @@
  * state only through conn_enter(), which logs `old -> new` at debug level:
  *
  *   START --set up--> IDLE <--> CALL --retrieve 200--> STREAM --end--> IDLE
+ *                      |                                      \--> DRAIN (spool) --> IDLE
  *                      |  \--> DELAY (failed login) --> IDLE
  *                      |  \--> STLS (+OK leaving) --> IDLE over TLS
  *                      \--> CLOSING (last replies leaving) --> CLOSED
@@ -53,6 +54,7 @@
 #include "gateway/pop3.h"
 #include "gateway/proxy.h"
 #include "gateway/settings.h"
+#include "gateway/spool.h"
 #include "gateway/tls.h"
 #include "gateway/worker.h"
 #include "lib/log.h"
@@ -60,10 +62,14 @@
 #include "lib/util.h"
 #include "webhook/wh_client.h"
 
-#define CONN_INPUT_MAX (64 * 1024)    /* buffered client input before reading stops */
-#define CONN_OUTPUT_HIGH (768 * 1024) /* above this a streamed retrieve pauses */
-#define CONN_OUTPUT_LOW (256 * 1024)  /* ... and resumes below this */
-#define CONN_LINGER_MAX 5.0           /* seconds the last replies may take to leave */
+#define CONN_INPUT_MAX (64 * 1024) /* buffered client input before reading stops */
+#define CONN_OUTPUT_HIGH                                                                           \
+    (768 * 1024) /* above this no command is read; a stream that cannot spool pauses */
+#define CONN_OUTPUT_LOW (256 * 1024) /* ... and goes on below this */
+#define CONN_STREAM_KEEP (64 * 1024) /* a stream keeps this much in memory; the rest is spooled */
+#define CONN_TLS_REFILL (64 * 1024)  /* spooled bytes copied into a TLS output at a time */
+#define CONN_SEGMENT_MAX (16 * 1024 * 1024) /* spooled bytes handed to a plain output at a time */
+#define CONN_LINGER_MAX 5.0                 /* seconds the last replies may take to leave */
 
 /*
  * The states of a connection: X(ENUM, name, shown), where `shown` is what
@@ -74,7 +80,8 @@
     X(START, "start", "CONNECTING")  /* accepted; the PROXY header or the set-up is next */        \
     X(IDLE, "idle", NULL)            /* the session waits for a command */                         \
     X(CALL, "call", NULL)            /* a webhook call runs; no command is read */                 \
-    X(STREAM, "stream", NULL)        /* a retrieve's body flows to the client */                   \
+    X(STREAM, "stream", NULL)        /* a retrieve's body flows to the client (memory, spool) */   \
+    X(DRAIN, "drain", NULL)          /* the backend is done; the rest leaves from the spool */     \
     X(DELAY, "delay", NULL)          /* a refused login's reply waits out auth_failure_delay */    \
     X(STLS, "stls", NULL)            /* the +OK to STLS is leaving; then TLS starts */             \
     X(CLOSING, "closing", "CLOSING") /* the last replies are leaving */                            \
@@ -122,6 +129,9 @@ struct conn {
     struct event *delay;          /* failed-login delay */
     struct event *kick;           /* runs conn_process (or frees) from the loop */
     struct conv conv;             /* retrieve being streamed */
+    struct spool spool;           /* a stream's bytes past CONN_STREAM_KEEP, for a slow client */
+    struct evbuffer *backlog;     /* after the spool: what could not be spooled (memory), or NULL */
+    int spill_pause;              /* spooling is off or failed: the stream pauses instead */
     int gone;                     /* the connection broke: nothing more can be written */
     int eof;                      /* the client closed its sending side: answer what was read */
     const char *reason;           /* why it ends, for the disconnect event and the log */
@@ -246,13 +256,76 @@ static void conn_wh_end(void *ctx, enum wh_end how)
     conn_kick(c);
 }
 
-/* wh_start(), inside curl: body bytes of a retrieve, converted into the
- * output buffer. Touches no session state. */
+/* The rest of a stream cannot be spooled (spooling is off, spool_max is
+ * reached, the disk is full, no file can be made): from now on the
+ * transfer pauses while the client's output is full, holding its backend
+ * connection. Logged and counted once per stream. */
+static void conn_spill_pause(struct conn *c, const char *why)
+{
+    if (c->spill_pause)
+        return;
+    c->spill_pause = 1;
+    METRIC_INC(spool_fallbacks);
+    log_kv(LOG_WARN, c->id, "cannot spool: the transfer pauses for the client instead",
+           "client=%s reason=%s spooled=%llu", c->ip, why, (unsigned long long)c->spool.size);
+}
+
+/* Bytes spooled or held back that the output has not taken yet. */
+static int conn_waiting(const struct conn *c)
+{
+    return spool_pending(&c->spool) > 0 || (c->backlog && evbuffer_get_length(c->backlog) > 0);
+}
+
+/*
+ * Puts converted bytes after everything already queued for the client:
+ * into the output while it holds less than CONN_STREAM_KEEP and nothing
+ * waits in the spool, the rest into the spool (or, when spooling has just
+ * failed, into the backlog in memory). 0, or -1 when a spool write failed
+ * in a way that loses bytes (the stream is broken).
+ */
+static int conn_sink(struct conn *c, const char *p, size_t n)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out), put = 0;
+    const char *dir = c->set->cfg.spool_dir;
+    enum spool_rc rc;
+
+    if (!conn_waiting(c)) {
+        put = c->spill_pause ? n : len < CONN_STREAM_KEEP ? CONN_STREAM_KEEP - len : 0;
+        if (put > n)
+            put = n;
+        if (put && evbuffer_add(out, p, put) < 0)
+            return -1;
+    }
+    if (put == n)
+        return 0;
+    if (!c->spill_pause && (!c->backlog || evbuffer_get_length(c->backlog) == 0)) {
+        rc = dir ? spool_append(&c->spool, dir, c->set->cfg.spool_max, p + put, n - put)
+                 : SPOOL_NOFILE;
+        if (rc == SPOOL_OK)
+            return 0;
+        if (rc == SPOOL_ERROR) {
+            log_kv(LOG_ERROR, c->id, "spool write failed: closing", "client=%s error=%s", c->ip,
+                   strerror(errno));
+            return -1;
+        }
+        conn_spill_pause(c, dir ? spool_rc_name(rc) : "off");
+    }
+    /* After what waits in the spool, in memory: one chunk at most, since
+     * the stream pauses from now on while anything waits. */
+    if (!c->backlog && !(c->backlog = evbuffer_new()))
+        return -1;
+    return evbuffer_add(c->backlog, p + put, n - put);
+}
+
+/* wh_start(), inside curl: body bytes of a retrieve, converted and queued
+ * for the client (conn_sink). Touches no session state. */
 static int conn_wh_data(void *ctx, const char *p, size_t n)
 {
     struct conn *c = ctx;
     struct evbuffer *out;
     struct evbuffer_iovec v;
+    size_t len;
 
     if (c->gone || c->state != CONN_STREAM) {
         c->req = NULL; /* no callback follows a stop */
@@ -260,20 +333,27 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
         return WH_DATA_STOP;
     }
     out = bufferevent_get_output(c->bev);
-    if (evbuffer_get_length(out) >= CONN_OUTPUT_HIGH) {
-        c->held = 1; /* conn_write_cb resumes it below CONN_OUTPUT_LOW */
+    len = evbuffer_get_length(out);
+    if (!c->set->cfg.spool_dir)
+        conn_spill_pause(c, "off");
+    if (c->spill_pause && (conn_waiting(c) || len >= CONN_OUTPUT_HIGH)) {
+        c->held = 1; /* conn_write_cb resumes it once everything waiting has left */
         return WH_DATA_FULL;
     }
-    if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1) {
-        log_kv(LOG_ERROR, c->id, "out of memory streaming a message: closing", "client=%s", c->ip);
-        c->req = NULL;
-        c->end_how = WH_END_BROKEN;
-        c->news |= NEWS_END;
-        conn_kick(c);
-        return WH_DATA_STOP;
+    if (!conn_waiting(c) && (c->spill_pause || len + CONV_OUT_MAX(n) <= CONN_STREAM_KEEP)) {
+        /* Straight into the output. */
+        if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1)
+            goto broken;
+        v.iov_len = conv_feed(&c->conv, p, n, v.iov_base);
+        evbuffer_commit_space(out, &v, 1);
+    } else {
+        size_t m;
+        if (worker_scratch(c->w, CONV_OUT_MAX(n)) < 0)
+            goto broken;
+        m = conv_feed(&c->conv, p, n, c->w->scratch);
+        if (conn_sink(c, c->w->scratch, m) < 0)
+            goto broken;
     }
-    v.iov_len = conv_feed(&c->conv, p, n, v.iov_base);
-    evbuffer_commit_space(out, &v, 1);
     if (conv_done(&c->conv)) {
         /* TOP has all it needs: stop the transfer. */
         c->req = NULL;
@@ -282,6 +362,41 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
         return WH_DATA_STOP;
     }
     return WH_DATA_TAKEN;
+broken:
+    log_kv(LOG_ERROR, c->id, "cannot queue a streamed message: closing", "client=%s", c->ip);
+    c->req = NULL;
+    c->end_how = WH_END_BROKEN;
+    c->news |= NEWS_END;
+    conn_kick(c);
+    return WH_DATA_STOP;
+}
+
+/*
+ * Hands spooled bytes to the output as it empties: file segments that the
+ * kernel sends by itself on plain sockets, small copies for TLS; then the
+ * backlog. Returns 1 when nothing waits any more, 0 while something does,
+ * -1 when the spool could not be read (the message cannot be completed).
+ */
+static int conn_refill(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out);
+    long k;
+
+    while (spool_pending(&c->spool) > 0 && len < CONN_OUTPUT_LOW) {
+        k = spool_feed(&c->spool, out, c->tls ? CONN_TLS_REFILL : CONN_SEGMENT_MAX, !c->tls);
+        if (k <= 0) {
+            log_kv(LOG_ERROR, c->id, "cannot read the spool: closing", "client=%s error=%s", c->ip,
+                   strerror(errno));
+            return -1;
+        }
+        len += (size_t)k;
+    }
+    if (spool_pending(&c->spool) > 0)
+        return 0;
+    if (c->backlog && evbuffer_get_length(c->backlog) > 0)
+        evbuffer_add_buffer(out, c->backlog);
+    return 1;
 }
 
 static const struct wh_handler conn_handler = {
@@ -475,6 +590,16 @@ static void conn_linger(struct conn *c)
     evtimer_add(c->timer, &tv);
 }
 
+/* Closes the spool file and drops the backlog once a stream is over. */
+static void conn_end_spool(struct conn *c)
+{
+    spool_close(&c->spool);
+    if (c->backlog) {
+        evbuffer_free(c->backlog);
+        c->backlog = NULL;
+    }
+}
+
 /* Ends a streamed message: its final CRLF if needed and "." when it came
  * whole; the session closes the connection when it did not. */
 static void conn_stream_end(struct conn *c, enum wh_end how)
@@ -498,7 +623,13 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
     }
     if (ok) {
         n = conv_finish(&c->conv, tail);
-        if (!c->gone)
+        if (c->gone)
+            ; /* nothing more can be written */
+        else if (conn_waiting(c))
+            ok = c->backlog || (c->backlog = evbuffer_new())
+                     ? evbuffer_add(c->backlog, tail, n) == 0
+                     : 0;
+        else
             bufferevent_write(c->bev, tail, n);
         if (call && call->lines < 0 && c->conv.octets != listed) {
             METRIC_INC(size_mismatches);
@@ -508,30 +639,41 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
         }
     }
     c->held = c->stopped = 0;
+    c->spill_pause = 0;
     pop3_retrieve_end(c->s, ok);
+    if (ok && (conn_waiting(c) || c->spool.fd >= 0)) {
+        /* conn_write_cb hands the rest over; the spool file is closed once
+         * the client has taken all of it. */
+        conn_enter(c, CONN_DRAIN);
+        return;
+    }
+    conn_end_spool(c);
     conn_enter(c, CONN_IDLE);
 }
 
-/* STREAM: acts on how the body is doing. 1 when the stream is over (the
- * session runs on), 0 while it flows. */
+/* DRAIN: the spool has been handed over; the session reads on. */
+static void conn_drained(struct conn *c)
+{
+    conn_end_spool(c);
+    conn_enter(c, CONN_IDLE);
+    conn_kick(c);
+}
+
+/* STREAM: acts on how the body is doing. 1 when the stream is over and
+ * the session runs on, 0 while it flows (or its spool drains). */
 static int conn_stream_step(struct conn *c)
 {
     if (c->news & NEWS_END) {
         c->news &= ~NEWS_END;
         conn_stream_end(c, c->end_how);
-        return 1;
-    }
-    if (c->stopped) {
+    } else if (c->stopped) {
         conn_stream_end(c, WH_END_OK);
-        return 1;
-    }
-    if (c->gone) {
+    } else if (c->gone) {
         wh_cancel(c->req);
         c->req = NULL;
         conn_stream_end(c, WH_END_BROKEN);
-        return 1;
     }
-    return 0;
+    return c->state == CONN_IDLE;
 }
 
 /* CALL: takes what the webhook callbacks recorded. 1 when the session can
@@ -665,6 +807,10 @@ static void conn_process(struct conn *c)
         if (conn_stream_step(c))
             break;
         return;
+    case CONN_DRAIN:
+        if (c->gone)
+            conn_close(c, NULL);
+        return;
     case CONN_IDLE:
         break;
     default:
@@ -757,11 +903,24 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
             conn_start_tls(c);
         return;
     case CONN_STREAM:
-        if (c->held && c->req) {
+    case CONN_DRAIN: {
+        int rc = conn_refill(c);
+        if (rc < 0) {
+            conn_close(c, "error");
+            return;
+        }
+        if (c->state == CONN_DRAIN) {
+            if (rc == 1 && empty)
+                conn_drained(c);
+            return;
+        }
+        if (c->held && c->req && rc == 1 &&
+            evbuffer_get_length(bufferevent_get_output(bev)) < CONN_OUTPUT_LOW) {
             c->held = 0;
             wh_resume(c->req);
         }
         return;
+    }
     case CONN_IDLE:
         if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
             conn_kick(c); /* input waits for the output to drain: go on */
@@ -1136,6 +1295,7 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     c->started = util_mono();
     c->w = w;
     c->set = settings_ref(w->set);
+    spool_init(&c->spool);
     c->fd = fd;
     c->tls = c->implicit_tls = tls;
     conn_hex(c->id, rnd, 8);
@@ -1190,6 +1350,7 @@ static void conn_free(struct conn *c)
            c->reason ? c->reason : "");
     wh_cancel(c->req);
     wh_result_free(&c->result);
+    conn_end_spool(c);
     if (c->s)
         conn_send_disconnect(c);
     TAILQ_REMOVE(&w->conns, c, link);

@@ -26,6 +26,7 @@
 #include "gateway/report.h"
 #include "gateway/server.h"
 #include "gateway/settings.h"
+#include "gateway/spool.h"
 #include "gateway/tls.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
@@ -147,6 +148,20 @@ static int main_health(const struct cfg *cfg)
     return 1;
 }
 
+/* Says at start when no spool file can be made in spool_dir: slow clients'
+ * transfers then pause instead (each one logged and counted). */
+static void main_check_spool(const struct cfg *cfg)
+{
+    if (!cfg->spool_dir) {
+        log_kv(LOG_INFO, NULL, "spooling off: slow clients' transfers pause instead", NULL);
+        return;
+    }
+    if (spool_probe(cfg->spool_dir) < 0)
+        log_kv(LOG_WARN, NULL,
+               "cannot make spool files: slow clients' transfers will pause instead",
+               "spool_dir=%s error=%s", cfg->spool_dir, strerror(errno));
+}
+
 /* The admin endpoint's settings, drawn from the configuration. */
 static void main_adm_params(const struct cfg *cfg, struct adm_params *p)
 {
@@ -166,7 +181,7 @@ static int main_addrs_differ(const struct cfg_addr *a, int na, const struct cfg_
 static int main_keep_restart_keys(const struct cfg *old, struct cfg *fresh)
 {
     char changed[160] = "";
-    char *user = NULL;
+    char *user = NULL, *spool_dir = NULL;
 
 #define MAIN_CHANGED(name)                                                                         \
     snprintf(changed + strlen(changed), sizeof(changed) - strlen(changed), "%s%s",                 \
@@ -183,9 +198,18 @@ static int main_keep_restart_keys(const struct cfg *old, struct cfg *fresh)
         MAIN_CHANGED("user");
     if (main_addrs_differ(&old->admin_listen, 1, &fresh->admin_listen, 1))
         MAIN_CHANGED("admin_listen");
+    if ((old->spool_dir == NULL) != (fresh->spool_dir == NULL) ||
+        (old->spool_dir && strcmp(old->spool_dir, fresh->spool_dir) != 0))
+        MAIN_CHANGED("spool_dir");
 #undef MAIN_CHANGED
     if (old->user && !(user = strdup(old->user)))
         return -1;
+    if (old->spool_dir && !(spool_dir = strdup(old->spool_dir))) {
+        free(user);
+        return -1;
+    }
+    free(fresh->spool_dir);
+    fresh->spool_dir = spool_dir;
     memcpy(fresh->listen, old->listen, sizeof(fresh->listen));
     fresh->n_listen = old->n_listen;
     memcpy(fresh->listen_tls, old->listen_tls, sizeof(fresh->listen_tls));
@@ -291,6 +315,7 @@ int main(int argc, char **argv)
         goto out;
     }
     limits_init(cfg.max_connections_per_ip, cfg.max_auth_failures_per_ip);
+    main_check_spool(&cfg);
     if (tls_init(cfg.tls_cert, cfg.tls_key, cfg.tls_min_version) < 0)
         goto out;
     if (!(set = settings_new(&cfg, tls_enabled(), err, sizeof(err)))) {

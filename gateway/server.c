@@ -539,6 +539,19 @@ int worker_admit(struct worker *w, int max_connections)
     return 0;
 }
 
+int worker_scratch(struct worker *w, size_t n)
+{
+    char *p;
+
+    if (n <= w->scratch_cap)
+        return 0;
+    if (!(p = realloc(w->scratch, n)))
+        return -1;
+    w->scratch = p;
+    w->scratch_cap = n;
+    return 0;
+}
+
 void worker_release(struct worker *w)
 {
     atomic_fetch_sub(&w->srv->connections, 1);
@@ -695,6 +708,7 @@ static void server_worker_free(struct worker *w)
         event_free(w->balance_ev);
     settings_unref(w->new_set);
     settings_unref(w->set);
+    free(w->scratch);
     if (w->query_ev) {
         server_query_cb(-1, 0, w); /* answer what is left, so askers are not kept */
         event_free(w->query_ev);

@@ -38,6 +38,8 @@ struct worker {
     int draining;           /* SIGTERM: finish what runs, start nothing new */
     unsigned char rnd[512]; /* random bytes for session ids, drawn in batches */
     size_t rnd_used;        /* of rnd, handed out (and wiped) */
+    char *scratch;          /* converted stream bytes on their way to a spool (worker_scratch) */
+    size_t scratch_cap;
 
     /* The server's own (server.c). */
     struct server *srv;
@@ -64,6 +66,9 @@ int worker_admit(struct worker *w, int max_connections);
 
 /* A connection counted by worker_admit() has ended. */
 void worker_release(struct worker *w);
+
+/* Makes w->scratch hold at least n bytes. 0, or -1 when memory runs out. */
+int worker_scratch(struct worker *w, size_t n);
 
 /* Re-checks whether w takes new connections (after an accept or a close;
  * see server.c). From w's own loop only. */

@@ -132,6 +132,10 @@ void metrics_snap_take(struct metrics_snap *s)
     s->quit_failures = LOAD(metrics.quit_failures);
     s->size_mismatches = LOAD(metrics.size_mismatches);
     s->listings_truncated = LOAD(metrics.listings_truncated);
+    s->spool_bytes_total = LOAD(metrics.spool_bytes_total);
+    s->spool_fallbacks = LOAD(metrics.spool_fallbacks);
+    s->spool_files = snap_gauge(&metrics.spool_files);
+    s->spool_bytes = snap_gauge(&metrics.spool_bytes);
     s->bytes_in = LOAD(metrics.bytes_in);
     s->bytes_out = LOAD(metrics.bytes_out);
     s->started = LOAD(metrics.started);

@@ -66,6 +66,11 @@ struct metrics {
     atomic_ulong quit_failures;       /* quit with deletions not committed */
     atomic_ulong size_mismatches;     /* streamed size differs from the listing */
     atomic_ulong listings_truncated;  /* cut to max_messages */
+    /* spool (gateway/spool.c) */
+    atomic_ulong spool_bytes_total;   /* octets written to spool files */
+    atomic_long spool_files;          /* spool files open now */
+    atomic_long spool_bytes;          /* octets in open spool files now */
+    atomic_ulong spool_fallbacks;     /* streams that paused because they could not spool */
     atomic_ulong bytes_in, bytes_out; /* POP3 payload octets */
     /* webhooks */
     atomic_ulong webhook_calls[METRICS_EVENTS]; /* finished calls */
@@ -119,6 +124,8 @@ struct metrics_snap {
     unsigned long timeouts, send_timeouts;
     unsigned long messages_retrieved, messages_deleted, quit_failures;
     unsigned long size_mismatches, listings_truncated;
+    unsigned long spool_bytes_total, spool_fallbacks;
+    long spool_files, spool_bytes;
     unsigned long bytes_in, bytes_out;
     unsigned long webhook_calls[METRICS_EVENTS];
     unsigned long webhook_errors[METRICS_EVENTS][MWE_N];

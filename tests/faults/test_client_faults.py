@@ -215,7 +215,11 @@ class FailedLoginPerAddressTests(FailedLoginTests):
 
 
 class SlowReaderTests(FaultCase):
+    """The fallback when a slow client's message cannot be spooled (here:
+    spooling is off): the backend transfer pauses while the client's output
+    is full. Spooling itself is covered by the spool tests."""
     BIG = 40 * 1024 * 1024
+    GATEWAY_ARGS = {"spool_dir": ""}
 
     def test_slow_reader_bounded_memory_then_complete(self):
         data_len = self.BIG

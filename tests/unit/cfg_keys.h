@@ -28,6 +28,8 @@ static const char *const cfg_test_keys[] = {
     "backend_url_disconnect",
     "backend_secret",
     "backend_token",
+    "spool_dir",
+    "spool_max",
     "backend_ca_file",
     "backend_cert",
     "backend_key",
