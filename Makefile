@@ -167,6 +167,16 @@ fuzz-cmin: fuzz-build
 bench:
 	bash tests/bench/run.sh
 
+# Decoding speed of a JSON retrieve reply (tests/bench/content.c): 50 MB
+# documents fed in 16 KB pieces. BENCH_CONTENT_ARGS="MB RUNS".
+.PHONY: bench-content
+bench-content: $(B)/bench/content
+	$(B)/bench/content $(BENCH_CONTENT_ARGS)
+
+$(B)/bench/content: tests/bench/content.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(PKG_LIBS)
+
 # ---- Installation, packaging checks and the container test -------------------
 # make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the two binaries, the
 # man page, the systemd unit (its ExecStart follows PREFIX) and examples.
