@@ -742,44 +742,77 @@ enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *
     }
 }
 
+/*
+ * The retrieve reply's shape, on a parsed root: exactly one of content and
+ * content_base64 (null counts as absent), and that one a string. Returns
+ * it, with its kind in *kind, or NULL with a static reason in *err.
+ */
+static json_t *content_member(json_t *root, enum wh_json_content *kind, const char **err)
+{
+    json_t *text = get_opt(root, "content");
+    json_t *b64 = get_opt(root, "content_base64");
+
+    *kind = WH_JSON_NO_CONTENT;
+    if (text && b64) {
+        *err = "both content and content_base64";
+    } else if (!text && !b64) {
+        *err = "neither content nor content_base64";
+    } else if (text && !json_is_string(text)) {
+        *err = "content is not a string";
+    } else if (b64 && !json_is_string(b64)) {
+        *err = "content_base64 is not a string";
+    } else {
+        *kind = text ? WH_JSON_CONTENT : WH_JSON_CONTENT_BASE64;
+        return text ? text : b64;
+    }
+    return NULL;
+}
+
+/* load_object() with the flags of a JSON retrieve reply. Not bound by
+ * WH_BODY_MAX: the caller caps what it buffers. */
+static json_t *load_content(const char *body, size_t len, const char **err)
+{
+    return load_object(body, len, SIZE_MAX, JSON_ALLOW_NUL, err, NULL, 0);
+}
+
+enum wh_json_content wh_json_check_content(const char *body, size_t len, const char **err)
+{
+    enum wh_json_content kind = WH_JSON_NO_CONTENT;
+
+    *err = NULL;
+    json_t *root = load_content(body, len, err);
+    if (root)
+        content_member(root, &kind, err);
+    json_decref(root);
+    return kind;
+}
+
 char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const char **err)
 {
+    enum wh_json_content kind;
+
     *out_len = 0;
     *err = NULL;
-    /* Not bound by WH_BODY_MAX: the caller caps what it buffers. */
-    json_t *root = load_object(body, len, SIZE_MAX, JSON_ALLOW_NUL, err, NULL, 0);
+    json_t *root = load_content(body, len, err);
     if (!root)
         return NULL;
 
     char *out = NULL;
-    json_t *text = get_opt(root, "content");
-    json_t *b64 = get_opt(root, "content_base64");
-    if (text && b64) {
-        *err = "both content and content_base64";
-    } else if (text) {
-        if (!json_is_string(text)) {
-            *err = "content is not a string";
+    json_t *v = content_member(root, &kind, err);
+    if (kind == WH_JSON_CONTENT) {
+        size_t n = json_string_length(v);
+        out = malloc(n + 1);
+        if (out) {
+            memcpy(out, json_string_value(v), n);
+            out[n] = '\0';
+            *out_len = n;
         } else {
-            size_t n = json_string_length(text);
-            out = malloc(n + 1);
-            if (out) {
-                memcpy(out, json_string_value(text), n);
-                out[n] = '\0';
-                *out_len = n;
-            } else {
-                *err = "out of memory";
-            }
+            *err = "out of memory";
         }
-    } else if (b64) {
-        if (!json_is_string(b64)) {
-            *err = "content_base64 is not a string";
-        } else {
-            out = (char *)util_b64_decode(json_string_value(b64), json_string_length(b64), out_len);
-            if (!out)
-                *err = "content_base64 is not valid base64";
-        }
-    } else {
-        *err = "neither content nor content_base64";
+    } else if (kind == WH_JSON_CONTENT_BASE64) {
+        out = (char *)util_b64_decode(json_string_value(v), json_string_length(v), out_len);
+        if (!out)
+            *err = "content_base64 is not valid base64";
     }
     json_decref(root);
     return out;

@@ -41,6 +41,24 @@ enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *
  */
 char *wh_json_parse_content(const char *body, size_t len, size_t *out_len, const char **err);
 
+/* Which member of a JSON retrieve reply carries the message. */
+enum wh_json_content {
+    WH_JSON_NO_CONTENT,     /* the reply is not as the contract says */
+    WH_JSON_CONTENT,        /* "content": UTF-8 text */
+    WH_JSON_CONTENT_BASE64, /* "content_base64" */
+};
+
+/*
+ * The checks wh_json_parse_content() makes, without taking the value out
+ * (one function does them for both): the body is one JSON object (no
+ * duplicate keys, \u0000 allowed in strings, at most WH_JSON_DEPTH_MAX
+ * containers deep) with exactly one of content and content_base64 (null
+ * counts as absent), and that one a string. Returns which, or
+ * WH_JSON_NO_CONTENT with a static reason in *err. The string itself is not
+ * looked at: whether content_base64 is base64 is the caller's to check.
+ */
+enum wh_json_content wh_json_check_content(const char *body, size_t len, const char **err);
+
 /* Cuts a backend's message for the client: printable ASCII only, at most
  * WH_MESSAGE_MAX bytes, a leading "[...]" removed. Returns malloc'd text or
  * NULL when nothing is left. */

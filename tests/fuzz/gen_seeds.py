@@ -213,6 +213,29 @@ for name, mx, body in [
 ]:
     write("wh_json", name, bytes([mx]) + body.encode("latin-1"))
 
+# ---- wh_content: [body] (a JSON retrieve reply, fed in pieces) ------------------
+for name, body in [
+    ("text", '{"content":"Subject: x\\r\\n\\r\\n.hi \\u00e9\\ud83d\\ude00\\n"}'),
+    ("text-escapes", '{"content":"\\"\\\\\\/\\b\\f\\n\\r\\t\\u0000\\u007F\\u20AC"}'),
+    ("text-raw-utf8", b'{"content":"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \x7f"}'),
+    ("base64", '{"content_base64":"U3ViamVjdDogeA0KDQpoaQ0K"}'),
+    ("base64-padded-spaces", '{"content_base64":" AP8A\\r\\ngA= = \\t"}'),
+    ("base64-one-pad", '{"content_base64":"YWI="}'),
+    ("base64-bad-pad", '{"content_base64":"YQ=a"}'),
+    ("members", '{"id":[1,{"a":"content","b":null}],"content_base64":null,'
+                '"cont\\u0065nt":"x\\u0041","n":-1.5e+3,"t":true}'),
+    ("both", '{"content":"a","content_base64":"YQ=="}'),
+    ("duplicate", '{"content":"a","x":{},"content":"b"}'),
+    ("not-string", '{"content":["a"]}'),
+    ("lone-surrogate", '{"content":"\\ud800x"}'),
+    ("bad-utf8", b'{"content":"\xed\xa0\x80\xc3"}'),
+    ("trailing", '{"content":"a"} {'),
+    ("truncated", '{"content":"abc'),
+    ("deep", '{"content":"a","d":' + "[" * 15 + "]" * 15 + "}"),
+    ("whitespace", ' \r\n{ "content" :\t"a" ,\n "x" : [ ] }\n '),
+]:
+    write("wh_content", name, body if isinstance(body, bytes) else body.encode())
+
 # ---- cfg: [mode][...] -----------------------------------------------------------
 FULL_CONFIG = """# pop3gw example
 listen = 127.0.0.1:1110, [::1]:1110

@@ -805,6 +805,42 @@ static void test_content(void **state)
     expect_no_content(NULL);
 }
 
+/* The shape check alone: which member, whatever the string holds. */
+static void test_check_content(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *body;
+        enum wh_json_content want;
+    } shapes[] = {
+        {"{\"content\":\"\"}", WH_JSON_CONTENT},
+        {"{\"a\":[1,{}],\"content\":\"x\",\"content_base64\":null}", WH_JSON_CONTENT},
+        {"{\"content_base64\":\"\"}", WH_JSON_CONTENT_BASE64},
+        {"{\"content_base64\":\"not base64 $\"}", WH_JSON_CONTENT_BASE64},
+        {"{\"content\":null,\"cont\\u0065nt_base64\":\"\"}", WH_JSON_CONTENT_BASE64},
+        {"{\"content\":\"\",\"content_base64\":\"\"}", WH_JSON_NO_CONTENT},
+        {"{\"content\":\"\",\"content\":\"\"}", WH_JSON_NO_CONTENT},
+        {"{\"content\":1}", WH_JSON_NO_CONTENT},
+        {"{\"content_base64\":{}}", WH_JSON_NO_CONTENT},
+        {"{\"content\":null}", WH_JSON_NO_CONTENT},
+        {"{}", WH_JSON_NO_CONTENT},
+        {"[]", WH_JSON_NO_CONTENT},
+        {"{\"content\":\"\"} x", WH_JSON_NO_CONTENT},
+        {"", WH_JSON_NO_CONTENT},
+    };
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        const char *err = "x";
+        enum wh_json_content got =
+            wh_json_check_content(shapes[i].body, strlen(shapes[i].body), &err);
+        if (got != shapes[i].want)
+            fail_msg("%s: %d, expected %d", shapes[i].body, (int)got, (int)shapes[i].want);
+        if (got == WH_JSON_NO_CONTENT)
+            assert_non_null(err);
+        else
+            assert_null(err);
+    }
+}
+
 /* ---------------------------------------------------------------- text */
 
 static void expect_sanitized(const char *in, const char *want)
@@ -942,6 +978,7 @@ int main(void)
         cmocka_unit_test(test_parse_limits),
         cmocka_unit_test(test_parse_very_deep),
         cmocka_unit_test(test_content),
+        cmocka_unit_test(test_check_content),
         cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_uid_valid),
