@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int buf_reserve(struct buf *b, size_t n)
+int buf_reserve(struct buf *b, size_t n)
 {
     size_t want, cap;
     char *p;

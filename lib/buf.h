@@ -15,6 +15,8 @@ struct buf {
 
 /* Appends; returns 0 or -1 when memory runs out (the buffer is unchanged). */
 int buf_add(struct buf *b, const void *p, size_t n);
+/* Makes room for n more bytes after len: 0, or -1 when memory runs out. */
+int buf_reserve(struct buf *b, size_t n);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_reset(struct buf *b); /* empties, keeps memory */
 void buf_free(struct buf *b);  /* releases memory */

@@ -50,6 +50,7 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 #include "lib/util.h"
+#include "webhook/wh_content.h"
 #include "webhook/wh_json.h"
 #include "webhook/wh_sign.h"
 
@@ -89,6 +90,7 @@ static const char *const wh_req_state_names[] = {
 enum wh_body {
     BODY_WAIT,    /* no complete headers yet */
     BODY_BUFFER,  /* collected in `reply` for wh_json_parse (every event but a 200 retrieve) */
+    BODY_DECODE,  /* a 200 JSON retrieve: decoded (wh_content) until its content begins */
     BODY_GATED,   /* a 200 retrieve: paused until the caller has seen begin and said resume */
     BODY_FLOW,    /* a retrieve's body goes to data() */
     BODY_HELD,    /* data() said full: paused until wh_resume() */
@@ -115,31 +117,34 @@ struct wh_req {
     char hdr_id[128], hdr_ts[48], hdr_sig[400];
     char *body; /* request body, kept for retries */
     size_t body_len;
-    char id[96];           /* webhook-id, the same on every retry */
-    char url[1024];        /* where it goes */
-    struct buf reply;      /* a buffered reply body */
-    size_t reply_max;      /* the most it may hold */
-    int attempts;          /* tries so far */
-    int got_bytes;         /* a response byte arrived: no retry */
-    int fresh;             /* the next attempt opens a new connection */
-    int chunked;           /* the reply is chunked (its end is marked) */
-    int json_body;         /* retrieve answered as application/json */
-    int begin_due;         /* a 200 retrieve: begin(WH_OK) not yet delivered */
-    int resume;            /* the caller said resume: let the body flow */
-    int counted;           /* the outcome is counted: no more retries */
-    size_t reply_off;      /* a decoded JSON body: bytes of reply already taken */
-    int counts_stream;     /* holds one of the stream slots */
-    CURLcode res;          /* DONE: how the transfer ended */
-    long code;             /* DONE: the HTTP status, 0 when none */
-    double deadline;       /* monotonic seconds: the whole call, retries included */
-    double started;        /* monotonic seconds: when the call started (latency) */
-    int probe;             /* the one call let through a half-open circuit */
-    int fast_failed;       /* failed at once: the circuit is open */
-    int too_large;         /* the reply passed reply_max */
-    double timeout;        /* seconds (retrieve: without progress) */
-    int big_buffer;        /* its handle has the large receive buffer */
-    struct event timer_ev; /* the queue deadline, the backoff, retrieve's no-progress timer */
-    int timer_ok;          /* timer_ev is assigned */
+    char id[96];            /* webhook-id, the same on every retry */
+    char url[1024];         /* where it goes */
+    struct buf reply;       /* a buffered reply body */
+    size_t reply_max;       /* the most it may hold */
+    int attempts;           /* tries so far */
+    int got_bytes;          /* a response byte arrived: no retry */
+    int fresh;              /* the next attempt opens a new connection */
+    int chunked;            /* the reply is chunked (its end is marked) */
+    struct wh_content *dec; /* retrieve answered as application/json: its decoder */
+    struct buf held;        /* decoded JSON content not yet taken by data() */
+    size_t held_off;        /* of held, taken */
+    int begin_due;          /* a 200 retrieve: begin(WH_OK) not yet delivered */
+    int resume;             /* the caller said resume: let the body flow */
+    int counted;            /* the outcome is counted: no more retries */
+    int finished;           /* DONE has been looked at (wh_deliver_retrieve) */
+    int broken;             /* the streamed body did not arrive whole */
+    int counts_stream;      /* holds one of the stream slots */
+    CURLcode res;           /* DONE: how the transfer ended */
+    long code;              /* DONE: the HTTP status, 0 when none */
+    double deadline;        /* monotonic seconds: the whole call, retries included */
+    double started;         /* monotonic seconds: when the call started (latency) */
+    int probe;              /* the one call let through a half-open circuit */
+    int fast_failed;        /* failed at once: the circuit is open */
+    int too_large;          /* the reply passed reply_max */
+    double timeout;         /* seconds (retrieve: without progress) */
+    int big_buffer;         /* its handle has the large receive buffer */
+    struct event timer_ev;  /* the queue deadline, the backoff, retrieve's no-progress timer */
+    int timer_ok;           /* timer_ev is assigned */
 };
 
 TAILQ_HEAD(wh_req_list, wh_req);
@@ -633,6 +638,79 @@ static int wh_is_json(const char *ct)
     return ct && strncasecmp(ct, "application/json", 16) == 0;
 }
 
+/* A 200 retrieve's body is on its way: begin(WH_OK) is due (from the
+ * loop), and the body waits until the caller says resume. */
+static void wh_begin_due(struct wh_req *r)
+{
+    r->body_state = BODY_GATED;
+    r->begin_due = 1;
+    wh_note(r);
+}
+
+/* Tells the caller begin(WH_OK). The backend has answered, so the call
+ * counts as a success now (for the breaker too), whatever later happens to
+ * the body or the client. */
+static void wh_tell_begin(struct wh_req *r)
+{
+    r->begin_due = 0;
+    r->counted = 1;
+    wh_count(r, 0, MWE_N);
+    r->h->begin(r->ctx, WH_OK);
+}
+
+/* Offers the held JSON content to the caller. Returns WH_DATA_TAKEN when
+ * nothing is held any more, or what data() answered. */
+static int wh_give_held(struct wh_req *r)
+{
+    int rc;
+
+    if (r->held_off >= r->held.len)
+        return WH_DATA_TAKEN;
+    rc = r->h->data(r->ctx, r->held.data + r->held_off, r->held.len - r->held_off);
+    if (rc == WH_DATA_TAKEN) {
+        buf_reset(&r->held);
+        r->held_off = 0;
+    }
+    return rc;
+}
+
+/* Inside curl: a piece of a JSON retrieve's body. Returns what the write
+ * callback returns. */
+static size_t wh_write_json(struct wh_req *r, const char *p, size_t len)
+{
+    struct buf *h = &r->held;
+    size_t out = 0;
+    int rc;
+
+    if (r->held_off < h->len)
+        return CURL_WRITEFUNC_PAUSE; /* the caller has not taken the last piece */
+    buf_reset(h);
+    r->held_off = 0;
+    if (buf_reserve(h, WH_CONTENT_OUT_MAX(len)) < 0 ||
+        wh_content_feed(r->dec, p, len, h->data, &out) < 0) {
+        r->body_state = BODY_STOPPED; /* the reply cannot be valid: wh_deliver_retrieve says how */
+        return 0;
+    }
+    h->len = out;
+    if (r->body_state == BODY_DECODE && wh_content_started(r->dec))
+        wh_begin_due(r);
+    if (r->body_state != BODY_FLOW || !r->h)
+        return len; /* kept in held for the caller */
+    rc = wh_give_held(r);
+    if (rc == WH_DATA_FULL) {
+        r->body_state = BODY_HELD;
+        wh_disarm(r);
+    } else if (rc != WH_DATA_TAKEN) {
+        r->h = NULL;
+        r->ctx = NULL;
+        r->body_state = BODY_STOPPED;
+        return 0;
+    } else if (r->timeout > 0) {
+        wh_arm(r, (long)(r->timeout * 1000));
+    }
+    return len;
+}
+
 /* The status line and headers are complete: decide where the body goes. */
 static void wh_headers_complete(struct wh_req *r)
 {
@@ -646,19 +724,19 @@ static void wh_headers_complete(struct wh_req *r)
     if (r->event != WH_RETRIEVE || code != 200)
         return;
     curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
-    if (wh_is_json(ct)) {
-        r->json_body = 1; /* buffered, then decoded (wh_deliver_retrieve) */
-        return;
+    if (wh_is_json(ct) && (r->dec = malloc(sizeof(*r->dec)))) {
+        /* The JSON form: decoded as it streams; begin(WH_OK) once the
+         * content has begun, since a malformed reply before it is still a
+         * plain failure (no +OK). Without memory for the decoder the body is
+         * buffered and fails as WH_TEMP. */
+        wh_content_init(r->dec);
+        r->body_state = BODY_DECODE;
+    } else if (!wh_is_json(ct)) {
+        /* A raw message: the caller hears begin(WH_OK) from the loop; the
+         * body waits (paused at its first byte) until the caller says
+         * resume. */
+        wh_begin_due(r);
     }
-    /* A raw message: the caller hears begin(WH_OK) from the loop; the body
-     * waits (paused at its first byte) until the caller says resume. */
-    r->body_state = BODY_GATED;
-    r->begin_due = 1;
-    /* The backend has answered: the call counts as a success now (for the
-     * breaker too), whatever later happens to the body or the client. */
-    r->counted = 1;
-    wh_count(r, 0, MWE_N);
-    wh_note(r);
     if (r->timeout > 0)
         wh_arm(r, (long)(r->timeout * 1000));
 }
@@ -687,6 +765,8 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
     int rc;
 
     r->got_bytes = 1;
+    if (r->dec && r->body_state != BODY_STOPPED)
+        return wh_write_json(r, p, len);
     switch (r->body_state) {
     case BODY_WAIT:
     case BODY_BUFFER:
@@ -702,6 +782,7 @@ static size_t wh_write_cb(char *p, size_t size, size_t n, void *arg)
     case BODY_FLOW:
         break;
     case BODY_STOPPED:
+    case BODY_DECODE:
         return 0;
     default:
         abort();
@@ -741,6 +822,11 @@ static void wh_req_free(struct wh_req *r)
         free(r->body);
     }
     buf_free(&r->reply);
+    buf_free(&r->held);
+    if (r->dec) {
+        wh_content_free(r->dec);
+        free(r->dec);
+    }
     free(r);
 }
 
@@ -791,7 +877,7 @@ static void wh_launch(struct wh_req *r)
     r->attempts++;
     if (r->event != WH_RETRIEVE)
         wh_disarm(r); /* curl's own timeout takes over */
-    r->got_bytes = r->chunked = r->json_body = r->too_large = 0;
+    r->got_bytes = r->chunked = r->too_large = 0;
     r->body_state = BODY_WAIT;
     buf_reset(&r->reply);
     if (wh_setup_easy(r) < 0 || curl_multi_add_handle(c->multi, r->easy) != CURLM_OK) {
@@ -912,32 +998,23 @@ static void wh_retrieve_refused(struct wh_req *r, enum wh_status st, enum metric
     h->begin(ctx, st);
 }
 
-/* A JSON retrieve has arrived whole: its content becomes the body that
- * flows to data(), kept in `reply` until the caller takes it. 0, or -1
- * after the caller heard why (its final callback). */
-static int wh_decode_json(struct wh_req *r)
+/* The verdict on a finished JSON body: 0 when the reply was valid (its
+ * last decoded bytes join held), or the reason it was not. */
+static const char *wh_json_verdict(struct wh_req *r)
 {
-    const char *err = NULL;
-    size_t len = 0;
-    char *content = wh_json_parse_content(r->reply.data, r->reply.len, &len, &err);
+    size_t out = 0;
 
-    if (!content) {
-        wh_retrieve_refused(r, WH_TEMP, MWE_BODY, err ? err : "bad JSON content");
-        return -1;
+    if (!r->dec)
+        return NULL;
+    if (r->body_state != BODY_STOPPED) {
+        if (buf_reserve(&r->held, WH_CONTENT_OUT_MAX(0)) < 0)
+            return "out of memory";
+        if (wh_content_finish(r->dec, r->held.data + r->held.len, &out) == 0) {
+            r->held.len += out;
+            return NULL;
+        }
     }
-    buf_reset(&r->reply);
-    if (len && buf_add(&r->reply, content, len) < 0) {
-        free(content);
-        wh_retrieve_refused(r, WH_TEMP, MWE_BODY, "out of memory");
-        return -1;
-    }
-    free(content);
-    r->reply_off = 0;
-    r->json_body = 2; /* decoded: reply holds the message */
-    r->begin_due = 1;
-    r->body_state = BODY_GATED;
-    wh_count(r, 0, MWE_N);
-    return 0;
+    return wh_content_error(r->dec);
 }
 
 /*
@@ -950,58 +1027,65 @@ static int wh_deliver_retrieve(struct wh_req *r)
     const struct wh_handler *h;
     void *ctx;
     enum wh_end how;
+    const char *bad = NULL;
+    int rc;
 
-    if (!r->counted) {
-        r->counted = 1;
-        if (r->body_state == BODY_WAIT || r->body_state == BODY_BUFFER) {
-            /* No 200 raw body: a failure, a refusal, or a JSON reply. */
-            if (r->res != CURLE_OK) {
+    if (!r->finished) {
+        r->finished = 1;
+        if (r->res == CURLE_OK || r->body_state == BODY_STOPPED)
+            bad = wh_json_verdict(r);
+        if (!r->counted) {
+            /* The caller has not heard begin: a failure, a refusal, or a
+             * reply that went wrong before its body reached the caller
+             * (a small JSON reply is checked whole before +OK). */
+            if (r->res != CURLE_OK && !bad && r->body_state != BODY_STOPPED) {
                 wh_retrieve_refused(r, WH_TEMP, r->too_large ? MWE_BODY : wh_error_kind(r->res),
                                     r->fast_failed ? "circuit open"
                                     : r->too_large ? "reply larger than the contract allows"
                                                    : curl_easy_strerror(r->res));
-                return 1;
+            } else if (r->code == 404) {
+                wh_retrieve_refused(r, WH_NOT_FOUND, MWE_N, "");
+            } else if (r->code != 200) {
+                wh_retrieve_refused(r, WH_TEMP, MWE_STATUS, "unexpected status");
+            } else if (bad || !r->begin_due) {
+                wh_retrieve_refused(r, WH_TEMP, MWE_BODY, bad ? bad : "no content in the reply");
+            } else {
+                goto told; /* whole and sound: begin, then the body */
             }
-            if (r->code != 200) {
-                if (r->code == 404)
-                    wh_retrieve_refused(r, WH_NOT_FOUND, MWE_N, "");
-                else
-                    wh_retrieve_refused(r, WH_TEMP, MWE_STATUS, "unexpected status");
-                return 1;
-            }
-            if (wh_decode_json(r) < 0)
-                return 1;
+            return 1;
+        }
+        r->broken = bad != NULL || (r->res != CURLE_OK && r->body_state != BODY_STOPPED);
+        if (r->broken) {
+            METRIC_INC(webhook_errors[r->event][bad ? MWE_BODY : MWE_BROKEN]);
+            log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
+                   bad ? bad : curl_easy_strerror(r->res));
         }
     }
+told:
     if (r->begin_due) {
-        r->begin_due = 0;
-        r->h->begin(r->ctx, WH_OK);
+        wh_tell_begin(r);
         if (!r->h)
             return 1; /* cancelled inside begin */
     }
-    if (r->body_state != BODY_FLOW)
+    if (!r->broken && r->body_state != BODY_FLOW)
         return 0; /* until the caller says resume */
-    if (r->json_body == 2 && r->reply_off < r->reply.len) {
-        int rc = r->h->data(r->ctx, r->reply.data + r->reply_off, r->reply.len - r->reply_off);
+    if (!r->broken) {
+        rc = wh_give_held(r);
         if (rc == WH_DATA_FULL) {
             r->body_state = BODY_HELD;
             return 0;
         }
         if (rc != WH_DATA_TAKEN)
             return 1; /* stopped: no callback follows */
-        r->reply_off = r->reply.len;
     }
     h = r->h;
     ctx = r->ctx;
-    if (r->res != CURLE_OK && r->body_state != BODY_STOPPED) {
-        METRIC_INC(webhook_errors[r->event][MWE_BROKEN]);
-        log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
-               curl_easy_strerror(r->res));
+    if (r->broken) {
         how = WH_END_BROKEN;
     } else {
         curl_off_t cl = -1;
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
-        how = r->json_body || r->chunked || cl >= 0 ? WH_END_OK : WH_END_UNSIZED;
+        how = r->dec || r->chunked || cl >= 0 ? WH_END_OK : WH_END_UNSIZED;
     }
     wh_observe(r);
     r->h = NULL;
@@ -1047,18 +1131,27 @@ static void wh_complete(struct wh_req *r)
  * caller wants its body to flow again. */
 static void wh_settle_running(struct wh_req *r)
 {
-    if (r->begin_due && r->h) {
-        r->begin_due = 0;
-        r->h->begin(r->ctx, WH_OK);
-        /* The caller records it and says resume (or cancel) later. */
+    int rc;
+
+    if (r->begin_due && r->h)
+        wh_tell_begin(r); /* the caller records it and says resume (or cancel) later */
+    if (!r->resume || !r->h || (r->body_state != BODY_GATED && r->body_state != BODY_HELD))
+        return;
+    r->resume = 0;
+    rc = wh_give_held(r); /* decoded JSON the caller has not taken yet */
+    if (rc == WH_DATA_FULL)
+        return;
+    if (rc != WH_DATA_TAKEN) {
+        r->h = NULL;
+        r->ctx = NULL;
+        r->body_state = BODY_STOPPED;
+        wh_end_with(r, CURLE_WRITE_ERROR); /* the caller stopped: just end it */
+        return;
     }
-    if (r->resume && (r->body_state == BODY_GATED || r->body_state == BODY_HELD)) {
-        r->resume = 0;
-        r->body_state = BODY_FLOW;
-        if (r->timeout > 0)
-            wh_arm(r, (long)(r->timeout * 1000));
-        curl_easy_pause(r->easy, CURLPAUSE_CONT); /* curl may call data() from here */
-    }
+    r->body_state = BODY_FLOW;
+    if (r->timeout > 0)
+        wh_arm(r, (long)(r->timeout * 1000));
+    curl_easy_pause(r->easy, CURLPAUSE_CONT); /* curl may call data() from here */
 }
 
 /* Collects the transfers curl has finished. */
@@ -1187,7 +1280,7 @@ void wh_resume(struct wh_req *r)
     if (!r || !r->h)
         return;
     if (r->state == RQ_DONE && (r->body_state == BODY_GATED || r->body_state == BODY_HELD)) {
-        r->body_state = BODY_FLOW; /* the rest is in `reply` (JSON) or nothing is left */
+        r->body_state = BODY_FLOW; /* the rest is in held (JSON) or nothing is left */
         wh_note(r);
         return;
     }
