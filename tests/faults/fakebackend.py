@@ -58,8 +58,9 @@ def default_mailboxes():
 class Request:
     """One request as the backend saw it."""
 
-    def __init__(self, event, path, headers, raw, conn_id):
+    def __init__(self, event, path, headers, raw, conn_id, method="POST"):
         self.event = event
+        self.method = method
         self.path = path
         self.headers = headers  # lower-case names
         self.raw = raw
@@ -371,7 +372,21 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def do_GET(self):
-        _send(self, 404, b'{"error":"POST only"}')
+        # Recorded too (method GET, no body), so that a test can assert that
+        # nothing followed a redirect with a GET.
+        req = Request(self.path.rstrip("/").rsplit("/", 1)[-1], self.path,
+                      {k.lower(): v for k, v in self.headers.items()}, b"", self.conn_id,
+                      method="GET")
+        self.backend._record(req)
+        try:
+            _send(self, 404, b'{"error":"POST only"}')
+            req.outcome = "ok"
+        except OSError as e:
+            req.outcome = "broken: %s" % e.__class__.__name__
+            self.close_connection = True
+        finally:
+            req.t_end = time.monotonic()
+            self.backend._answered(req)
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)

@@ -276,10 +276,27 @@ class StatusTests(BackendFaultCase):
         self.normal_session()
 
     def test_redirect_is_a_failure(self):
-        self.be.plan("authenticate", fb.status(302, b"", headers={"Location": "http://127.0.0.1:1/"}))
-        r = self.raw()
-        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.normal_session()
+        """A 3xx is an answer, not a pointer: never followed. Each redirect
+        points at the live backend, under a path that answers the call
+        normally (the event is the last path segment), so a gateway that
+        followed it would log the client in."""
+        moved = self.be.url + "/moved/authenticate"
+        for code in (301, 302, 303, 307, 308):
+            with self.subTest(code=code):
+                self.be.plan("authenticate", fb.status(code, b"", headers={"Location": moved}))
+                n0 = self.be.mark()
+                r = self.raw()
+                sid = self.session_id(r)
+                m0 = self.metrics()
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+                self.assert_fault_logged(sid, "webhook failed.*http_status=%d" % code)
+                self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="status")
+                reqs = self.be.requests(since=n0)
+                self.assertEqual([(q.method, q.path) for q in reqs],
+                                 [("POST", "/authenticate")], "the redirect was followed")
+                r.close()
+            # A good session between the cases keeps the breaker closed.
+            self.normal_session()
 
 
 class RefusalTests(BackendFaultCase):
