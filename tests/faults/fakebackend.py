@@ -26,6 +26,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from harness import upper  # wait deadlines scale with PGW_TIME_SCALE
+
 HOST = "127.0.0.1"
 
 
@@ -567,7 +569,7 @@ class FakeBackend:
 
     def wait_for(self, pred, timeout=5.0, since=0):
         """Waits until pred(requests since `since`) is true; returns them."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         with self._cond:
             while True:
                 rs = self._reqs[since:]
@@ -579,7 +581,7 @@ class FakeBackend:
                 self._cond.wait(min(left, 0.1))
 
     def wait_answered(self, req, timeout=10.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while req.t_end is None:
             if time.monotonic() > deadline:
                 raise AssertionError("request %r still being answered" % req)

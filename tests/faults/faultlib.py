@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
-from harness import HOST, Gateway, Raw, fd_kinds, free_port  # noqa: E402,F401
+from harness import HOST, Gateway, Raw, fd_kinds, free_port, upper  # noqa: E402,F401
 
 from fakebackend import FakeBackend, crlf  # noqa: E402,F401
 
@@ -136,6 +136,8 @@ def read_until_close(sock, timeout):
 
 
 # ---------------------------------------------------------------- test base
+# Every wait below polls until its deadline, which is scaled by
+# PGW_TIME_SCALE (harness.upper).
 
 
 class FaultCase(unittest.TestCase):
@@ -171,7 +173,7 @@ class FaultCase(unittest.TestCase):
         super().tearDown()
 
     def _wait_admin(self):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + upper(10)
         while True:
             try:
                 if admin_get(self.admin_port, "/healthz", timeout=1)[0] == 200:
@@ -236,7 +238,7 @@ class FaultCase(unittest.TestCase):
         return m.get((name, frozenset(labels.items())), 0.0)
 
     def wait_metric(self, name, pred, timeout=5.0, **labels):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             v = self.metric(name, **labels)
             if pred(v):
@@ -260,7 +262,7 @@ class FaultCase(unittest.TestCase):
         `connect` line, which names the client's port)."""
         port = self.local_port(r)
         pat = re.compile(r"session=([0-9a-f]+) msg=connect client=\S+ port=%d\b" % port)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             for line in self.log_lines():
                 m = pat.search(line)
@@ -275,7 +277,7 @@ class FaultCase(unittest.TestCase):
         with `level`, only lines of that level or more severe."""
         rx = re.compile(pattern)
         levels = {"error": 0, "warn": 1, "info": 2, "debug": 3}
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             for line in self.log_lines():
                 if level:
@@ -294,7 +296,7 @@ class FaultCase(unittest.TestCase):
         session field, or inside a webhook-id) and matches `what`: every
         fault leaves one."""
         rx = re.compile(what)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             for line in self.log_lines():
                 if " level=debug " in line or sid not in line:

@@ -16,7 +16,7 @@ import time
 
 import fakebackend as fb
 from faultlib import (FaultCase, HOST, admin_get, connect_nowait, crlf, raw_from, read_until_close,
-                      rst_close, sanitized)
+                      rst_close, sanitized, upper)
 
 
 def read_multiline(sock, first_timeout=10):
@@ -156,12 +156,12 @@ class FailedLoginTests(FaultCase):
         self.assertEqual(st2, st1, "unknown users and wrong passwords must look alike")
         self.assertGreaterEqual(t_wrong, 0.95)
         self.assertGreaterEqual(t_unknown, 0.95)
-        self.assertLess(abs(t_wrong - t_unknown), 0.3)
+        self.assertLess(abs(t_wrong - t_unknown), upper(0.3, cap=0.9))
         # A good login is not delayed.
         r3 = self.raw()
         st3, t_ok = self.timed_pass(r3, "alice", "secret1")
         self.assertTrue(st3.startswith(b"+OK"))
-        self.assertLess(t_ok, 0.5)
+        self.assertLess(t_ok, upper(0.5, cap=0.9))  # a delayed one takes 1 s
         r3.cmd("QUIT")
 
     def test_nothing_read_during_delay(self):
@@ -274,7 +274,7 @@ class SlowReaderTests(FaultCase):
         t0 = time.monotonic()
         r.send(b"RETR 1\r\n")
         self.assert_metric_grew(m0, "pop3gw_send_timeouts_total")
-        self.assertLess(time.monotonic() - t0, 6)
+        self.assertLess(time.monotonic() - t0, upper(6))
         self.assert_fault_logged(sid, "send timeout: client stopped reading")
         # The backend transfer was cancelled with the session.
         req = self.be.requests("retrieve")[-1]
@@ -310,7 +310,7 @@ class DropMidRetrTests(FaultCase):
         # Cancelled and freed at once: the gateway drops the backend
         # transfer, so the backend's writes fail within moments.
         self.be.wait_answered(req, timeout=3)
-        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertLess(time.monotonic() - t0, upper(2.0))
         self.assertTrue(req.outcome.startswith("broken"), req.outcome)
         self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0, timeout=3)
         self.wait_metric("pop3gw_connections_active", lambda v: v == 0, timeout=3)
@@ -388,7 +388,7 @@ class SlowClientTests(FaultCase):
                 break
             time.sleep(0.5)
         self.assertIsNotNone(closed_after, "still open 8 s after connecting (login_timeout 2 s)")
-        self.assertLess(closed_after, 4.0)
+        self.assertLess(closed_after, upper(4.0, cap=7.5))
         self.assertGreaterEqual(closed_after, 1.5)
         self.normal_session()
 
@@ -399,8 +399,8 @@ class SlowClientTests(FaultCase):
         time.sleep(0.5)
         r.send(b"ER al")
         t0 = time.monotonic()
-        rest = r.expect_eof(timeout=5)
-        self.assertLess(time.monotonic() - t0, 3.5)
+        rest = r.expect_eof(timeout=upper(5))
+        self.assertLess(time.monotonic() - t0, upper(3.5))
         self.assertEqual(rest, b"-ERR autologout: idle for too long, closing\r\n")
         self.assert_fault_logged(sid, "timeout")
 

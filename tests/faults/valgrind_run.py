@@ -75,11 +75,11 @@ def main():
 
     # Valgrind starts slowly and runs 20-50x slower: more time to start and
     # to stop (the harness' defaults are 15 s).
-    harness.START_DEADLINE = 90.0
+    harness.START_DEADLINE = harness.upper(90.0)
     orig_stop = harness.Proc.stop
 
     def stop(self, sig=signal.SIGTERM, timeout=None):
-        return orig_stop(self, sig, max(timeout or 0, 90.0))
+        return orig_stop(self, sig, max(timeout or 0, harness.upper(90.0)))
     harness.Proc.stop = stop
 
     vg_dir = harness.new_dir("valgrind")

@@ -28,8 +28,36 @@ import time
 import unittest
 
 HOST = "127.0.0.1"
-START_DEADLINE = 15.0  # seconds a process gets to become ready
-STOP_DEADLINE = 15.0  # seconds a process gets to exit after SIGTERM
+
+
+def _time_scale():
+    v = os.environ.get("PGW_TIME_SCALE", "").strip() or "1"
+    try:
+        scale = float(v)
+    except ValueError:
+        scale = 0
+    if not scale >= 1:
+        raise SystemExit("PGW_TIME_SCALE must be a number of at least 1, not %r" % v)
+    return scale
+
+
+# Upper bounds on elapsed times, and the deadlines of waits, are multiplied
+# by PGW_TIME_SCALE (default 1; a loaded or slow machine sets 2 or more).
+# Lower bounds are never scaled.
+TIME_SCALE = _time_scale()
+
+
+def upper(seconds, cap=None):
+    """An upper bound on an elapsed time: `seconds` times PGW_TIME_SCALE,
+    but at most `cap`, which a test sets below the time the wrong behaviour
+    would take (the deadline it must not wait for), so that a scaled bound
+    still tells right from wrong."""
+    t = seconds * TIME_SCALE
+    return min(t, cap) if cap is not None else t
+
+
+START_DEADLINE = upper(15.0)  # seconds a process gets to become ready
+STOP_DEADLINE = upper(15.0)  # seconds a process gets to exit after SIGTERM
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks test key
 
 # Gateway flags every test gateway gets: one worker, no admin endpoint, a
@@ -575,8 +603,9 @@ class Backend(Proc):
         return out
 
     def wait_requests(self, pred, timeout=5.0, start=0):
-        """Polls the request log until pred(requests[start:]) is true."""
-        deadline = time.monotonic() + timeout
+        """Polls the request log until pred(requests[start:]) is true
+        (timeout scaled by PGW_TIME_SCALE)."""
+        deadline = time.monotonic() + upper(timeout)
         while True:
             reqs = self.requests()[start:]
             if pred(reqs):
