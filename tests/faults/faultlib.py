@@ -272,14 +272,15 @@ class FaultCase(unittest.TestCase):
                 raise AssertionError("no connect line for client port %d" % port)
             time.sleep(0.02)
 
-    def wait_log(self, pattern, timeout=5.0, level=None):
+    def wait_log(self, pattern, timeout=5.0, level=None, since=0):
         """The first log line matching `pattern` (a regex), waiting for it;
-        with `level`, only lines of that level or more severe."""
+        with `level`, only lines of that level or more severe; with `since`
+        (a count of log lines), only lines after the first `since`."""
         rx = re.compile(pattern)
         levels = {"error": 0, "warn": 1, "info": 2, "debug": 3}
         deadline = time.monotonic() + upper(timeout)
         while True:
-            for line in self.log_lines():
+            for line in self.log_lines()[since:]:
                 if level:
                     m = re.search(r"\blevel=(\w+)", line)
                     if not m or levels.get(m.group(1), 9) > levels[level]:

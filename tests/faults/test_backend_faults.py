@@ -721,8 +721,10 @@ class CircuitBreakerTests(BackendFaultCase):
         self.assertTrue(a.line().startswith(b"+OK"))
         self.be.wait_for(lambda rs: any(q.event == "authenticate" for q in rs),
                          since=len(self.be.requests()) - 1)
+        sid = self.session_id(a)
         rst_close(a.sock)  # the probe is cancelled with its session
-        time.sleep(1.0)
+        self.wait_log(r"session=%s msg=disconnect\b" % sid)
+        self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
         # The backend is healthy now; past another cool-down a login must work.
         time.sleep(2.2)
         r = self.raw()
@@ -758,10 +760,17 @@ class DisconnectEventTests(BackendFaultCase):
     def disconnects(self, sid):
         return [q.body.get("reason") for q in self.be.requests("disconnect") if q.session == sid]
 
+    def settled(self):
+        """Every session is over and no call is running: a connection
+        starts its disconnect call before it stops counting as active, so
+        any disconnect still to come has reached the backend by now."""
+        self.wait_metric("pop3gw_connections_active", lambda v: v == 0)
+        self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
+
     def wait_disconnects(self, sid, n=1):
         self.be.wait_for(lambda rs: sum(1 for q in rs if q.event == "disconnect"
                                         and q.session == sid) >= n)
-        time.sleep(0.2)  # a second one would arrive by now
+        self.settled()  # a second one would have arrived by now
         return self.disconnects(sid)
 
     def test_reasons(self):
@@ -797,7 +806,7 @@ class DisconnectEventTests(BackendFaultCase):
         r2 = self.raw()
         sid_anon = self.session_id(r2)
         r2.cmd("QUIT")
-        time.sleep(0.3)
+        self.settled()
         self.assertEqual(self.disconnects(sid_ok), [])
         self.assertEqual(self.disconnects(sid_anon), [])
         self.assertEqual(self.be.committed, [])
@@ -807,5 +816,5 @@ class DisconnectEventTests(BackendFaultCase):
         sid = self.session_id(r)
         r.cmd("USER alice")
         r.expect_eof(timeout=5)  # login_timeout=2
-        time.sleep(0.2)
+        self.settled()
         self.assertEqual(self.disconnects(sid), [])

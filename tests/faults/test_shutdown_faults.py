@@ -75,8 +75,9 @@ class ShutdownTests(FaultCase):
     def test_pipelined_commands_after_sigterm_are_not_run(self):
         """Commands that arrive after the drain began are not started: a
         DELE+QUIT batch sent too late commits nothing."""
+        n0 = len(self.log_lines())
         r = self.retr_in_flight_at_sigterm()
-        time.sleep(0.1)
+        self.wait_log(r"msg=stopping\b", since=n0)
         r.send(b"DELE 1\r\nQUIT\r\n")
         self.assertTrue(r.status().startswith(b"+OK"))
         r.body()
@@ -133,8 +134,10 @@ class ShutdownTests(FaultCase):
         busy.login("alice", "secret1")
         busy.send(b"RETR 1\r\n")
         self.be.wait_for(lambda rs: any(q.event == "retrieve" for q in rs))
+        n0 = len(self.log_lines())
         sigterm(self.gw)
-        time.sleep(0.2)
+        # (the log also holds the first start's lines: only newer ones count)
+        self.wait_log(r"msg=stopping\b", since=n0)
         # Not greeted: refused, or held unanswered until the process exits.
         try:
             s = socket.create_connection((HOST, self.gw.port), timeout=2)
