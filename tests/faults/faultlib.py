@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
-from harness import HOST, Gateway, Raw, fd_kinds, free_port, upper  # noqa: E402,F401
+from harness import HOST, Gateway, Raw, fd_kinds, free_port, sanitized, upper  # noqa: E402,F401
 
 from fakebackend import FakeBackend, crlf  # noqa: E402,F401
 
@@ -35,22 +35,6 @@ FAULT_DEFAULTS = {
     "log_level": "debug",
     "workers": "1",
 }
-
-
-_SANITIZED = None
-
-
-def sanitized():
-    """True when the gateway under test is an AddressSanitizer build: its
-    quarantine keeps freed memory, so RSS bounds do not apply."""
-    global _SANITIZED
-    if _SANITIZED is None:
-        try:
-            with open(os.path.join(harness.build_dir(), "pop3gw"), "rb") as f:
-                _SANITIZED = b"__asan_init" in f.read()
-        except OSError:
-            _SANITIZED = False
-    return _SANITIZED
 
 
 def dot_stuff(data):

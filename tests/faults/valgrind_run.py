@@ -83,6 +83,7 @@ def main():
     harness.Proc.stop = stop
 
     vg_dir = harness.new_dir("valgrind")
+    harness.UNDER_VALGRIND = True  # memory bounds take valgrind's budget
     orig_argv = harness.Gateway.argv
 
     def argv(self):

@@ -91,6 +91,29 @@ def binary(name):
     return path
 
 
+_SANITIZED = None
+
+
+def sanitized():
+    """True when the gateway under test is an AddressSanitizer build (such
+    as build/san): its redzones and quarantine make RSS larger, so memory
+    bounds have a budget of their own for it."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        try:
+            with open(os.path.join(build_dir(), "pop3gw"), "rb") as f:
+                _SANITIZED = b"__asan_init" in f.read()
+        except OSError:
+            _SANITIZED = False
+    return _SANITIZED
+
+
+# Set by tests/faults/valgrind_run.py, which runs every gateway under
+# valgrind: its allocator holds freed blocks back (20 MB by default), which
+# shows in RSS.
+UNDER_VALGRIND = False
+
+
 # ------------------------------------------------------------- run directory
 
 _run_dir = None
