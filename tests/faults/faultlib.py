@@ -175,7 +175,8 @@ class FaultCase(unittest.TestCase):
         return r
 
     def local_port(self, r):
-        return r.sock.getsockname()[1]
+        """The client's port: r is a Raw client or a plain socket."""
+        return getattr(r, "sock", r).getsockname()[1]
 
     def normal_session(self, user="alice", delete=None):
         """A complete, correct session: login, STAT, LIST, UIDL, RETR of
@@ -242,8 +243,9 @@ class FaultCase(unittest.TestCase):
         return self.gw.log().splitlines()
 
     def session_id(self, r, timeout=5.0):
-        """The session id the gateway gave client r (from its debug
-        `connect` line, which names the client's port)."""
+        """The session id the gateway gave client r, a Raw client or a
+        plain socket (from its debug `connect` line, which names the
+        client's port)."""
         port = self.local_port(r)
         pat = re.compile(r"session=([0-9a-f]+) msg=connect client=\S+ port=%d\b" % port)
         deadline = time.monotonic() + upper(timeout)
@@ -276,14 +278,15 @@ class FaultCase(unittest.TestCase):
                     pattern, "\n".join(self.log_lines()[-40:])))
             time.sleep(0.02)
 
-    def assert_fault_logged(self, sid, what, timeout=5.0):
+    def assert_fault_logged(self, sid, what, timeout=5.0, since=0):
         """A warn/info/error line that names session `sid` (as its
         session field, or inside a webhook-id) and matches `what`: every
-        fault leaves one."""
+        fault leaves one. With `since` (a count of log lines), only lines
+        after the first `since` count."""
         rx = re.compile(what)
         deadline = time.monotonic() + upper(timeout)
         while True:
-            for line in self.log_lines():
+            for line in self.log_lines()[since:]:
                 if " level=debug " in line or sid not in line:
                     continue
                 if rx.search(line):

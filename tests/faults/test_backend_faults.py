@@ -3,10 +3,10 @@
 uid list of the wrong length, or cuts a stream halfway; retries with the
 same webhook-id; the circuit breaker.
 
-Every case asserts what the client received, that the fault left a log line
-naming the session and moved a metric, that the gateway serves a normal
-session right after, and what the backend was (or was not) asked to
-delete.
+Each fault case asserts what the client received, that the fault left a log
+line naming the session and moved a metric, that the gateway serves a normal
+session right after, and what the backend was (or was not) asked to delete;
+tests/faults/README.md lists the cases that check something else.
 """
 
 import base64
@@ -45,6 +45,16 @@ class BackendFaultCase(FaultCase):
     def errors(self, snapshot, event):
         return sum(self.metric(ERRORS, snapshot, event=event, reason=k)
                    for k in ("timeout", "connect", "status", "body", "broken"))
+
+    def assert_errors_grew(self, before, event):
+        """Waits until the webhook errors of `event`, whatever the reason,
+        are above their count in the snapshot `before`."""
+        old = self.errors(before, event)
+        deadline = time.monotonic() + upper(5)
+        while self.errors(self.metrics(), event) <= old:
+            if time.monotonic() > deadline:
+                self.fail("no webhook error counted for %s" % event)
+            time.sleep(0.05)
 
 
 class DownBackendTests(BackendFaultCase):
@@ -244,11 +254,22 @@ class StatusTests(BackendFaultCase):
         self.normal_session()
 
     def test_retrieve_404(self):
+        """404 is the backend's answer "no such message", not a failure:
+        no error is counted and no warning logged."""
         self.be.plan("retrieve", fb.status(404, {"error": "gone"}))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(r.cmd("RETR 3"), b"-ERR message 3 is no longer available\r\n")
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
         r.cmd("QUIT")
+        r.expect_eof()
+        m1 = self.metrics()
+        self.assertEqual(self.errors(m1, "retrieve"), self.errors(m0, "retrieve"))
+        self.assertGreaterEqual(self.metric("pop3gw_webhook_calls_total", m1, event="retrieve") -
+                                self.metric("pop3gw_webhook_calls_total", m0, event="retrieve"), 1)
+        self.assertEqual([l for l in self.log_lines() if sid in l and "level=warn" in l], [])
+        self.normal_session()
 
     def test_quit_500_with_deletions(self):
         self.be.plan("quit", fb.status(500, {"error": "disk full"}))
@@ -272,8 +293,16 @@ class StatusTests(BackendFaultCase):
     def test_quit_500_nothing_deleted(self):
         self.be.plan("quit", fb.status(500))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(r.cmd("QUIT"), b"+OK bye\r\n")
         self.expect_closed(r)
+        # Nothing was pending, so the client is not told; the failed call
+        # is still logged and counted, but it is not a failed quit.
+        self.assert_fault_logged(sid, "webhook failed.*event=quit.*http_status=500")
+        self.assert_metric_grew(m0, ERRORS, event="quit", reason="status")
+        self.assertEqual(self.metric("pop3gw_quit_failures_total"),
+                         self.metric("pop3gw_quit_failures_total", m0))
         self.normal_session()
 
     def test_redirect_is_a_failure(self):
@@ -319,14 +348,24 @@ class RefusalTests(BackendFaultCase):
         self.be.plan("authenticate", fb.status(429, {"message": "[AUTH] wait\r\n+OK a minute"},
                                                 headers={"Retry-After": "60"}))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         st = self.pass_reply(r)
         self.assertEqual(st, b"-ERR [LOGIN-DELAY] wait+OK a minute\r\n")
         self.assertEqual(r.pending(0.3), b"")
+        line = self.assert_fault_logged(sid, "login failed")
+        self.assertNotIn("+OK a minute", line)  # the backend's text is not logged
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
+        self.normal_session()
 
     def test_423_in_use(self):
         self.be.plan("authenticate", fb.status(423))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(self.pass_reply(r).startswith(b"-ERR [IN-USE] "))
+        self.assert_fault_logged(sid, "login failed")
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
         self.normal_session()
 
 
@@ -361,8 +400,10 @@ class BodyTests(BackendFaultCase):
                 self.be.plan("authenticate", fb.reply_json(bad))
                 r = self.raw()
                 sid = self.session_id(r)
+                m0 = self.metrics()
                 self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
                 self.assert_fault_logged(sid, "login failed: backend error")
+                self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
                 r.close()
             # A good session between the cases keeps the breaker closed.
             self.normal_session()
@@ -406,10 +447,15 @@ class BodyTests(BackendFaultCase):
             (fb.garbage(), "not JSON"),
         ]
         r = self.login_and_stat()
+        sid = self.session_id(r)
         for act, why in bads:
             with self.subTest(why=why):
                 self.be.plan("retrieve", act)
+                m0 = self.metrics()
+                n0 = len(self.log_lines())
                 self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+                self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="body")
+                self.assert_fault_logged(sid, "webhook failed.*event=retrieve", since=n0)
             # keep the breaker closed
             st, body = r.multi("RETR 2")
             self.assertTrue(st.startswith(b"+OK"), st)
@@ -419,6 +465,7 @@ class BodyTests(BackendFaultCase):
         self.assertTrue(st.startswith(b"+OK"), st)
         self.assertEqual(body, b"Subject: j\r\n\r\n.x\r\nbody\r\n")
         self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
 
 
 class SizeAndDepthTests(BackendFaultCase):
@@ -443,13 +490,21 @@ class SizeAndDepthTests(BackendFaultCase):
     def test_oversized_authenticate_body(self):
         self.be.plan("authenticate", fb.big_json(2 * 1024 * 1024))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error.*reply larger than")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
     def test_oversized_json_retrieve(self):
         self.be.plan("retrieve", fb.status(200, {"content": "x" * (1100 * 1024)}))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+        self.assert_fault_logged(sid, "webhook failed.*event=retrieve")
+        self.assert_errors_grew(m0, "retrieve")
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
         r.cmd("QUIT")
         self.normal_session()
@@ -469,12 +524,18 @@ class SizeAndDepthTests(BackendFaultCase):
         self.be.plan("authenticate", fb.deep_json(16))
         r = self.raw()
         sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         # Very deep (a parser stack attack) is just as harmless.
         self.be.plan("authenticate", fb.deep_json(100000))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
     def test_max_messages_cuts_listing(self):
@@ -496,6 +557,7 @@ class SizeAndDepthTests(BackendFaultCase):
         self.be.wait_for(lambda rs: any(q.event == "quit" for q in rs))
         self.assertEqual(self.be.requests("quit")[-1].body["deleted"],
                          [{"message": 2, "uid": "uid-a2"}])
+        self.normal_session()  # two messages left: the listing fits
 
 
 class UidlLengthTests(BackendFaultCase):
@@ -531,7 +593,11 @@ class UidlLengthTests(BackendFaultCase):
             with self.subTest(body=bad):
                 self.be.plan("uidl", fb.reply_json(bad))
                 r = self.login_and_stat()
+                sid = self.session_id(r)
+                m0 = self.metrics()
                 self.assertEqual(r.cmd("UIDL"), SYS_TEMP_UIDL)
+                self.assert_fault_logged(sid, "uidl failed|uidl: wrong number of uids")
+                self.assert_metric_grew(m0, ERRORS, event="uidl", reason="body")
                 r.cmd("QUIT")
                 self.normal_session()
         self.assertEqual(self.be.committed, [])
@@ -539,9 +605,13 @@ class UidlLengthTests(BackendFaultCase):
     def test_uidl_500_before_quit(self):
         self.be.plan("uidl", fb.status(500))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
         self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
         self.expect_closed(r)
+        self.assert_fault_logged(sid, "uidl failed")
+        self.assert_metric_grew(m0, ERRORS, event="uidl", reason="status")
         self.assert_no_quit()
         self.normal_session(delete=[2])
         q = self.be.requests("quit")[-1]
@@ -580,6 +650,7 @@ class StreamTests(BackendFaultCase):
         self.assert_fault_logged(sid, "message size differs from listing")
         self.assert_metric_grew(m0, "pop3gw_size_mismatches_total")
         r.cmd("QUIT")
+        self.normal_session()
 
 
 class IdleConnectionTests(BackendFaultCase):
@@ -596,6 +667,7 @@ class IdleConnectionTests(BackendFaultCase):
         self.normal_session(user="bob")
         m0 = self.metrics()
         # Every idle pooled connection is shut down by the backend.
+        n0 = len(self.log_lines())
         self.be.cut_connections()
         t0 = self.cpu_seconds()
         time.sleep(0.5)  # a gateway spinning on the closed sockets burns this
@@ -608,6 +680,9 @@ class IdleConnectionTests(BackendFaultCase):
         events = ("authenticate", "list", "retrieve", "quit")
         self.assertEqual({e: self.errors(m1, e) - self.errors(m0, e) for e in events},
                          {e: 0 for e in events})
+        # ... and nothing worse than info was logged about it.
+        self.assertEqual([l for l in self.log_lines()[n0:]
+                          if "level=warn" in l or "level=error" in l], [])
 
 
 class RetryTests(BackendFaultCase):
@@ -626,6 +701,7 @@ class RetryTests(BackendFaultCase):
         self.be.plan("authenticate", fb.default(close=True))
         self.be.plan("list", fb.drop())
         r = self.raw()
+        sid = self.session_id(r)
         m0 = self.metrics()
         self.assertTrue(self.pass_reply(r).startswith(b"+OK"))
         self.assertTrue(r.cmd("STAT").startswith(b"+OK 3 "))
@@ -636,10 +712,14 @@ class RetryTests(BackendFaultCase):
         for q in lists:
             self.check_signature(q)
         self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="list")
+        self.assert_fault_logged(sid, "webhook retry.*event=list")
         r.cmd("QUIT")
+        self.normal_session()
 
     def test_quit_retried_with_same_id_commits_once(self):
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
         # The connection the quit would reuse is cut (a backend restart
         # between calls), and the first fresh attempt is dropped too.
@@ -660,12 +740,18 @@ class RetryTests(BackendFaultCase):
             self.check_signature(q)
             self.assertEqual(q.body["deleted"], [{"message": 1, "uid": "uid-a1"}])
         self.assertEqual(self.be.committed, [("alice", "uid-a1")])
+        self.assert_fault_logged(sid, "webhook retry.*event=quit")
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="quit")
+        self.normal_session()
 
     def test_authenticate_never_retried_by_gateway(self):
         self.be.plan("authenticate", fb.drop(), times=None)
         r = self.raw()
+        sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
         auths = self.be.requests("authenticate")
         # libcurl itself may resend once on a kept-alive connection that
         # turned out dead (documented); the gateway never retries it.
@@ -731,6 +817,7 @@ class CircuitBreakerTests(BackendFaultCase):
         st = self.pass_reply(r)
         self.assertTrue(st.startswith(b"+OK"),
                         "circuit stuck open after a cancelled probe: %r" % st)
+        self.wait_log("circuit closed", level="info")
         r.cmd("QUIT")
 
 

@@ -4,8 +4,10 @@ commands, the failed-login delay and caps, a slow reader during RETR
 input before login, silent (half-open) clients, and thousands of
 connections opened and abandoned.
 
-Each case checks what the misbehaving client got, that a normal session
-works right after (or meanwhile), and that nothing was deleted.
+Each fault case checks what the misbehaving client got, the log line and
+the metric it left, that a normal session works right after (or
+meanwhile), and that nothing was deleted; tests/faults/README.md lists the
+cases that check something else.
 """
 
 import hashlib
@@ -61,7 +63,7 @@ class ConnectionLimitTests(FaultCase):
                 raw_from(self.gw.port, "127.0.0.13")]
         self.clients.extend(held)
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
-        data, closed = read_until_close(s, 3)
+        data, closed = read_until_close(s, upper(3))
         s.close()
         self.assertEqual(data, b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
         self.assertTrue(closed)
@@ -82,7 +84,7 @@ class ConnectionLimitTests(FaultCase):
         s = socket.socket()
         s.bind(("127.0.0.21", 0))
         s.connect((HOST, self.gw.port))
-        data, closed = read_until_close(s, 3)
+        data, closed = read_until_close(s, upper(3))
         s.close()
         self.assertEqual(data, b"-ERR [SYS/TEMP] too many connections from your address\r\n")
         self.assertTrue(closed)
@@ -107,13 +109,15 @@ class BadInputTests(FaultCase):
         m0 = self.metrics()
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         s.recv(1024)
+        sid = self.session_id(s)
         s.sendall(b"FOO\r\n" * 2000)
-        data, closed = read_until_close(s, 5)
+        data, closed = read_until_close(s, upper(5))
         s.close()
         self.assertTrue(closed, "still open after 2000 bad commands")
         lines = data.split(b"\r\n")[:-1]
         self.assertEqual(len(lines), 5, data)
         self.assertTrue(lines[-1].endswith(b"too many bad commands, closing"), lines[-1])
+        self.assert_fault_logged(sid, "too many bad commands")
         self.assert_metric_grew(m0, "pop3gw_bad_commands_total", by=5)
         self.normal_session()
 
@@ -121,6 +125,7 @@ class BadInputTests(FaultCase):
         """A megabyte without a line end: answered as one over-long line,
         never buffered whole."""
         rss0 = self.gateway_rss_kb()
+        m0 = self.metrics()
         r = self.raw()
         sid = self.session_id(r)
         r.send(b"A" * (1 << 20))
@@ -128,6 +133,7 @@ class BadInputTests(FaultCase):
         self.assertEqual(r.status(), b"-ERR line too long\r\n")
         self.assertLess(self.gateway_rss_kb() - rss0, 4096)
         self.assert_fault_logged(sid, "line too long")
+        self.assert_metric_grew(m0, "pop3gw_bad_commands_total")
         self.assertTrue(r.cmd("CAPA").startswith(b"+OK"))
         r.body()
         self.normal_session()
@@ -144,6 +150,7 @@ class FailedLoginTests(FaultCase):
         return st, time.monotonic() - t0
 
     def test_delay_same_for_unknown_user_and_wrong_password(self):
+        m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.31")
         self.clients.append(r)
         sid = self.session_id(r)
@@ -157,31 +164,41 @@ class FailedLoginTests(FaultCase):
         self.assertGreaterEqual(t_wrong, 0.95)
         self.assertGreaterEqual(t_unknown, 0.95)
         self.assertLess(abs(t_wrong - t_unknown), upper(0.3, cap=0.9))
+        self.assert_metric_grew(m0, "pop3gw_logins_total", by=2, method="USER", result="failed")
         # A good login is not delayed.
         r3 = self.raw()
         st3, t_ok = self.timed_pass(r3, "alice", "secret1")
         self.assertTrue(st3.startswith(b"+OK"))
         self.assertLess(t_ok, upper(0.5, cap=0.9))  # a delayed one takes 1 s
         r3.cmd("QUIT")
+        self.normal_session()
 
     def test_nothing_read_during_delay(self):
+        m0 = self.metrics()
         r = self.raw()
+        sid = self.session_id(r)
         r.send(b"USER alice\r\nPASS wrong\r\nCAPA\r\n")
         self.assertTrue(r.line().startswith(b"+OK"))
         t0 = time.monotonic()
         self.assertEqual(r.line(), b"-ERR [AUTH] invalid user name or password\r\n")
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
         self.assertTrue(r.line().startswith(b"+OK"), "CAPA is answered after the delay")
+        r.body()
+        self.assert_fault_logged(sid, "login failed")
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
+        self.normal_session()
 
     def test_cap_per_connection(self):
         m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.32")
         self.clients.append(r)
+        sid = self.session_id(r)
         self.timed_pass(r, "alice", "bad1")
         st, _ = self.timed_pass(r, "alice", "bad2")
         self.assertEqual(st, b"-ERR [AUTH] invalid user name or password\r\n")
         self.assertEqual(r.status(), b"-ERR [AUTH] too many failed logins, closing\r\n")
-        r.expect_eof(timeout=3)
+        r.expect_eof(timeout=upper(3))
+        self.assert_fault_logged(sid, "login failed.*attempt=2")
         self.assert_metric_grew(m0, "pop3gw_logins_total", by=2, method="USER", result="failed")
         self.normal_session()
         self.assertEqual(self.be.committed, [])
@@ -197,6 +214,7 @@ class FailedLoginPerAddressTests(FailedLoginTests):
     test_cap_per_connection = None
 
     def test_cap_per_address(self):
+        m0 = self.metrics()
         for i in range(3):
             r = raw_from(self.gw.port, "127.0.0.33")
             self.clients.append(r)
@@ -206,10 +224,13 @@ class FailedLoginPerAddressTests(FailedLoginTests):
         n = len(self.be.requests("authenticate"))
         r = raw_from(self.gw.port, "127.0.0.33")
         self.clients.append(r)
+        sid = self.session_id(r)
         st, _ = self.timed_pass(r, "alice", "secret1")
         self.assertEqual(st, b"-ERR [AUTH] too many failed logins from your address, try again later\r\n")
         self.assertEqual(len(self.be.requests("authenticate")), n, "the backend must not be asked")
-        self.wait_log("login refused: max_auth_failures_per_ip reached", level="warn")
+        self.assert_fault_logged(sid, "login refused: max_auth_failures_per_ip reached")
+        # The refusal counts as a failed login (three before it).
+        self.assert_metric_grew(m0, "pop3gw_logins_total", by=4, method="USER", result="failed")
         # Other addresses are not affected.
         self.normal_session()
 
@@ -322,6 +343,7 @@ class DropMidRetrTests(FaultCase):
         self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0, timeout=3)
         self.wait_metric("pop3gw_connections_active", lambda v: v == 0, timeout=3)
         self.assertLess(req.sent, 100 * 1024 * 1024)
+        self.wait_log(r"session=%s msg=disconnect\b" % sid)
         self.assert_no_quit(session=sid)
         self.assert_not_deleted()
         self.normal_session()
@@ -340,6 +362,7 @@ class SlowClientTests(FaultCase):
         """Bytes dripped in slowly, but within login_timeout=2 in total: the
         connection is answered correctly, never holds more than its own
         slot, and others are served meanwhile."""
+        m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.41")
         self.clients.append(r)
         stop = threading.Event()
@@ -366,7 +389,7 @@ class SlowClientTests(FaultCase):
             s = socket.socket()
             s.bind(("127.0.0.41", 0))
             s.connect((HOST, self.gw.port))
-            data, closed = read_until_close(s, 3)
+            data, closed = read_until_close(s, upper(3))
             s.close()
             self.assertTrue(data.startswith(b"-ERR [SYS/TEMP]"), data)
         finally:
@@ -374,13 +397,18 @@ class SlowClientTests(FaultCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.wait_log("connection refused: max_connections_per_ip reached.*client=127.0.0.41",
+                      level="warn")
+        self.assert_metric_grew(m0, "pop3gw_connections_refused_total")
 
     def test_drip_past_the_login_deadline_is_closed(self):
         """A client that is never silent but never logs in (a command every
         0.5 s, far fewer than max_bad_commands) is closed when login_timeout (2 s) has passed since it
         connected: the deadline counts from the connection, not from the
         last command, so dripping cannot hold a slot forever."""
+        m0 = self.metrics()
         r = self.raw()
+        sid = self.session_id(r)
         start = time.monotonic()
         closed_after = None
         while time.monotonic() - start < 8:
@@ -397,9 +425,12 @@ class SlowClientTests(FaultCase):
         self.assertIsNotNone(closed_after, "still open 8 s after connecting (login_timeout 2 s)")
         self.assertLess(closed_after, upper(4.0, cap=7.5))
         self.assertGreaterEqual(closed_after, 1.5)
+        self.assert_fault_logged(sid, "msg=timeout state=AUTHORIZATION")
+        self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
         self.normal_session()
 
     def test_drip_that_pauses_is_closed(self):
+        m0 = self.metrics()
         r = self.raw()
         sid = self.session_id(r)
         r.send(b"US")
@@ -410,17 +441,22 @@ class SlowClientTests(FaultCase):
         self.assertLess(time.monotonic() - t0, upper(3.5))
         self.assertEqual(rest, b"-ERR autologout: idle for too long, closing\r\n")
         self.assert_fault_logged(sid, "timeout")
+        self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
+        self.normal_session()
 
     def test_silent_client_closed_at_login_timeout(self):
         m0 = self.metrics()
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         t0 = time.monotonic()
-        data, closed = read_until_close(s, 5)
+        sid = self.session_id(s)
+        data, closed = read_until_close(s, upper(5))
         s.close()
         self.assertTrue(closed)
         self.assertGreater(time.monotonic() - t0, 1.5)
         self.assertTrue(data.endswith(b"-ERR autologout: idle for too long, closing\r\n"), data)
+        self.assert_fault_logged(sid, "msg=timeout state=AUTHORIZATION")
         self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
+        self.normal_session()
 
 
 class AbandonedConnectionsTests(FaultCase):
