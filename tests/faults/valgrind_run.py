@@ -20,7 +20,8 @@ do not mix).
 
 Every integration test runs (the 50 MB streaming and 100-session tests
 included: they pass under valgrind too). The last line is
-`N passed, N failed` (`, N skipped`).
+`N passed, N failed` (`, N skipped`); with PGW_REQUIRE_ALL=1 a skipped test
+is named and counts as failed.
 """
 
 import argparse
@@ -127,7 +128,7 @@ def main():
         failed += 1
         print("no valgrind log was written: the wrapper did not run")
     return harness.report("integration tests under valgrind", elapsed, passed, failed,
-                          skipped, args.keep)
+                          skipped, args.keep, harness.skips(result))
 
 
 if __name__ == "__main__":

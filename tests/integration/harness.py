@@ -985,10 +985,29 @@ def counts(result):
     return passed, failed, skipped
 
 
-def report(what, elapsed, passed, failed, skipped, keep):
+def skips(result):
+    """[(test id, reason)] of the tests a unittest result skipped."""
+    return [(t.id(), reason) for t, reason in result.skipped]
+
+
+def require_all():
+    """True when PGW_REQUIRE_ALL=1 (set by .ci/run): a skipped test, such
+    as one whose tool is missing, counts as a failure."""
+    return os.environ.get("PGW_REQUIRE_ALL") == "1"
+
+
+def report(what, elapsed, passed, failed, skipped, keep, skipped_tests=()):
     """Keeps the run directory when something failed (or when asked),
     prints the time and the closing `N passed, N failed` line; returns the
-    exit status."""
+    exit status. With PGW_REQUIRE_ALL=1 every skipped test (named in
+    skipped_tests, as skips() gives them) is also a failure."""
+    if skipped and require_all():
+        print("PGW_REQUIRE_ALL=1: %d skipped test%s count as failed:"
+              % (skipped, "" if skipped == 1 else "s"))
+        for name, reason in skipped_tests:
+            print("  skipped: %s (%s)" % (name, reason))
+        failed += skipped
+        skipped = 0
     rd = _run_dir
     if rd:
         if failed or keep:
