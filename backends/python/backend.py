@@ -18,9 +18,23 @@ Run it, then point the gateway at it:
     backend_url    = http://127.0.0.1:8025
     backend_secret = whsec_...          # the same key, if --secret is used
 
+HTTPS instead of HTTP, optionally requiring a client certificate (mutual
+TLS, the gateway's backend_cert and backend_key):
+
+    python3 backends/python/backend.py --listen=127.0.0.1:8443 --root=/srv/mail \
+        --tls-cert=cert.pem --tls-key=key.pem [--tls-client-ca=clients-ca.pem]
+
+    # pop3gw.conf
+    backend_url     = https://127.0.0.1:8443
+    backend_ca_file = ca.pem            # if a private CA signed cert.pem
+    backend_cert    = client.pem        # with --tls-client-ca
+    backend_key     = client-key.pem
+
 Each flag can also come from the environment: BACKEND_LISTEN, BACKEND_ROOT,
-BACKEND_USERS, BACKEND_SECRET, BACKEND_TOKEN (a flag wins). When it is ready
-it prints "pop3gw python backend listening on HOST:PORT" to stderr.
+BACKEND_USERS, BACKEND_SECRET, BACKEND_TOKEN, BACKEND_TLS_CERT,
+BACKEND_TLS_KEY, BACKEND_TLS_CLIENT_CA (a flag wins). When it is ready it
+prints "pop3gw python backend listening on HOST:PORT" to stderr (with
+"(https)" after it in TLS mode).
 
 It is meant to be read: docs/backends.md walks through it.
 """
@@ -34,6 +48,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -398,6 +413,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # one thread per connection; none blocks shutdown
+    tls = None  # an ssl.SSLContext in HTTPS mode
+
+    def finish_request(self, request, client_address):
+        """In HTTPS mode, the TLS handshake happens here, in the
+        connection's own thread, so a slow or silent client holds up no
+        one else."""
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(Handler.timeout)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            log("TLS handshake with %s failed: %s" % (client_address[0], e))
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+def tls_context(cert, key, client_ca):
+    """The server side of HTTPS: our certificate and key; with client_ca,
+    every client must present a certificate that CA signed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(cafile=client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def parse_listen(value):
@@ -414,6 +459,9 @@ def main(argv):
             "users": os.environ.get("BACKEND_USERS"),
             "secret": os.environ.get("BACKEND_SECRET"),
             "token": os.environ.get("BACKEND_TOKEN"),
+            "tls-cert": os.environ.get("BACKEND_TLS_CERT"),
+            "tls-key": os.environ.get("BACKEND_TLS_KEY"),
+            "tls-client-ca": os.environ.get("BACKEND_TLS_CLIENT_CA"),
             "quiet": None}
     for arg in argv:
         name, eq, value = arg.partition("=")
@@ -422,7 +470,8 @@ def main(argv):
             return 0
         if not name.startswith("--") or name[2:] not in opts or (not eq and name != "--quiet"):
             print("usage: backend.py --root=DIR [--listen=HOST:PORT] [--users=FILE] "
-                  "[--secret=whsec_...] [--token=TOKEN] [--quiet]", file=sys.stderr)
+                  "[--secret=whsec_...] [--token=TOKEN] [--tls-cert=FILE --tls-key=FILE "
+                  "[--tls-client-ca=FILE]] [--quiet]", file=sys.stderr)
             return 2
         opts[name[2:]] = value if eq else "1"
     if not opts["root"]:
@@ -438,15 +487,29 @@ def main(argv):
     CONFIG["token"] = opts["token"] or None
     CONFIG["quiet"] = bool(opts["quiet"])
 
+    if bool(opts["tls-cert"]) != bool(opts["tls-key"]) or (opts["tls-client-ca"]
+                                                            and not opts["tls-cert"]):
+        print("backend.py: HTTPS needs both --tls-cert and --tls-key "
+              "(--tls-client-ca only with them)", file=sys.stderr)
+        return 2
+    tls = None
+    if opts["tls-cert"]:
+        try:
+            tls = tls_context(opts["tls-cert"], opts["tls-key"], opts["tls-client-ca"])
+        except (OSError, ssl.SSLError) as e:
+            print("backend.py: cannot load the TLS files:", e, file=sys.stderr)
+            return 2
+
     family, host, port = parse_listen(opts["listen"])
     Server.address_family = family
     server = Server((host, port), Handler)
+    server.tls = tls
     # SIGTERM (docker stop, CI) stops the server like Ctrl-C, with status 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     where = server.server_address
-    print("pop3gw python backend listening on %s:%d" % (
-        "[%s]" % where[0] if family == socket.AF_INET6 else where[0], where[1]),
-        file=sys.stderr, flush=True)
+    print("pop3gw python backend listening on %s:%d%s" % (
+        "[%s]" % where[0] if family == socket.AF_INET6 else where[0], where[1],
+        " (https)" if tls else ""), file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

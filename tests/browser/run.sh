@@ -5,6 +5,8 @@
 # (/usr/bin/chromium, or set CHROMIUM) and a built gateway (`make`; or set
 # PGW_BUILD to the directory with pop3gw and pop3gw-maildir).
 # The screenshot and the process logs land in tests/browser/out/.
+# With PGW_REQUIRE_ALL=1 (as .ci/run sets it) a skipped or todo test is
+# named and fails the run.
 set -e
 if [ -n "$PGW_BUILD" ]; then # relative to where run.sh was started
     PGW_BUILD=$(cd "$PGW_BUILD" && pwd)
@@ -23,4 +25,18 @@ if [ ! -d node_modules/playwright-core ]; then
     echo "run.sh: installing playwright-core (npm ci)..."
     npm ci --no-audit --no-fund --loglevel=error
 fi
-exec node --test dashboard.test.mjs
+if [ "${PGW_REQUIRE_ALL:-}" != 1 ]; then
+    exec node --test dashboard.test.mjs
+fi
+# The usual report on stdout, and a TAP copy to look for skips in.
+mkdir -p out
+rc=0
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination=out/results.tap dashboard.test.mjs || rc=$?
+skipped=$(grep -E '^ *(not )?ok [0-9]+ .*# (SKIP|TODO)' out/results.tap || true)
+if [ -n "$skipped" ]; then
+    echo "run.sh: PGW_REQUIRE_ALL=1: skipped or todo tests count as failed:" >&2
+    echo "$skipped" | sed 's/^ */  /' >&2
+    [ "$rc" -ne 0 ] || rc=1
+fi
+exit "$rc"

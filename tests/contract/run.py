@@ -15,7 +15,8 @@
 
 Python 3 standard library only. Processes run on free loopback ports, are
 waited for by polling, and are stopped whatever happens. The last line of
-output is "N passed, N failed".
+output is "N passed, N failed" (", N skipped" when tests were skipped; with
+PGW_REQUIRE_ALL=1 in the environment a skipped test counts as failed).
 """
 
 import argparse
@@ -605,8 +606,16 @@ def main():
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    print("%d passed, %d failed" % (result.testsRun - failed - len(result.skipped), failed))
-    return 1 if failed else 0
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    if skipped and os.environ.get("PGW_REQUIRE_ALL") == "1":
+        # PGW_REQUIRE_ALL=1 (.ci/run sets it): a skipped test counts as failed.
+        print("PGW_REQUIRE_ALL=1: %d skipped test(s) count as failed:" % skipped)
+        for test, reason in result.skipped:
+            print("  skipped: %s (%s)" % (test.id(), reason))
+        failed, skipped = failed + skipped, 0
+    print("%d passed, %d failed%s" % (passed, failed, ", %d skipped" % skipped if skipped else ""))
+    return 1 if failed or result.testsRun == 0 else 0
 
 
 if __name__ == "__main__":

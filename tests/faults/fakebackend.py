@@ -26,6 +26,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from harness import upper  # wait deadlines scale with PGW_TIME_SCALE
+
 HOST = "127.0.0.1"
 
 
@@ -58,8 +60,9 @@ def default_mailboxes():
 class Request:
     """One request as the backend saw it."""
 
-    def __init__(self, event, path, headers, raw, conn_id):
+    def __init__(self, event, path, headers, raw, conn_id, method="POST"):
         self.event = event
+        self.method = method
         self.path = path
         self.headers = headers  # lower-case names
         self.raw = raw
@@ -371,7 +374,21 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def do_GET(self):
-        _send(self, 404, b'{"error":"POST only"}')
+        # Recorded too (method GET, no body), so that a test can assert that
+        # nothing followed a redirect with a GET.
+        req = Request(self.path.rstrip("/").rsplit("/", 1)[-1], self.path,
+                      {k.lower(): v for k, v in self.headers.items()}, b"", self.conn_id,
+                      method="GET")
+        self.backend._record(req)
+        try:
+            _send(self, 404, b'{"error":"POST only"}')
+            req.outcome = "ok"
+        except OSError as e:
+            req.outcome = "broken: %s" % e.__class__.__name__
+            self.close_connection = True
+        finally:
+            req.t_end = time.monotonic()
+            self.backend._answered(req)
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -552,7 +569,7 @@ class FakeBackend:
 
     def wait_for(self, pred, timeout=5.0, since=0):
         """Waits until pred(requests since `since`) is true; returns them."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         with self._cond:
             while True:
                 rs = self._reqs[since:]
@@ -564,7 +581,7 @@ class FakeBackend:
                 self._cond.wait(min(left, 0.1))
 
     def wait_answered(self, req, timeout=10.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while req.t_end is None:
             if time.monotonic() > deadline:
                 raise AssertionError("request %r still being answered" % req)

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
-from harness import HOST, Gateway, Raw, fd_kinds, free_port  # noqa: E402,F401
+from harness import HOST, Gateway, Raw, fd_kinds, free_port, sanitized, upper  # noqa: E402,F401
 
 from fakebackend import FakeBackend, crlf  # noqa: E402,F401
 
@@ -35,22 +35,6 @@ FAULT_DEFAULTS = {
     "log_level": "debug",
     "workers": "1",
 }
-
-
-_SANITIZED = None
-
-
-def sanitized():
-    """True when the gateway under test is an AddressSanitizer build: its
-    quarantine keeps freed memory, so RSS bounds do not apply."""
-    global _SANITIZED
-    if _SANITIZED is None:
-        try:
-            with open(os.path.join(harness.build_dir(), "pop3gw"), "rb") as f:
-                _SANITIZED = b"__asan_init" in f.read()
-        except OSError:
-            _SANITIZED = False
-    return _SANITIZED
 
 
 def dot_stuff(data):
@@ -136,6 +120,8 @@ def read_until_close(sock, timeout):
 
 
 # ---------------------------------------------------------------- test base
+# Every wait below polls until its deadline, which is scaled by
+# PGW_TIME_SCALE (harness.upper).
 
 
 class FaultCase(unittest.TestCase):
@@ -171,7 +157,7 @@ class FaultCase(unittest.TestCase):
         super().tearDown()
 
     def _wait_admin(self):
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + upper(10)
         while True:
             try:
                 if admin_get(self.admin_port, "/healthz", timeout=1)[0] == 200:
@@ -189,7 +175,8 @@ class FaultCase(unittest.TestCase):
         return r
 
     def local_port(self, r):
-        return r.sock.getsockname()[1]
+        """The client's port: r is a Raw client or a plain socket."""
+        return getattr(r, "sock", r).getsockname()[1]
 
     def normal_session(self, user="alice", delete=None):
         """A complete, correct session: login, STAT, LIST, UIDL, RETR of
@@ -236,7 +223,7 @@ class FaultCase(unittest.TestCase):
         return m.get((name, frozenset(labels.items())), 0.0)
 
     def wait_metric(self, name, pred, timeout=5.0, **labels):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             v = self.metric(name, **labels)
             if pred(v):
@@ -256,11 +243,12 @@ class FaultCase(unittest.TestCase):
         return self.gw.log().splitlines()
 
     def session_id(self, r, timeout=5.0):
-        """The session id the gateway gave client r (from its debug
-        `connect` line, which names the client's port)."""
+        """The session id the gateway gave client r, a Raw client or a
+        plain socket (from its debug `connect` line, which names the
+        client's port)."""
         port = self.local_port(r)
         pat = re.compile(r"session=([0-9a-f]+) msg=connect client=\S+ port=%d\b" % port)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             for line in self.log_lines():
                 m = pat.search(line)
@@ -270,14 +258,15 @@ class FaultCase(unittest.TestCase):
                 raise AssertionError("no connect line for client port %d" % port)
             time.sleep(0.02)
 
-    def wait_log(self, pattern, timeout=5.0, level=None):
+    def wait_log(self, pattern, timeout=5.0, level=None, since=0):
         """The first log line matching `pattern` (a regex), waiting for it;
-        with `level`, only lines of that level or more severe."""
+        with `level`, only lines of that level or more severe; with `since`
+        (a count of log lines), only lines after the first `since`."""
         rx = re.compile(pattern)
         levels = {"error": 0, "warn": 1, "info": 2, "debug": 3}
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
-            for line in self.log_lines():
+            for line in self.log_lines()[since:]:
                 if level:
                     m = re.search(r"\blevel=(\w+)", line)
                     if not m or levels.get(m.group(1), 9) > levels[level]:
@@ -289,14 +278,15 @@ class FaultCase(unittest.TestCase):
                     pattern, "\n".join(self.log_lines()[-40:])))
             time.sleep(0.02)
 
-    def assert_fault_logged(self, sid, what, timeout=5.0):
+    def assert_fault_logged(self, sid, what, timeout=5.0, since=0):
         """A warn/info/error line that names session `sid` (as its
         session field, or inside a webhook-id) and matches `what`: every
-        fault leaves one."""
+        fault leaves one. With `since` (a count of log lines), only lines
+        after the first `since` count."""
         rx = re.compile(what)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
-            for line in self.log_lines():
+            for line in self.log_lines()[since:]:
                 if " level=debug " in line or sid not in line:
                     continue
                 if rx.search(line):

@@ -8,7 +8,8 @@ sanitizer build). -k keeps tests whose module.Class.test name contains
 PATTERN (may be repeated). The last line printed is `N passed, N failed`
 (`, N skipped` when some were skipped); the exit status is non-zero when
 anything failed or nothing ran. When a test fails, the tail of what the
-gateway logged during it is printed.
+gateway logged during it is printed. With PGW_REQUIRE_ALL=1 a skipped test
+is named and counts as failed.
 """
 
 import argparse
@@ -61,7 +62,8 @@ def main():
         for d, name in sorted(getattr(result, "durations", []), reverse=True)[:args.durations]:
             print("%6.2fs  %s" % (d, name))
     passed, failed, skipped = harness.counts(result)
-    return harness.report("fault tests", elapsed, passed, failed, skipped, args.keep)
+    return harness.report("fault tests", elapsed, passed, failed, skipped, args.keep,
+                          harness.skips(result))
 
 if __name__ == "__main__":
     sys.exit(main())

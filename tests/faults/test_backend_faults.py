@@ -3,10 +3,10 @@
 uid list of the wrong length, or cuts a stream halfway; retries with the
 same webhook-id; the circuit breaker.
 
-Every case asserts what the client received, that the fault left a log line
-naming the session and moved a metric, that the gateway serves a normal
-session right after, and what the backend was (or was not) asked to
-delete.
+Each fault case asserts what the client received, that the fault left a log
+line naming the session and moved a metric, that the gateway serves a normal
+session right after, and what the backend was (or was not) asked to delete;
+tests/faults/README.md lists the cases that check something else.
 """
 
 import base64
@@ -17,7 +17,7 @@ import socket
 import time
 
 import fakebackend as fb
-from faultlib import FaultCase, crlf, rst_close
+from faultlib import FaultCase, crlf, rst_close, upper
 
 SYS_TEMP_AUTH = b"-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"
 SYS_TEMP_LIST = b"-ERR [SYS/TEMP] the maildrop cannot be opened now, try again later\r\n"
@@ -35,7 +35,7 @@ class BackendFaultCase(FaultCase):
 
     def expect_closed(self, r, timeout=3):
         try:
-            rest = r.expect_eof(timeout=timeout)
+            rest = r.expect_eof(timeout=upper(timeout))
         except socket.timeout:
             self.fail("the gateway kept the connection open")
         except ConnectionResetError:
@@ -45,6 +45,16 @@ class BackendFaultCase(FaultCase):
     def errors(self, snapshot, event):
         return sum(self.metric(ERRORS, snapshot, event=event, reason=k)
                    for k in ("timeout", "connect", "status", "body", "broken"))
+
+    def assert_errors_grew(self, before, event):
+        """Waits until the webhook errors of `event`, whatever the reason,
+        are above their count in the snapshot `before`."""
+        old = self.errors(before, event)
+        deadline = time.monotonic() + upper(5)
+        while self.errors(self.metrics(), event) <= old:
+            if time.monotonic() > deadline:
+                self.fail("no webhook error counted for %s" % event)
+            time.sleep(0.05)
 
 
 class DownBackendTests(BackendFaultCase):
@@ -56,7 +66,7 @@ class DownBackendTests(BackendFaultCase):
         sid = self.session_id(r)
         t0 = time.monotonic()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assertLess(time.monotonic() - t0, upper(1.5))
         self.assert_fault_logged(sid, "login failed: backend error")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
         # A backend failure is not a failed login.
@@ -79,7 +89,7 @@ class DownBackendTests(BackendFaultCase):
         self.be.kill()
         t0 = time.monotonic()
         self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
-        self.assertLess(time.monotonic() - t0, 1.5, "retries must stay inside the deadline")
+        self.assertLess(time.monotonic() - t0, upper(1.5), "retries must stay inside the deadline")
         self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", by=1, event="retrieve")
         self.assert_fault_logged(sid, "webhook failed.*event=retrieve")
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"), "session must continue after -ERR")
@@ -102,7 +112,7 @@ class DownBackendTests(BackendFaultCase):
         m0 = self.metrics()
         t0 = time.monotonic()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
-        self.assertLess(time.monotonic() - t0, 1.5)
+        self.assertLess(time.monotonic() - t0, upper(1.5))
         self.expect_closed(r)
         self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", by=2, event="list")
         retries = [l for l in self.log_lines() if 'msg="webhook retry"' in l]
@@ -123,7 +133,8 @@ class DeadlineTests(BackendFaultCase):
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         elapsed = time.monotonic() - t0
         self.assertGreater(elapsed, 0.8)
-        self.assertLess(elapsed, 2.0, "backend_timeout=1 must bound the wait")
+        # (the backend answers after 3 s: a scaled bound stays below that)
+        self.assertLess(elapsed, upper(2.0, cap=2.8), "backend_timeout=1 must bound the wait")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="timeout")
         self.assert_fault_logged(sid, "login failed: backend error")
         # A timeout is not retried.
@@ -149,7 +160,7 @@ class DeadlineTests(BackendFaultCase):
         m0 = self.metrics()
         t0 = time.monotonic()
         self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
-        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertLess(time.monotonic() - t0, upper(2.0, cap=2.8))
         self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="timeout")
         self.assert_fault_logged(sid, "retrieve")
         # The session continues and the next RETR works.
@@ -172,7 +183,7 @@ class DeadlineTests(BackendFaultCase):
         self.assertTrue(st.startswith(b"+OK"), st)
         t0 = time.monotonic()
         rest = self.expect_closed(r, timeout=5)
-        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertLess(time.monotonic() - t0, upper(3.0, cap=5.5))  # the stall lasts 6 s
         self.assertFalse(rest.endswith(b"\r\n.\r\n"), "a cut message must not end with the dot")
         self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
         self.assert_fault_logged(sid, "retrieve broke after \\+OK")
@@ -190,7 +201,7 @@ class DeadlineTests(BackendFaultCase):
         self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
         t0 = time.monotonic()
         self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
-        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertLess(time.monotonic() - t0, upper(2.0, cap=2.8))
         self.expect_closed(r)
         qs = self.be.requests("quit")
         self.assertEqual(len(qs), 1, qs)
@@ -243,11 +254,22 @@ class StatusTests(BackendFaultCase):
         self.normal_session()
 
     def test_retrieve_404(self):
+        """404 is the backend's answer "no such message", not a failure:
+        no error is counted and no warning logged."""
         self.be.plan("retrieve", fb.status(404, {"error": "gone"}))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(r.cmd("RETR 3"), b"-ERR message 3 is no longer available\r\n")
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
         r.cmd("QUIT")
+        r.expect_eof()
+        m1 = self.metrics()
+        self.assertEqual(self.errors(m1, "retrieve"), self.errors(m0, "retrieve"))
+        self.assertGreaterEqual(self.metric("pop3gw_webhook_calls_total", m1, event="retrieve") -
+                                self.metric("pop3gw_webhook_calls_total", m0, event="retrieve"), 1)
+        self.assertEqual([l for l in self.log_lines() if sid in l and "level=warn" in l], [])
+        self.normal_session()
 
     def test_quit_500_with_deletions(self):
         self.be.plan("quit", fb.status(500, {"error": "disk full"}))
@@ -271,15 +293,40 @@ class StatusTests(BackendFaultCase):
     def test_quit_500_nothing_deleted(self):
         self.be.plan("quit", fb.status(500))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(r.cmd("QUIT"), b"+OK bye\r\n")
         self.expect_closed(r)
+        # Nothing was pending, so the client is not told; the failed call
+        # is still logged and counted, but it is not a failed quit.
+        self.assert_fault_logged(sid, "webhook failed.*event=quit.*http_status=500")
+        self.assert_metric_grew(m0, ERRORS, event="quit", reason="status")
+        self.assertEqual(self.metric("pop3gw_quit_failures_total"),
+                         self.metric("pop3gw_quit_failures_total", m0))
         self.normal_session()
 
     def test_redirect_is_a_failure(self):
-        self.be.plan("authenticate", fb.status(302, b"", headers={"Location": "http://127.0.0.1:1/"}))
-        r = self.raw()
-        self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.normal_session()
+        """A 3xx is an answer, not a pointer: never followed. Each redirect
+        points at the live backend, under a path that answers the call
+        normally (the event is the last path segment), so a gateway that
+        followed it would log the client in."""
+        moved = self.be.url + "/moved/authenticate"
+        for code in (301, 302, 303, 307, 308):
+            with self.subTest(code=code):
+                self.be.plan("authenticate", fb.status(code, b"", headers={"Location": moved}))
+                n0 = self.be.mark()
+                r = self.raw()
+                sid = self.session_id(r)
+                m0 = self.metrics()
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+                self.assert_fault_logged(sid, "webhook failed.*http_status=%d" % code)
+                self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="status")
+                reqs = self.be.requests(since=n0)
+                self.assertEqual([(q.method, q.path) for q in reqs],
+                                 [("POST", "/authenticate")], "the redirect was followed")
+                r.close()
+            # A good session between the cases keeps the breaker closed.
+            self.normal_session()
 
 
 class RefusalTests(BackendFaultCase):
@@ -301,14 +348,24 @@ class RefusalTests(BackendFaultCase):
         self.be.plan("authenticate", fb.status(429, {"message": "[AUTH] wait\r\n+OK a minute"},
                                                 headers={"Retry-After": "60"}))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         st = self.pass_reply(r)
         self.assertEqual(st, b"-ERR [LOGIN-DELAY] wait+OK a minute\r\n")
         self.assertEqual(r.pending(0.3), b"")
+        line = self.assert_fault_logged(sid, "login failed")
+        self.assertNotIn("+OK a minute", line)  # the backend's text is not logged
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
+        self.normal_session()
 
     def test_423_in_use(self):
         self.be.plan("authenticate", fb.status(423))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(self.pass_reply(r).startswith(b"-ERR [IN-USE] "))
+        self.assert_fault_logged(sid, "login failed")
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
         self.normal_session()
 
 
@@ -343,8 +400,10 @@ class BodyTests(BackendFaultCase):
                 self.be.plan("authenticate", fb.reply_json(bad))
                 r = self.raw()
                 sid = self.session_id(r)
+                m0 = self.metrics()
                 self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
                 self.assert_fault_logged(sid, "login failed: backend error")
+                self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
                 r.close()
             # A good session between the cases keeps the breaker closed.
             self.normal_session()
@@ -388,10 +447,15 @@ class BodyTests(BackendFaultCase):
             (fb.garbage(), "not JSON"),
         ]
         r = self.login_and_stat()
+        sid = self.session_id(r)
         for act, why in bads:
             with self.subTest(why=why):
                 self.be.plan("retrieve", act)
+                m0 = self.metrics()
+                n0 = len(self.log_lines())
                 self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+                self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="body")
+                self.assert_fault_logged(sid, "webhook failed.*event=retrieve", since=n0)
             # keep the breaker closed
             st, body = r.multi("RETR 2")
             self.assertTrue(st.startswith(b"+OK"), st)
@@ -401,6 +465,7 @@ class BodyTests(BackendFaultCase):
         self.assertTrue(st.startswith(b"+OK"), st)
         self.assertEqual(body, b"Subject: j\r\n\r\n.x\r\nbody\r\n")
         self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
 
 
 class SizeAndDepthTests(BackendFaultCase):
@@ -429,7 +494,11 @@ class SizeAndDepthTests(BackendFaultCase):
     def test_oversized_authenticate_body(self):
         self.be.plan("authenticate", fb.big_json(2 * 1024 * 1024))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error.*reply larger than")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
     def test_json_retrieve_over_1mib_arrives(self):
@@ -460,12 +529,18 @@ class SizeAndDepthTests(BackendFaultCase):
         self.be.plan("authenticate", fb.deep_json(16))
         r = self.raw()
         sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         # Very deep (a parser stack attack) is just as harmless.
         self.be.plan("authenticate", fb.deep_json(100000))
         r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
     def test_max_messages_cuts_listing(self):
@@ -487,6 +562,7 @@ class SizeAndDepthTests(BackendFaultCase):
         self.be.wait_for(lambda rs: any(q.event == "quit" for q in rs))
         self.assertEqual(self.be.requests("quit")[-1].body["deleted"],
                          [{"message": 2, "uid": "uid-a2"}])
+        self.normal_session()  # two messages left: the listing fits
 
 
 class UidlLengthTests(BackendFaultCase):
@@ -522,7 +598,11 @@ class UidlLengthTests(BackendFaultCase):
             with self.subTest(body=bad):
                 self.be.plan("uidl", fb.reply_json(bad))
                 r = self.login_and_stat()
+                sid = self.session_id(r)
+                m0 = self.metrics()
                 self.assertEqual(r.cmd("UIDL"), SYS_TEMP_UIDL)
+                self.assert_fault_logged(sid, "uidl failed|uidl: wrong number of uids")
+                self.assert_metric_grew(m0, ERRORS, event="uidl", reason="body")
                 r.cmd("QUIT")
                 self.normal_session()
         self.assertEqual(self.be.committed, [])
@@ -530,9 +610,13 @@ class UidlLengthTests(BackendFaultCase):
     def test_uidl_500_before_quit(self):
         self.be.plan("uidl", fb.status(500))
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
         self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
         self.expect_closed(r)
+        self.assert_fault_logged(sid, "uidl failed")
+        self.assert_metric_grew(m0, ERRORS, event="uidl", reason="status")
         self.assert_no_quit()
         self.normal_session(delete=[2])
         q = self.be.requests("quit")[-1]
@@ -571,6 +655,7 @@ class StreamTests(BackendFaultCase):
         self.assert_fault_logged(sid, "message size differs from listing")
         self.assert_metric_grew(m0, "pop3gw_size_mismatches_total")
         r.cmd("QUIT")
+        self.normal_session()
 
 
 class IdleConnectionTests(BackendFaultCase):
@@ -587,14 +672,22 @@ class IdleConnectionTests(BackendFaultCase):
         self.normal_session(user="bob")
         m0 = self.metrics()
         # Every idle pooled connection is shut down by the backend.
+        n0 = len(self.log_lines())
         self.be.cut_connections()
         t0 = self.cpu_seconds()
         time.sleep(0.5)  # a gateway spinning on the closed sockets burns this
         self.assertLess(self.cpu_seconds() - t0, 0.2)
         self.be.clear()
         self.normal_session()
-        self.assertEqual(self.errors(m0, "authenticate") + self.errors(m0, "list") +
-                         self.errors(m0, "retrieve") + self.errors(m0, "quit"), 0)
+        # The next session found the pool's connections dead and opened new
+        # ones: no call failed because of them.
+        m1 = self.metrics()
+        events = ("authenticate", "list", "retrieve", "quit")
+        self.assertEqual({e: self.errors(m1, e) - self.errors(m0, e) for e in events},
+                         {e: 0 for e in events})
+        # ... and nothing worse than info was logged about it.
+        self.assertEqual([l for l in self.log_lines()[n0:]
+                          if "level=warn" in l or "level=error" in l], [])
 
 
 class RetryTests(BackendFaultCase):
@@ -613,6 +706,7 @@ class RetryTests(BackendFaultCase):
         self.be.plan("authenticate", fb.default(close=True))
         self.be.plan("list", fb.drop())
         r = self.raw()
+        sid = self.session_id(r)
         m0 = self.metrics()
         self.assertTrue(self.pass_reply(r).startswith(b"+OK"))
         self.assertTrue(r.cmd("STAT").startswith(b"+OK 3 "))
@@ -623,29 +717,46 @@ class RetryTests(BackendFaultCase):
         for q in lists:
             self.check_signature(q)
         self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="list")
+        self.assert_fault_logged(sid, "webhook retry.*event=list")
         r.cmd("QUIT")
+        self.normal_session()
 
     def test_quit_retried_with_same_id_commits_once(self):
         r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
         self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
         # The connection the quit would reuse is cut (a backend restart
         # between calls), and the first fresh attempt is dropped too.
         self.be.plan("quit", fb.drop(), fb.drop())
         self.assertRegex(r.cmd("QUIT"), rb"^\+OK bye, 1 messages? deleted\r\n$")
         qs = self.be.requests("quit")
-        self.assertGreaterEqual(len(qs), 2, qs)
+        # Three sends of the one call: the kept-alive connection turned out
+        # dead (libcurl resends once on a fresh connection), that attempt was
+        # dropped too (the gateway retries), and the third was answered.
+        self.assertEqual(len(qs), 3, qs)
+        for q in qs:
+            self.be.wait_answered(q)
+        self.assertEqual([q.outcome for q in qs], ["closed", "closed", "ok"], qs)
+        self.assertEqual(len({q.conn_id for q in qs}), 3, "each send on its own connection")
         self.assertEqual(len({q.webhook_id for q in qs}), 1, qs)
         self.assertEqual(len({q.raw for q in qs}), 1)
         for q in qs:
             self.check_signature(q)
             self.assertEqual(q.body["deleted"], [{"message": 1, "uid": "uid-a1"}])
         self.assertEqual(self.be.committed, [("alice", "uid-a1")])
+        self.assert_fault_logged(sid, "webhook retry.*event=quit")
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="quit")
+        self.normal_session()
 
     def test_authenticate_never_retried_by_gateway(self):
         self.be.plan("authenticate", fb.drop(), times=None)
         r = self.raw()
+        sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
         auths = self.be.requests("authenticate")
         # libcurl itself may resend once on a kept-alive connection that
         # turned out dead (documented); the gateway never retries it.
@@ -678,7 +789,9 @@ class CircuitBreakerTests(BackendFaultCase):
         sid = self.session_id(r)
         t0 = time.monotonic()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assertLess(time.monotonic() - t0, 0.5, "an open circuit answers at once")
+        # (a call let through would wait for backend_timeout, 1 s)
+        self.assertLess(time.monotonic() - t0, upper(0.5, cap=0.9),
+                        "an open circuit answers at once")
         self.assertEqual(len(self.be.requests("authenticate")), n0, "no call while open")
         self.assert_fault_logged(sid, "circuit open")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
@@ -699,14 +812,17 @@ class CircuitBreakerTests(BackendFaultCase):
         self.assertTrue(a.line().startswith(b"+OK"))
         self.be.wait_for(lambda rs: any(q.event == "authenticate" for q in rs),
                          since=len(self.be.requests()) - 1)
+        sid = self.session_id(a)
         rst_close(a.sock)  # the probe is cancelled with its session
-        time.sleep(1.0)
+        self.wait_log(r"session=%s msg=disconnect\b" % sid)
+        self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
         # The backend is healthy now; past another cool-down a login must work.
         time.sleep(2.2)
         r = self.raw()
         st = self.pass_reply(r)
         self.assertTrue(st.startswith(b"+OK"),
                         "circuit stuck open after a cancelled probe: %r" % st)
+        self.wait_log("circuit closed", level="info")
         r.cmd("QUIT")
 
 
@@ -736,10 +852,17 @@ class DisconnectEventTests(BackendFaultCase):
     def disconnects(self, sid):
         return [q.body.get("reason") for q in self.be.requests("disconnect") if q.session == sid]
 
+    def settled(self):
+        """Every session is over and no call is running: a connection
+        starts its disconnect call before it stops counting as active, so
+        any disconnect still to come has reached the backend by now."""
+        self.wait_metric("pop3gw_connections_active", lambda v: v == 0)
+        self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
+
     def wait_disconnects(self, sid, n=1):
         self.be.wait_for(lambda rs: sum(1 for q in rs if q.event == "disconnect"
                                         and q.session == sid) >= n)
-        time.sleep(0.2)  # a second one would arrive by now
+        self.settled()  # a second one would have arrived by now
         return self.disconnects(sid)
 
     def test_reasons(self):
@@ -775,7 +898,7 @@ class DisconnectEventTests(BackendFaultCase):
         r2 = self.raw()
         sid_anon = self.session_id(r2)
         r2.cmd("QUIT")
-        time.sleep(0.3)
+        self.settled()
         self.assertEqual(self.disconnects(sid_ok), [])
         self.assertEqual(self.disconnects(sid_anon), [])
         self.assertEqual(self.be.committed, [])
@@ -785,5 +908,5 @@ class DisconnectEventTests(BackendFaultCase):
         sid = self.session_id(r)
         r.cmd("USER alice")
         r.expect_eof(timeout=5)  # login_timeout=2
-        time.sleep(0.2)
+        self.settled()
         self.assertEqual(self.disconnects(sid), [])

@@ -4,8 +4,10 @@ commands, the failed-login delay and caps, a slow reader during RETR
 input before login, silent (half-open) clients, and thousands of
 connections opened and abandoned.
 
-Each case checks what the misbehaving client got, that a normal session
-works right after (or meanwhile), and that nothing was deleted.
+Each fault case checks what the misbehaving client got, the log line and
+the metric it left, that a normal session works right after (or
+meanwhile), and that nothing was deleted; tests/faults/README.md lists the
+cases that check something else.
 """
 
 import hashlib
@@ -16,7 +18,7 @@ import time
 
 import fakebackend as fb
 from faultlib import (FaultCase, HOST, admin_get, connect_nowait, crlf, raw_from, read_until_close,
-                      rst_close, sanitized)
+                      rst_close, sanitized, upper)
 
 
 def read_multiline(sock, first_timeout=10):
@@ -61,7 +63,7 @@ class ConnectionLimitTests(FaultCase):
                 raw_from(self.gw.port, "127.0.0.13")]
         self.clients.extend(held)
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
-        data, closed = read_until_close(s, 3)
+        data, closed = read_until_close(s, upper(3))
         s.close()
         self.assertEqual(data, b"-ERR [SYS/TEMP] too many connections, try again later\r\n")
         self.assertTrue(closed)
@@ -82,7 +84,7 @@ class ConnectionLimitTests(FaultCase):
         s = socket.socket()
         s.bind(("127.0.0.21", 0))
         s.connect((HOST, self.gw.port))
-        data, closed = read_until_close(s, 3)
+        data, closed = read_until_close(s, upper(3))
         s.close()
         self.assertEqual(data, b"-ERR [SYS/TEMP] too many connections from your address\r\n")
         self.assertTrue(closed)
@@ -94,7 +96,7 @@ class ConnectionLimitTests(FaultCase):
         # The address gets its slot back when a connection ends.
         a[0].cmd("QUIT")
         a[0].close()
-        time.sleep(0.2)
+        self.wait_metric("pop3gw_connections_active", lambda v: v == 1)  # a[1] stays
         b = raw_from(self.gw.port, "127.0.0.21")
         self.clients.append(b)
         self.assertTrue(b.greeting.startswith(b"+OK"))
@@ -107,13 +109,15 @@ class BadInputTests(FaultCase):
         m0 = self.metrics()
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         s.recv(1024)
+        sid = self.session_id(s)
         s.sendall(b"FOO\r\n" * 2000)
-        data, closed = read_until_close(s, 5)
+        data, closed = read_until_close(s, upper(5))
         s.close()
         self.assertTrue(closed, "still open after 2000 bad commands")
         lines = data.split(b"\r\n")[:-1]
         self.assertEqual(len(lines), 5, data)
         self.assertTrue(lines[-1].endswith(b"too many bad commands, closing"), lines[-1])
+        self.assert_fault_logged(sid, "too many bad commands")
         self.assert_metric_grew(m0, "pop3gw_bad_commands_total", by=5)
         self.normal_session()
 
@@ -121,6 +125,7 @@ class BadInputTests(FaultCase):
         """A megabyte without a line end: answered as one over-long line,
         never buffered whole."""
         rss0 = self.gateway_rss_kb()
+        m0 = self.metrics()
         r = self.raw()
         sid = self.session_id(r)
         r.send(b"A" * (1 << 20))
@@ -128,6 +133,7 @@ class BadInputTests(FaultCase):
         self.assertEqual(r.status(), b"-ERR line too long\r\n")
         self.assertLess(self.gateway_rss_kb() - rss0, 4096)
         self.assert_fault_logged(sid, "line too long")
+        self.assert_metric_grew(m0, "pop3gw_bad_commands_total")
         self.assertTrue(r.cmd("CAPA").startswith(b"+OK"))
         r.body()
         self.normal_session()
@@ -144,6 +150,7 @@ class FailedLoginTests(FaultCase):
         return st, time.monotonic() - t0
 
     def test_delay_same_for_unknown_user_and_wrong_password(self):
+        m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.31")
         self.clients.append(r)
         sid = self.session_id(r)
@@ -156,32 +163,42 @@ class FailedLoginTests(FaultCase):
         self.assertEqual(st2, st1, "unknown users and wrong passwords must look alike")
         self.assertGreaterEqual(t_wrong, 0.95)
         self.assertGreaterEqual(t_unknown, 0.95)
-        self.assertLess(abs(t_wrong - t_unknown), 0.3)
+        self.assertLess(abs(t_wrong - t_unknown), upper(0.3, cap=0.9))
+        self.assert_metric_grew(m0, "pop3gw_logins_total", by=2, method="USER", result="failed")
         # A good login is not delayed.
         r3 = self.raw()
         st3, t_ok = self.timed_pass(r3, "alice", "secret1")
         self.assertTrue(st3.startswith(b"+OK"))
-        self.assertLess(t_ok, 0.5)
+        self.assertLess(t_ok, upper(0.5, cap=0.9))  # a delayed one takes 1 s
         r3.cmd("QUIT")
+        self.normal_session()
 
     def test_nothing_read_during_delay(self):
+        m0 = self.metrics()
         r = self.raw()
+        sid = self.session_id(r)
         r.send(b"USER alice\r\nPASS wrong\r\nCAPA\r\n")
         self.assertTrue(r.line().startswith(b"+OK"))
         t0 = time.monotonic()
         self.assertEqual(r.line(), b"-ERR [AUTH] invalid user name or password\r\n")
         self.assertGreaterEqual(time.monotonic() - t0, 0.9)
         self.assertTrue(r.line().startswith(b"+OK"), "CAPA is answered after the delay")
+        r.body()
+        self.assert_fault_logged(sid, "login failed")
+        self.assert_metric_grew(m0, "pop3gw_logins_total", method="USER", result="failed")
+        self.normal_session()
 
     def test_cap_per_connection(self):
         m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.32")
         self.clients.append(r)
+        sid = self.session_id(r)
         self.timed_pass(r, "alice", "bad1")
         st, _ = self.timed_pass(r, "alice", "bad2")
         self.assertEqual(st, b"-ERR [AUTH] invalid user name or password\r\n")
         self.assertEqual(r.status(), b"-ERR [AUTH] too many failed logins, closing\r\n")
-        r.expect_eof(timeout=3)
+        r.expect_eof(timeout=upper(3))
+        self.assert_fault_logged(sid, "login failed.*attempt=2")
         self.assert_metric_grew(m0, "pop3gw_logins_total", by=2, method="USER", result="failed")
         self.normal_session()
         self.assertEqual(self.be.committed, [])
@@ -197,6 +214,7 @@ class FailedLoginPerAddressTests(FailedLoginTests):
     test_cap_per_connection = None
 
     def test_cap_per_address(self):
+        m0 = self.metrics()
         for i in range(3):
             r = raw_from(self.gw.port, "127.0.0.33")
             self.clients.append(r)
@@ -206,10 +224,13 @@ class FailedLoginPerAddressTests(FailedLoginTests):
         n = len(self.be.requests("authenticate"))
         r = raw_from(self.gw.port, "127.0.0.33")
         self.clients.append(r)
+        sid = self.session_id(r)
         st, _ = self.timed_pass(r, "alice", "secret1")
         self.assertEqual(st, b"-ERR [AUTH] too many failed logins from your address, try again later\r\n")
         self.assertEqual(len(self.be.requests("authenticate")), n, "the backend must not be asked")
-        self.wait_log("login refused: max_auth_failures_per_ip reached", level="warn")
+        self.assert_fault_logged(sid, "login refused: max_auth_failures_per_ip reached")
+        # The refusal counts as a failed login (three before it).
+        self.assert_metric_grew(m0, "pop3gw_logins_total", by=4, method="USER", result="failed")
         # Other addresses are not affected.
         self.normal_session()
 
@@ -220,6 +241,12 @@ class SlowReaderTests(FaultCase):
     is full. Spooling itself is covered by the spool tests."""
     BIG = 40 * 1024 * 1024
     GATEWAY_ARGS = {"spool_dir": ""}
+    # RSS growth allowed for the stalled reader, in kB. A stream holds up to
+    # the 768 KB output mark and a 512 KB receive buffer (about 1.8 MB).
+    # Measured growth, 5 runs each: 932-1,020 kB with the normal build,
+    # 4,752-5,688 kB with the ASan build (its quarantine keeps freed memory).
+    RSS_BUDGET_KB = 3 * 1024
+    RSS_BUDGET_KB_ASAN = 10 * 1024
 
     def test_slow_reader_bounded_memory_then_complete(self):
         data_len = self.BIG
@@ -243,8 +270,9 @@ class SlowReaderTests(FaultCase):
             chunk = r.sock.recv(65536)
             self.assertTrue(chunk)
             r.buf += chunk
-        self.assertLess(peak - rss0, 16 * 1024, "gateway RSS grew by %d kB for a stalled reader"
-                        % (peak - rss0))
+        budget = self.RSS_BUDGET_KB_ASAN if sanitized() else self.RSS_BUDGET_KB
+        self.assertLess(peak - rss0, budget, "gateway RSS grew by %d kB for a stalled reader "
+                        "(budget %d kB)" % (peak - rss0, budget))
         # Now read the rest at full speed: the message must be whole.
         exp_len, exp_digest = fb.generated_digest(data_len)
         pre = bytes(r.buf)
@@ -278,7 +306,7 @@ class SlowReaderTests(FaultCase):
         t0 = time.monotonic()
         r.send(b"RETR 1\r\n")
         self.assert_metric_grew(m0, "pop3gw_send_timeouts_total")
-        self.assertLess(time.monotonic() - t0, 6)
+        self.assertLess(time.monotonic() - t0, upper(6))
         self.assert_fault_logged(sid, "send timeout: client stopped reading")
         # The backend transfer was cancelled with the session.
         req = self.be.requests("retrieve")[-1]
@@ -314,11 +342,12 @@ class DropMidRetrTests(FaultCase):
         # Cancelled and freed at once: the gateway drops the backend
         # transfer, so the backend's writes fail within moments.
         self.be.wait_answered(req, timeout=3)
-        self.assertLess(time.monotonic() - t0, 2.0)
+        self.assertLess(time.monotonic() - t0, upper(2.0))
         self.assertTrue(req.outcome.startswith("broken"), req.outcome)
         self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0, timeout=3)
         self.wait_metric("pop3gw_connections_active", lambda v: v == 0, timeout=3)
         self.assertLess(req.sent, 100 * 1024 * 1024)
+        self.wait_log(r"session=%s msg=disconnect\b" % sid)
         self.assert_no_quit(session=sid)
         self.assert_not_deleted()
         self.normal_session()
@@ -337,6 +366,7 @@ class SlowClientTests(FaultCase):
         """Bytes dripped in slowly, but within login_timeout=2 in total: the
         connection is answered correctly, never holds more than its own
         slot, and others are served meanwhile."""
+        m0 = self.metrics()
         r = raw_from(self.gw.port, "127.0.0.41")
         self.clients.append(r)
         stop = threading.Event()
@@ -363,7 +393,7 @@ class SlowClientTests(FaultCase):
             s = socket.socket()
             s.bind(("127.0.0.41", 0))
             s.connect((HOST, self.gw.port))
-            data, closed = read_until_close(s, 3)
+            data, closed = read_until_close(s, upper(3))
             s.close()
             self.assertTrue(data.startswith(b"-ERR [SYS/TEMP]"), data)
         finally:
@@ -371,13 +401,18 @@ class SlowClientTests(FaultCase):
             t.join()
         self.assertEqual(errors, [])
         self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.wait_log("connection refused: max_connections_per_ip reached.*client=127.0.0.41",
+                      level="warn")
+        self.assert_metric_grew(m0, "pop3gw_connections_refused_total")
 
     def test_drip_past_the_login_deadline_is_closed(self):
         """A client that is never silent but never logs in (a command every
         0.5 s, far fewer than max_bad_commands) is closed when login_timeout (2 s) has passed since it
         connected: the deadline counts from the connection, not from the
         last command, so dripping cannot hold a slot forever."""
+        m0 = self.metrics()
         r = self.raw()
+        sid = self.session_id(r)
         start = time.monotonic()
         closed_after = None
         while time.monotonic() - start < 8:
@@ -392,32 +427,40 @@ class SlowClientTests(FaultCase):
                 break
             time.sleep(0.5)
         self.assertIsNotNone(closed_after, "still open 8 s after connecting (login_timeout 2 s)")
-        self.assertLess(closed_after, 4.0)
+        self.assertLess(closed_after, upper(4.0, cap=7.5))
         self.assertGreaterEqual(closed_after, 1.5)
+        self.assert_fault_logged(sid, "msg=timeout state=AUTHORIZATION")
+        self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
         self.normal_session()
 
     def test_drip_that_pauses_is_closed(self):
+        m0 = self.metrics()
         r = self.raw()
         sid = self.session_id(r)
         r.send(b"US")
         time.sleep(0.5)
         r.send(b"ER al")
         t0 = time.monotonic()
-        rest = r.expect_eof(timeout=5)
-        self.assertLess(time.monotonic() - t0, 3.5)
+        rest = r.expect_eof(timeout=upper(5))
+        self.assertLess(time.monotonic() - t0, upper(3.5))
         self.assertEqual(rest, b"-ERR autologout: idle for too long, closing\r\n")
         self.assert_fault_logged(sid, "timeout")
+        self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
+        self.normal_session()
 
     def test_silent_client_closed_at_login_timeout(self):
         m0 = self.metrics()
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         t0 = time.monotonic()
-        data, closed = read_until_close(s, 5)
+        sid = self.session_id(s)
+        data, closed = read_until_close(s, upper(5))
         s.close()
         self.assertTrue(closed)
         self.assertGreater(time.monotonic() - t0, 1.5)
         self.assertTrue(data.endswith(b"-ERR autologout: idle for too long, closing\r\n"), data)
+        self.assert_fault_logged(sid, "msg=timeout state=AUTHORIZATION")
         self.assert_metric_grew(m0, "pop3gw_session_timeouts_total")
+        self.normal_session()
 
 
 class AbandonedConnectionsTests(FaultCase):
@@ -427,8 +470,9 @@ class AbandonedConnectionsTests(FaultCase):
 
     def test_thousands_opened_and_abandoned(self):
         # Warm up (first session allocations, backend pool), then measure.
+        # (The session's socket is closed before its client sees the end;
+        # no admin request here: its socket would count among the clients.)
         self.normal_session()
-        time.sleep(0.3)
         k0, rss0 = self.gateway_fd_kinds(), self.gateway_rss_kb()
         m0 = self.metrics()
         kept = []
@@ -468,8 +512,15 @@ class AbandonedConnectionsTests(FaultCase):
         # A few of those closed at once may never have completed their
         # handshake (the listen backlog was full): nearly all were accepted.
         self.assertGreaterEqual(total, self.N * 0.9)
-        time.sleep(0.3)
-        k1, rss1 = self.gateway_fd_kinds(), self.gateway_rss_kb()
+        # Descriptors of the sessions just ended may take a moment to go.
+        deadline = time.monotonic() + upper(5)
+        while True:
+            k1 = self.gateway_fd_kinds()
+            if ((k1["client"], k1["listen"], k1["other"]) == (0, k0["listen"], k0["other"])
+                    or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
+        rss1 = self.gateway_rss_kb()
         # Kept-alive backend connections may grow up to the pool size (the
         # second worker opens its own); nothing else may stay behind.
         self.assertEqual(k1["client"], 0, k1)

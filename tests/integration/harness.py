@@ -28,8 +28,36 @@ import time
 import unittest
 
 HOST = "127.0.0.1"
-START_DEADLINE = 15.0  # seconds a process gets to become ready
-STOP_DEADLINE = 15.0  # seconds a process gets to exit after SIGTERM
+
+
+def _time_scale():
+    v = os.environ.get("PGW_TIME_SCALE", "").strip() or "1"
+    try:
+        scale = float(v)
+    except ValueError:
+        scale = 0
+    if not scale >= 1:
+        raise SystemExit("PGW_TIME_SCALE must be a number of at least 1, not %r" % v)
+    return scale
+
+
+# Upper bounds on elapsed times, and the deadlines of waits, are multiplied
+# by PGW_TIME_SCALE (default 1; a loaded or slow machine sets 2 or more).
+# Lower bounds are never scaled.
+TIME_SCALE = _time_scale()
+
+
+def upper(seconds, cap=None):
+    """An upper bound on an elapsed time: `seconds` times PGW_TIME_SCALE,
+    but at most `cap`, which a test sets below the time the wrong behaviour
+    would take (the deadline it must not wait for), so that a scaled bound
+    still tells right from wrong."""
+    t = seconds * TIME_SCALE
+    return min(t, cap) if cap is not None else t
+
+
+START_DEADLINE = upper(15.0)  # seconds a process gets to become ready
+STOP_DEADLINE = upper(15.0)  # seconds a process gets to exit after SIGTERM
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks test key
 
 # Gateway flags every test gateway gets: one worker, no admin endpoint, a
@@ -61,6 +89,29 @@ def binary(name):
     if not os.access(path, os.X_OK):
         raise AssertionError("binary %s not found (build it with `make`)" % path)
     return path
+
+
+_SANITIZED = None
+
+
+def sanitized():
+    """True when the gateway under test is an AddressSanitizer build (such
+    as build/san): its redzones and quarantine make RSS larger, so memory
+    bounds have a budget of their own for it."""
+    global _SANITIZED
+    if _SANITIZED is None:
+        try:
+            with open(os.path.join(build_dir(), "pop3gw"), "rb") as f:
+                _SANITIZED = b"__asan_init" in f.read()
+        except OSError:
+            _SANITIZED = False
+    return _SANITIZED
+
+
+# Set by tests/faults/valgrind_run.py, which runs every gateway under
+# valgrind: its allocator holds freed blocks back (20 MB by default), which
+# shows in RSS.
+UNDER_VALGRIND = False
 
 
 # ------------------------------------------------------------- run directory
@@ -575,8 +626,9 @@ class Backend(Proc):
         return out
 
     def wait_requests(self, pred, timeout=5.0, start=0):
-        """Polls the request log until pred(requests[start:]) is true."""
-        deadline = time.monotonic() + timeout
+        """Polls the request log until pred(requests[start:]) is true
+        (timeout scaled by PGW_TIME_SCALE)."""
+        deadline = time.monotonic() + upper(timeout)
         while True:
             reqs = self.requests()[start:]
             if pred(reqs):
@@ -933,10 +985,29 @@ def counts(result):
     return passed, failed, skipped
 
 
-def report(what, elapsed, passed, failed, skipped, keep):
+def skips(result):
+    """[(test id, reason)] of the tests a unittest result skipped."""
+    return [(t.id(), reason) for t, reason in result.skipped]
+
+
+def require_all():
+    """True when PGW_REQUIRE_ALL=1 (set by .ci/run): a skipped test, such
+    as one whose tool is missing, counts as a failure."""
+    return os.environ.get("PGW_REQUIRE_ALL") == "1"
+
+
+def report(what, elapsed, passed, failed, skipped, keep, skipped_tests=()):
     """Keeps the run directory when something failed (or when asked),
     prints the time and the closing `N passed, N failed` line; returns the
-    exit status."""
+    exit status. With PGW_REQUIRE_ALL=1 every skipped test (named in
+    skipped_tests, as skips() gives them) is also a failure."""
+    if skipped and require_all():
+        print("PGW_REQUIRE_ALL=1: %d skipped test%s count as failed:"
+              % (skipped, "" if skipped == 1 else "s"))
+        for name, reason in skipped_tests:
+            print("  skipped: %s (%s)" % (name, reason))
+        failed += skipped
+        skipped = 0
     rd = _run_dir
     if rd:
         if failed or keep:

@@ -9,7 +9,9 @@
 PATTERN (or matches it as a shell-style pattern when it has wildcards); it
 may be given several times. The last line printed is `N passed, N failed`
 (with `, N skipped` when tests were skipped); the exit status is non-zero
-when anything failed or no test ran.
+when anything failed or no test ran. With PGW_REQUIRE_ALL=1 in the
+environment (as .ci/run sets it) a skipped test is named and counts as
+failed. PGW_TIME_SCALE (default 1) multiplies upper time bounds.
 """
 
 import argparse
@@ -46,7 +48,8 @@ def main():
         return 130
     result, elapsed = ran
     passed, failed, skipped = harness.counts(result)
-    return harness.report("integration tests", elapsed, passed, failed, skipped, args.keep)
+    return harness.report("integration tests", elapsed, passed, failed, skipped, args.keep,
+                          harness.skips(result))
 
 if __name__ == "__main__":
     sys.exit(main())

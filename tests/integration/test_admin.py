@@ -23,11 +23,11 @@ import threading
 import time
 import unittest
 
-from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port, new_dir
+from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port, new_dir, upper
 
 TOKEN = "s3cr3t-admin-token"
 PROTECTED = ("/status", "/metrics", "/sessions", "/")
-WAIT = 10.0  # seconds any polled condition gets
+WAIT = upper(10.0)  # seconds any polled condition gets (scaled by PGW_TIME_SCALE)
 
 
 # ------------------------------------------------------------------ helpers

@@ -5,11 +5,25 @@ import hashlib
 import threading
 import time
 
-from harness import MailRoot, Raw, StackTestCase
+import harness
+from harness import MailRoot, Raw, StackTestCase, upper
 
 MB = 1024 * 1024
 BIG_MB = 50
-RSS_BUDGET_MB = 32
+
+
+def rss_budget_mb():
+    """How much the gateway's RSS may grow while streaming the message.
+    A stream holds up to the 768 KB output mark and a 512 KB receive buffer
+    (about 1.8 MB). Measured growth in this test, 5 runs each: 2.0 to
+    2.1 MB (2,052-2,192 kB) with the normal build; 5.9 to 6.1 MB with the
+    ASan build (quarantine 4 MB, below); 26.1 MB under valgrind (3 runs),
+    whose allocator holds 20 MB of freed blocks back."""
+    if harness.UNDER_VALGRIND:
+        return 36
+    if harness.sanitized():
+        return 10
+    return 4
 
 
 class StreamingTests(StackTestCase):
@@ -102,10 +116,10 @@ class StreamingTests(StackTestCase):
         self.assertEqual(length, big.size, "received length differs")
         self.assertEqual(digest, big.sha256, "received bytes differ")
         grow_mb = (max(peak[0], hwm) - baseline) / 1024.0
-        self.assertLess(grow_mb, RSS_BUDGET_MB,
+        self.assertLess(grow_mb, rss_budget_mb(),
                         "gateway RSS grew by %.1f MB while streaming a %d MB message "
-                        "(baseline %d kB, sampled peak %d kB, VmHWM %d kB, %.1fs)"
-                        % (grow_mb, BIG_MB, baseline, peak[0], hwm, elapsed))
+                        "(budget %d MB; baseline %d kB, sampled peak %d kB, VmHWM %d kB, %.1fs)"
+                        % (grow_mb, BIG_MB, rss_budget_mb(), baseline, peak[0], hwm, elapsed))
         # The session goes on.
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
         st, body = r.multi("TOP %d 3" % n)
@@ -122,7 +136,7 @@ class StreamingTests(StackTestCase):
         self.assertEqual(body, b"From: big@example.com\r\nTo: alice@test.local\r\n"
                                b"Subject: big one\r\n\r\n")
         self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
-        self.assertLess(time.monotonic() - t0, 10)
+        self.assertLess(time.monotonic() - t0, upper(10))
 
     def test_client_drops_mid_transfer(self):
         r = Raw(self.gw.port, timeout=30, rcvbuf=64 * 1024)

@@ -3,7 +3,7 @@
 import socket
 import time
 
-from harness import Raw, StackTestCase
+from harness import Raw, StackTestCase, upper
 
 
 class LoginTimeoutTests(StackTestCase):
@@ -14,7 +14,7 @@ class LoginTimeoutTests(StackTestCase):
         self.addCleanup(r.close)
         t0 = time.monotonic()
         try:
-            rest = r.expect_eof(timeout=6)
+            rest = r.expect_eof(timeout=upper(6))
         except socket.timeout:
             self.fail("still connected %.1fs after the greeting with login_timeout=1"
                       % (time.monotonic() - t0))
@@ -29,7 +29,7 @@ class LoginTimeoutTests(StackTestCase):
         self.assertTrue(r.cmd("USER alice").startswith(b"+OK"))
         r.send("PA")  # half a command does not reset the login timer
         try:
-            rest = r.expect_eof(timeout=6)
+            rest = r.expect_eof(timeout=upper(6))
         except socket.timeout:
             self.fail("a half-logged-in client was kept past login_timeout")
         self.assertTrue(rest == b"" or rest.startswith(b"-ERR"), rest)

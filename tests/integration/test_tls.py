@@ -28,7 +28,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (DEFAULT_USERS, HOST, Backend, Gateway, MailRoot, ProtocolError, Raw,
+from harness import (DEFAULT_USERS, HOST, Backend, Gateway, MailRoot, ProtocolError, Raw, upper,
                      StackTestCase, free_port, new_dir)
 
 OPENSSL = shutil.which("openssl")
@@ -248,7 +248,7 @@ class TlsGateway(Gateway):
 
     def wait_log(self, text, count=1, timeout=5.0):
         """Polls the log until `text` appears `count` times; returns the log."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + upper(timeout)
         while True:
             log = self.log()
             if log.count(text) >= count:
@@ -995,7 +995,7 @@ class TlsShutdownTests(TlsStackTestCase):
             self.assertTrue(rest == b"" or rest.startswith(b"-ERR [SYS/TEMP]"), rest)
         rc = self.gw.proc.wait(timeout=15)
         self.assertEqual(rc, 0, "gateway exit status after SIGTERM")
-        self.assertLess(time.monotonic() - t0, 10)
+        self.assertLess(time.monotonic() - t0, upper(10))
         self.assertEqual(self.root.uids_on_disk("alice"), sorted(m.uid for m in msgs))
         self.assertFalse([q for q in self.backend.requests()[start:] if q["event"] == "quit"])
 
@@ -1144,7 +1144,7 @@ class TlsLoginTimeoutTests(TlsStackTestCase):
     goes away meanwhile is noticed."""
 
     GATEWAY_ARGS = {"login_timeout": "1", "send_timeout": "1", "shutdown_grace": "1"}
-    LIMIT = 4.0  # seconds: login_timeout 1, a linger of at most send_timeout 1, slack
+    LIMIT = upper(4.0)  # seconds: login_timeout 1, a linger of at most send_timeout 1, slack
 
     def stalled(self):
         """Three stalled handshakes: implicit TLS with no byte sent,
@@ -1177,7 +1177,7 @@ class TlsLoginTimeoutTests(TlsStackTestCase):
         # The clients give up and close: the gateway must notice.
         for s in socks.values():
             s.close()
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + upper(2)
         while True:
             log = self.gw.log()
             ids = {name: re.search(r"session=(\w+) msg=connect client=127\.0\.0\.1 port=%d\b"
@@ -1189,5 +1189,5 @@ class TlsLoginTimeoutTests(TlsStackTestCase):
             time.sleep(0.05)
         if still_open or not_freed:
             self.fail("TLS connections whose handshake stalled: still open %.0fs after "
-                      "connecting (login_timeout 1 s): %s; not freed 2 s after the client "
-                      "closed them: %s" % (self.LIMIT, still_open, not_freed))
+                      "connecting (login_timeout 1 s): %s; not freed %.0fs after the client "
+                      "closed them: %s" % (self.LIMIT, still_open, upper(2), not_freed))
