@@ -679,7 +679,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
     s->want = POP3_WANT_INPUT;
     if (r->status == WH_TEMP) {
         sasl_clear(&s->sasl);
-        log_kv(LOG_WARN, s->id, "login failed: backend error", "user=%s client=%s error=%s",
+        log_kv(LOG_WARN, s->id, "login not checked: backend error", "user=%s client=%s error=%s",
                pop3_user(s), s->ip, r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] authentication is unavailable now, try again later");
         return;

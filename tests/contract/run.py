@@ -473,6 +473,7 @@ class TestCheckerCatchesBrokenBackends(Case):
         "any_password": ({"authenticate.wrong-password", "authenticate.unknown-user"}, set()),
         "not_idempotent": ({"quit.delete-repeat"}, set()),
         "missing_200": ({"retrieve.missing"}, set()),
+        "auth_401": ({"authenticate.wrong-password", "authenticate.unknown-user"}, set()),
     }
 
     def test_correct_base_passes(self):
@@ -488,6 +489,17 @@ class TestCheckerCatchesBrokenBackends(Case):
                 if kind == "json_content":
                     self.assertIn("200 JSON", out)
                 b.stop()
+
+    def test_wrong_password_401_explained(self):
+        """401 to a wrong password: the checker says why that is wrong."""
+        b = self.start_backend("auth_401")
+        code, out, v = self.check(b.url)
+        self.assertEqual(code, 1, out)
+        line = next(l for l in out.splitlines() if "authenticate.wrong-password" in l)
+        self.assertTrue(line.startswith("FAIL"), line)
+        self.assertIn("refusing the webhook itself", line)
+        self.assertIn("[SYS/TEMP] instead of [AUTH]", line)
+        self.assertIn('200 {"ok": false}', line)
 
     def test_broken(self):
         for kind, (must, may) in sorted(self.EXPECTED.items()):
