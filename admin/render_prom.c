@@ -163,7 +163,8 @@ static void render_webhook_counts(struct prom *p, const struct metrics_snap *s,
             s->webhook_calls[e]);
     family(p, "pop3gw_webhook_errors_total", "counter",
            "Webhook calls that failed, by event and reason "
-           "(timeout, connect, status, body, broken).");
+           "(timeout, connect, status, body, broken, refused: a 401 or 403, "
+           "the backend refused the call's signature or token).");
     for (e = 0; e < METRICS_EVENTS; e++)
         for (r = 0; r < MWE_N; r++)
             out(p, "pop3gw_webhook_errors_total{event=\"%s\",reason=\"%s\"} %lu\n",

@@ -496,8 +496,8 @@ static void pop3_cmd_capa(struct pop3_session *s, int argc, char **argv)
         pop3_mechs(s, 0);
         buf_printf(&s->out, "\r\n");
     }
-    if (s->state == POP3_AUTHORIZATION)
-        buf_printf(&s->out, "UTF8 USER\r\n");
+    /* RFC 6856: UTF8 is announced in both states (RFC 2449 section 5). */
+    buf_printf(&s->out, "UTF8 USER\r\n");
     if (s->state == POP3_AUTHORIZATION && s->p->stls_available && !s->tls)
         buf_printf(&s->out, "STLS\r\n");
     if (s->p->expire)
@@ -679,7 +679,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
     s->want = POP3_WANT_INPUT;
     if (r->status == WH_TEMP) {
         sasl_clear(&s->sasl);
-        log_kv(LOG_WARN, s->id, "login failed: backend error", "user=%s client=%s error=%s",
+        log_kv(LOG_WARN, s->id, "login not checked: backend error", "user=%s client=%s error=%s",
                pop3_user(s), s->ip, r->error ? r->error : "");
         pop3_reply(s, "-ERR [SYS/TEMP] authentication is unavailable now, try again later");
         return;

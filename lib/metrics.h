@@ -36,7 +36,8 @@ struct metrics_hist {
 /* Why a webhook call failed (label "reason" of pop3gw_webhook_errors_total,
  * lib/names.h): timeout (deadline passed), connect (connection refused or
  * reset, DNS), status (5xx or an unexpected status), body (not per the
- * contract), broken (a streamed retrieve broke after +OK). */
+ * contract), broken (a streamed retrieve broke after +OK), refused (a 401 or
+ * 403: the backend refused the call itself, a bad signature or token). */
 enum metrics_wh_error {
 #define X(e, n) MWE_##e,
     NAMES_WH_ERRORS(X)

@@ -32,7 +32,8 @@
     X(CONNECT, "connect")                                                                          \
     X(STATUS, "status")                                                                            \
     X(BODY, "body")                                                                                \
-    X(BROKEN, "broken")
+    X(BROKEN, "broken")                                                                            \
+    X(REFUSED, "refused")
 
 /* The number of entries of a list: NAMES_COUNT(NAMES_EVENTS). */
 #define NAMES_ONE_(e, n) +1

@@ -1,6 +1,8 @@
 #!/bin/sh
 # make demo: a sample mailbox, the reference backend and the gateway on
-# 127.0.0.1, in the foreground until Ctrl-C.
+# 127.0.0.1, in the foreground until Ctrl-C. The banner prints the settings
+# for curl, fetchmail, mpop and other mail clients; tests/integration/
+# test_demo.py runs the printed fetchmail and mpop commands as they are.
 set -eu
 B=${B:-build}
 DIR=${DEMO_DIR:-$B/demo}
@@ -9,7 +11,8 @@ BACKEND_PORT=${BACKEND_PORT:-8025}
 ADMIN_PORT=${ADMIN_PORT:-8110}
 PASSWORD=wonderland
 
-mkdir -p "$DIR/mail/alice/new" "$DIR/mail/alice/cur" "$DIR/mail/alice/tmp"
+mkdir -p "$DIR/mail/alice/new" "$DIR/mail/alice/cur" "$DIR/mail/alice/tmp" "$DIR/fetched"
+DIR=$(cd "$DIR" && pwd) # printed paths work from any directory
 printf 'alice:%s\n' "$PASSWORD" > "$DIR/mail/users"
 if [ -z "$(find "$DIR/mail/alice/new" "$DIR/mail/alice/cur" -type f | head -n 1)" ]; then
     now=$(date +%s)
@@ -63,18 +66,51 @@ until curl -s --max-time 1 "pop3://127.0.0.1:$POP3_PORT/" -u "alice:$PASSWORD" >
     sleep 0.1
 done
 
+# fetchmail: the demo has no TLS, so sslproto '' (else fetchmail tries STLS
+# and stops); keep leaves the mail on the server; each message becomes a
+# file in $DIR/fetched. Its id and pid files stay in $DIR too.
+POLL="poll 127.0.0.1 service $POP3_PORT protocol pop3 auth password user \"alice\" password \"$PASSWORD\" sslproto '' keep mda \"cat > \$(mktemp $DIR/fetched/fetchmail.XXXXXX)\""
+(
+    umask 077 # fetchmail wants its rc file private (it holds a password)
+    printf '# fetchmail -f %s\nset idfile "%s/fetchmail.ids"\nset pidfile "%s/fetchmail.pid"\n%s\n' \
+        "$DIR/fetchmailrc" "$DIR" "$DIR" "$POLL" > "$DIR/fetchmailrc"
+)
+# mpop: no TLS (--tls=off) and USER/PASS (--auth=user; else "cannot use a
+# secure authentication method"); the messages go to an mbox file.
+MPOP="mpop --host=127.0.0.1 --port=$POP3_PORT --tls=off --auth=user --user=alice --passwordeval='echo $PASSWORD' --keep=on --delivery=mbox,$DIR/fetched/mpop.mbox --uidls-file=$DIR/mpop.uidls"
+
 cat <<TXT
 
   pop3gw demo is running. Mail lives in $DIR/mail/alice (a Maildir).
 
-  Read a message:      curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/1
-  List messages:       curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/
-  Talk POP3 yourself:  python3 -c "import poplib; p=poplib.POP3('127.0.0.1',$POP3_PORT); p.user('alice'); p.pass_('$PASSWORD'); print(p.stat())"
+  Dashboard:  http://127.0.0.1:$ADMIN_PORT/
+  Status:     curl http://127.0.0.1:$ADMIN_PORT/status
 
-  Mail client settings: POP3 server 127.0.0.1, port $POP3_PORT, no encryption,
-  normal password, user alice, password $PASSWORD.
+  The account: POP3 server 127.0.0.1, port $POP3_PORT, no encryption (this
+  demo has no certificate, so no TLS and no STLS), plain password login
+  (USER/PASS), user alice, password $PASSWORD. A password in clear is
+  accepted only because the client is on this machine.
 
-  Press Ctrl-C to stop.
+  curl:
+    curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/      list the messages
+    curl -u alice:$PASSWORD pop3://127.0.0.1:$POP3_PORT/1     read message 1
+
+  fetchmail (sslproto '' turns STLS off; keep leaves the mail on the server):
+    fetchmail -f $DIR/fetchmailrc
+  which holds this line, ready for a ~/.fetchmailrc:
+    $POLL
+
+  mpop (--tls=off, and --auth=user for USER/PASS):
+    $MPOP
+
+  Thunderbird, Evolution and other mail clients: incoming mail POP3, server
+  127.0.0.1, port $POP3_PORT, connection security None, authentication
+  "Normal password" (plain password), user alice, password $PASSWORD.
+
+  Python:
+    python3 -c "import poplib; p=poplib.POP3('127.0.0.1',$POP3_PORT); p.user('alice'); p.pass_('$PASSWORD'); print(p.stat())"
+
+  Fetched mail lands in $DIR/fetched. Press Ctrl-C to stop.
 
 TXT
 wait

@@ -942,6 +942,14 @@ static int wh_may_retry(struct wh_req *r)
     return wh_ms_left(r) > (WH_RETRY_BACKOFF_MS << r->attempts);
 }
 
+/* A 401 or 403: the backend refused the call itself, which is a setting to
+ * fix on one side or the other, not a verdict on the client. */
+static void wh_log_refused(const struct wh_req *r)
+{
+    log_kv(LOG_ERROR, NULL, "webhook refused by the backend: check backend_secret / backend_token",
+           "event=%s id=%s http_status=%ld", wh_event_names[r->event], r->id, r->code);
+}
+
 /* Delivers a non-streamed result to the caller (its final callback). */
 static void wh_deliver(struct wh_req *r)
 {
@@ -968,10 +976,15 @@ static void wh_deliver(struct wh_req *r)
     else if (r->res != CURLE_OK)
         wh_count(r, 1, wh_error_kind(r->res));
     else if (res_r.status == WH_TEMP)
-        wh_count(r, 1, r->code >= 200 && r->code < 300 ? MWE_BODY : MWE_STATUS);
+        wh_count(r, 1,
+                 wh_json_refused(r->code)          ? MWE_REFUSED
+                 : r->code >= 200 && r->code < 300 ? MWE_BODY
+                                                   : MWE_STATUS);
     else
         wh_count(r, 0, MWE_N);
-    if (res_r.status == WH_TEMP)
+    if (res_r.status == WH_TEMP && r->res == CURLE_OK && wh_json_refused(r->code))
+        wh_log_refused(r);
+    else if (res_r.status == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=%s id=%s http_status=%ld error=%s",
                wh_event_names[r->event], r->id, r->code, res_r.error ? res_r.error : "");
     r->h = NULL;
@@ -990,7 +1003,9 @@ static void wh_retrieve_refused(struct wh_req *r, enum wh_status st, enum metric
 
     wh_observe(r);
     wh_count(r, st == WH_TEMP, why);
-    if (st == WH_TEMP)
+    if (why == MWE_REFUSED)
+        wh_log_refused(r);
+    else if (st == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
                r->id, r->code, err);
     r->h = NULL;
@@ -1045,6 +1060,8 @@ static int wh_deliver_retrieve(struct wh_req *r)
                                                    : curl_easy_strerror(r->res));
             } else if (r->code == 404) {
                 wh_retrieve_refused(r, WH_NOT_FOUND, MWE_N, "");
+            } else if (wh_json_refused(r->code)) {
+                wh_retrieve_refused(r, WH_TEMP, MWE_REFUSED, "");
             } else if (r->code != 200) {
                 wh_retrieve_refused(r, WH_TEMP, MWE_STATUS, "unexpected status");
             } else if (bad || !r->begin_due) {

@@ -14,7 +14,10 @@
  * stops at 2048), then the fields the event needs. Fields the contract does
  * not name are ignored, and an optional field set to null counts as absent.
  * Anything else gives WH_TEMP, with a short reason in r->error for the log;
- * a WH_TEMP result carries nothing else but http_status.
+ * a WH_TEMP result carries nothing else but http_status. A 401 or 403 is
+ * the backend refusing the call itself (a bad signature or token), on every
+ * event: WH_TEMP too, never a refused login (the verdict on a login comes in
+ * the body of a 200).
  *
  * Uniqueness of uids is checked by sorting pointers to them (O(n log n) in
  * the worst case, whatever uids a backend sends).
@@ -481,9 +484,6 @@ static enum wh_status parse_authenticate(struct wh_result *r, const char *body, 
     switch (r->http_status) {
     case 200:
         break;
-    case 401:
-    case 403:
-        return refused_by_status(r, WH_CODE_AUTH, body, len);
     case 423:
         return refused_by_status(r, WH_CODE_IN_USE, body, len);
     case 429:
@@ -672,8 +672,6 @@ static enum wh_status parse_list(struct wh_result *r, enum wh_event event, const
 static enum wh_status parse_connect(struct wh_result *r, const char *body, size_t len)
 {
     long s = r->http_status;
-    if (s == 403)
-        return refused_by_status(r, WH_CODE_AUTH, body, len);
     if (s < 200 || s > 299)
         return fail(r, "connect: HTTP status %ld", s);
     if (!body || is_blank(body, len)) {
@@ -700,6 +698,11 @@ static enum wh_status parse_connect(struct wh_result *r, const char *body, size_
     return st;
 }
 
+int wh_json_refused(long http_status)
+{
+    return http_status == 401 || http_status == 403;
+}
+
 enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *content_type,
                              const char *body, size_t len, size_t max_messages, struct wh_result *r)
 {
@@ -712,6 +715,8 @@ enum wh_status wh_json_parse(enum wh_event event, long http_status, const char *
     const char *ev = wh_event_names[event];
     if (http_status <= 0)
         return fail(r, "%s: no response", ev);
+    if (wh_json_refused(http_status))
+        return fail(r, "%s: HTTP status %ld: the backend refused the webhook", ev, http_status);
     if (!body)
         len = 0;
 

@@ -59,6 +59,11 @@ enum wh_json_content {
  */
 enum wh_json_content wh_json_check_content(const char *body, size_t len, const char **err);
 
+/* True for a status that means the backend refused the webhook call itself
+ * (401, 403: a bad signature or token), on any event. Never a verdict on a
+ * login: wh_json_parse() makes it WH_TEMP. */
+int wh_json_refused(long http_status);
+
 /* Cuts a backend's message for the client: printable ASCII only, at most
  * WH_MESSAGE_MAX bytes, a leading "[...]" removed. Returns malloc'd text or
  * NULL when nothing is left. */

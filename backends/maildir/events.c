@@ -54,7 +54,8 @@ static void ev_error(struct ev_reply *out, int status, const char *message)
     ev_json(out, status, json_pack("{s:s}", "error", message));
 }
 
-/* A failed login: 200 {"ok": false, "code": code, "message": message}. */
+/* A failed login: 200 {"ok": false, "code": code, "message": message}. Never
+ * 401 or 403: to the gateway those mean the webhook itself was refused. */
 static void ev_refuse(struct ev_reply *out, const char *code, const char *message)
 {
     ev_json(out, 200, json_pack("{s:b,s:s,s:s}", "ok", 0, "code", code, "message", message));

@@ -5,7 +5,8 @@
  * `POST /[prefix/]EVENT` carries one webhook (the path's last segment names
  * the event, so a backend_url with a path works); the body is read whole (at
  * most HTTP_BODY_MAX bytes, else 413), its bearer token and Standard Webhooks
- * signature are checked when configured (else 401), and events.c answers.
+ * signature are checked when configured (else 401: the gateway reads it as a
+ * refused webhook, never as a failed login), and events.c answers.
  * `GET /_stats` reports accepted connections and requests per event, for
  * tests and the benchmark.
  */

@@ -327,7 +327,10 @@ async function stream(res, fh) {
 }
 
 async function handle(req, res, body) {
-  // 2. Is it the gateway? Check before parsing anything.
+  // 2. Is it the gateway? Check before parsing anything. 401 is for this
+  // only: the gateway reads it as "the backend refused the webhook" (and logs
+  // a hint about backend_secret / backend_token), never as a wrong password,
+  // which authenticate() answers with 200 {"ok": false}.
   if (CONFIG.token !== null &&
       !sameSecret(req.headers.authorization || '', 'Bearer ' + CONFIG.token)) {
     return reply(res, 401, { error: 'bad token' });

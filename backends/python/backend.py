@@ -356,7 +356,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(413, {"error": "body too large"})
         body = self.rfile.read(int(length))
 
-        # 2. Is it the gateway? Check before parsing anything.
+        # 2. Is it the gateway? Check before parsing anything. 401 is for this
+        # only: the gateway reads it as "the backend refused the webhook" (and
+        # logs a hint about backend_secret / backend_token), never as a wrong
+        # password, which ev_authenticate answers with 200 {"ok": false}.
         if CONFIG["token"] is not None:
             given = self.headers.get("Authorization", "")
             if not same_secret(given, "Bearer " + CONFIG["token"]):

@@ -228,6 +228,8 @@ class TestCheckerPassesBackends(Case):
         failed = [k for k, v in verdicts.items() if "FAIL" in v]
         warned = [k for k, v in verdicts.items() if "WARN" in v and k not in allowed_warnings]
         self.assertEqual((code, failed, warned), (0, [], []), out)
+        # No backend here stalls on Nagle's algorithm.
+        self.assertEqual(verdicts.get("http.reply-time"), ["PASS"], out)
 
     def read_only(self, kind):
         root = make_root()
@@ -474,6 +476,7 @@ class TestCheckerCatchesBrokenBackends(Case):
         "any_password": ({"authenticate.wrong-password", "authenticate.unknown-user"}, set()),
         "not_idempotent": ({"quit.delete-repeat"}, set()),
         "missing_200": ({"retrieve.missing"}, set()),
+        "auth_401": ({"authenticate.wrong-password", "authenticate.unknown-user"}, set()),
     }
 
     def test_correct_base_passes(self):
@@ -489,6 +492,33 @@ class TestCheckerCatchesBrokenBackends(Case):
                 if kind == "json_content":
                     self.assertIn("200 JSON", out)
                 b.stop()
+
+    def test_wrong_password_401_explained(self):
+        """401 to a wrong password: the checker says why that is wrong."""
+        b = self.start_backend("auth_401")
+        code, out, v = self.check(b.url)
+        self.assertEqual(code, 1, out)
+        line = next(l for l in out.splitlines() if "authenticate.wrong-password" in l)
+        self.assertTrue(line.startswith("FAIL"), line)
+        self.assertIn("refusing the webhook itself", line)
+        self.assertIn("[SYS/TEMP] instead of [AUTH]", line)
+        self.assertIn('200 {"ok": false}', line)
+
+    def test_nagle_stall_warns(self):
+        """Nagle's algorithm on, head and body in two writes: every reply
+        waits for the checker's delayed ACK. Correct, but a WARN that names
+        the likely cause; nothing else is reported."""
+        b = self.start_backend("nagle")
+        code, out, v = self.check(b.url, "--allow-delete")
+        self.assertEqual(code, 0, out)
+        self.assertNotIn("FAIL", out)
+        self.assertEqual({k for k, x in v.items() if "WARN" in x}, {"http.reply-time"}, out)
+        line = next(l for l in out.splitlines() if "http.reply-time" in l)
+        m = re.search(r"median ([\d.]+) ms", line)
+        self.assertGreaterEqual(float(m.group(1)), 30, line)
+        self.assertIn("after the headers", line)
+        self.assertIn("Nagle", line)
+        self.assertIn("TCP_NODELAY", line)
 
     def test_broken(self):
         for kind, (must, may) in sorted(self.EXPECTED.items()):

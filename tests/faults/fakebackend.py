@@ -92,9 +92,17 @@ class Request:
 # ---------------------------------------------------------------- actions
 
 
+def _chunks(body, size=7):
+    """body in the chunked transfer coding, in pieces of `size` octets."""
+    out = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                   for i in range(0, len(body), size))
+    return out + b"0\r\n\r\n"
+
+
 def _send(h, code, body=b"", ctype="application/json", headers=None, length=None):
     """Writes a whole reply in one send (status line, headers and body), as
-    a real server would: no Nagle/delayed-ACK stall between them."""
+    a real server would: no Nagle/delayed-ACK stall between them. A backend
+    made with chunked=True sends the body chunked, without Content-Length."""
     h.send_response(code)
     if ctype:
         h.send_header("Content-Type", ctype)
@@ -103,7 +111,11 @@ def _send(h, code, body=b"", ctype="application/json", headers=None, length=None
     if getattr(h, "force_close", False):
         h.send_header("Connection", "close")
         h.close_connection = True
-    h.send_header("Content-Length", str(len(body) if length is None else length))
+    if h.backend.chunked and length is None:
+        h.send_header("Transfer-Encoding", "chunked")
+        body = _chunks(body)
+    else:
+        h.send_header("Content-Length", str(len(body) if length is None else length))
     h._headers_buffer.append(b"\r\n" + body)
     h.flush_headers()
     h.wfile.flush()
@@ -425,11 +437,12 @@ class _Server(ThreadingHTTPServer):
 class FakeBackend:
     """See the module docstring."""
 
-    def __init__(self, users=None, mailboxes=None, tokens=None, list_uids=True):
+    def __init__(self, users=None, mailboxes=None, tokens=None, list_uids=True, chunked=False):
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.tokens = dict(DEFAULT_TOKENS if tokens is None else tokens)
         self.mailboxes = default_mailboxes() if mailboxes is None else mailboxes
         self.list_uids = list_uids
+        self.chunked = chunked  # replies without Content-Length (see _send)
         self.port = None
         self.server = None
         self.thread = None

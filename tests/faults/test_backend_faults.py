@@ -13,11 +13,12 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import socket
 import time
 
 import fakebackend as fb
-from faultlib import FaultCase, crlf, rst_close, upper
+from faultlib import FaultCase, crlf, read_until_close, rst_close, upper
 
 SYS_TEMP_AUTH = b"-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"
 SYS_TEMP_LIST = b"-ERR [SYS/TEMP] the maildrop cannot be opened now, try again later\r\n"
@@ -44,7 +45,7 @@ class BackendFaultCase(FaultCase):
 
     def errors(self, snapshot, event):
         return sum(self.metric(ERRORS, snapshot, event=event, reason=k)
-                   for k in ("timeout", "connect", "status", "body", "broken"))
+                   for k in ("timeout", "connect", "status", "body", "broken", "refused"))
 
     def assert_errors_grew(self, before, event):
         """Waits until the webhook errors of `event`, whatever the reason,
@@ -67,7 +68,7 @@ class DownBackendTests(BackendFaultCase):
         t0 = time.monotonic()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         self.assertLess(time.monotonic() - t0, upper(1.5))
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
         # A backend failure is not a failed login.
         self.assertEqual(self.metric("pop3gw_logins_total", method="USER", result="failed"), 0)
@@ -136,7 +137,7 @@ class DeadlineTests(BackendFaultCase):
         # (the backend answers after 3 s: a scaled bound stays below that)
         self.assertLess(elapsed, upper(2.0, cap=2.8), "backend_timeout=1 must bound the wait")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="timeout")
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         # A timeout is not retried.
         self.assertEqual(len(self.be.requests("authenticate")), 1)
         self.normal_session()
@@ -221,7 +222,7 @@ class StatusTests(BackendFaultCase):
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         self.assertEqual(len(self.be.requests("authenticate")), 1)
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="status")
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.assertTrue(r.cmd("USER alice").startswith(b"+OK"))
         self.assertTrue(r.cmd("PASS secret1").startswith(b"+OK"))
         r.cmd("QUIT")
@@ -369,6 +370,103 @@ class RefusalTests(BackendFaultCase):
         self.normal_session()
 
 
+class RefusedWebhookTests(BackendFaultCase):
+    """A 401 or 403, on any event, is the backend refusing the webhook call
+    itself (a bad signature or token): -ERR [SYS/TEMP], an error-level log
+    line naming the likely cause, the `refused` error metric. Never a failed
+    login: no auth_failure_delay, not counted toward max_auth_failures or
+    max_auth_failures_per_ip, no `login failed` line."""
+    GATEWAY_ARGS = {"events": "connect, disconnect", "auth_failure_delay": "2",
+                    "max_auth_failures": "1", "max_auth_failures_per_ip": "2"}
+    REFUSED_LINE = r"level=error .*webhook refused by the backend: check backend_secret / " \
+                   r"backend_token.* event=%s id=msg_%s_\d+ http_status=%d"
+
+    def assert_refused_logged(self, sid, event, code):
+        self.wait_log(self.REFUSED_LINE % (event, sid, code), level="error")
+
+    def test_authenticate(self):
+        m0 = self.metrics()
+        r = self.raw()
+        sid = self.session_id(r)
+        for code in (401, 403, 401):
+            with self.subTest(code=code):
+                # Whatever the body says: the status speaks of the call.
+                self.be.plan("authenticate", fb.status(code, {"ok": False, "code": "AUTH",
+                                                              "message": "bad signature"}))
+                t0 = time.monotonic()
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
+                self.assertLess(time.monotonic() - t0, 1.0, "no auth_failure_delay")
+                self.assert_refused_logged(sid, "authenticate", code)
+        # Three refusals, yet max_auth_failures=1 has not closed the
+        # connection, and max_auth_failures_per_ip=2 has not locked out the
+        # address: the same connection logs in.
+        st = self.pass_reply(r)
+        self.assertTrue(st.startswith(b"+OK maildrop has 3 messages"), st)
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.assert_metric_grew(m0, ERRORS, by=3, event="authenticate", reason="refused")
+        self.assertEqual(self.metric(ERRORS, event="authenticate", reason="status"), 0)
+        self.assertEqual(self.metric("pop3gw_logins_total", method="USER", result="failed"), 0)
+        self.assertEqual(self.metric("pop3gw_logins_total", method="USER", result="ok"), 1)
+        mine = [l for l in self.log_lines() if "session=%s " % sid in l]
+        self.assertFalse([l for l in mine if re.search(r'msg="login failed\b', l)], mine)
+        self.assertEqual(len([l for l in mine if "login not checked: backend error" in l]), 3)
+        self.assertEqual(len(self.be.requests("authenticate")), 4, "a 401 is an answer: no retry")
+
+    def test_list_retrieve_quit(self):
+        for code in (401, 403):
+            with self.subTest(code=code):
+                m0 = self.metrics()
+                # list: the maildrop cannot be opened, the session ends
+                self.be.plan("list", fb.status(code))
+                r = self.raw()
+                sid = self.session_id(r)
+                self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+                self.expect_closed(r)
+                self.assert_refused_logged(sid, "list", code)
+                # retrieve: -ERR, the session goes on
+                self.be.plan("retrieve", fb.status(code, b"forbidden", "text/plain"))
+                r = self.login_and_stat()
+                sid = self.session_id(r)
+                self.assertEqual(r.cmd("RETR 1"), SYS_TEMP_RETR)
+                self.assert_refused_logged(sid, "retrieve", code)
+                self.assertTrue(r.cmd("NOOP").startswith(b"+OK"))
+                # quit: the deletions are not committed
+                self.be.plan("quit", fb.status(code))
+                self.assertTrue(r.cmd("DELE 1").startswith(b"+OK"))
+                self.assertEqual(r.cmd("QUIT"), NOT_REMOVED)
+                self.expect_closed(r)
+                self.assert_refused_logged(sid, "quit", code)
+                for event in ("list", "retrieve", "quit"):
+                    self.assert_metric_grew(m0, ERRORS, event=event, reason="refused")
+                    self.assertEqual(self.metric(ERRORS, event=event, reason="status"), 0)
+                    self.assertEqual(len([q for q in self.be.requests(event)
+                                          if q.action == "status %d" % code]), 1,
+                                     "a %d is an answer: no retry" % code)
+                self.assert_not_deleted()
+                # (a good session in between keeps the circuit breaker closed)
+                self.normal_session()
+
+    def test_connect_and_disconnect(self):
+        m0 = self.metrics()
+        self.be.plan("connect", fb.status(403, {"message": "go away"}))
+        s = socket.create_connection(("127.0.0.1", self.gw.port), timeout=5)
+        data, closed = read_until_close(s, 3)
+        s.close()
+        self.assertTrue(closed)
+        self.assertEqual(data, b"-ERR [SYS/TEMP] service unavailable, try again later\r\n")
+        self.assert_metric_grew(m0, ERRORS, event="connect", reason="refused")
+        self.wait_log(r"level=error .*webhook refused by the backend.* event=connect .*"
+                      r"http_status=403", level="error")
+        # disconnect: nobody waits for it, but the refusal is logged and counted
+        self.be.plan("disconnect", fb.status(401))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        rst_close(r.sock)
+        self.assert_refused_logged(sid, "disconnect", 401)
+        self.assert_metric_grew(m0, ERRORS, event="disconnect", reason="refused")
+        self.normal_session()
+
+
 class BodyTests(BackendFaultCase):
 
     def test_authenticate_garbage(self):
@@ -378,7 +476,7 @@ class BodyTests(BackendFaultCase):
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.normal_session()
 
     def test_list_garbage(self):
@@ -402,7 +500,7 @@ class BodyTests(BackendFaultCase):
                 sid = self.session_id(r)
                 m0 = self.metrics()
                 self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-                self.assert_fault_logged(sid, "login failed: backend error")
+                self.assert_fault_logged(sid, "login not checked: backend error")
                 self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
                 r.close()
             # A good session between the cases keeps the breaker closed.
@@ -468,6 +566,36 @@ class BodyTests(BackendFaultCase):
         self.normal_session()
 
 
+class ChunkedReplyTests(BackendFaultCase):
+    """Replies without Content-Length, in the chunked transfer coding (what
+    many frameworks send for a body they stream): every event works, and the
+    connection stays open for the next call."""
+    BACKEND_KW = {"chunked": True}
+
+    def test_chunked_replies(self):
+        self.normal_session(delete=[2])
+        self.assertEqual(self.be.committed, [("alice", "uid-a2")])
+        self.be.plan("retrieve", fb.reply_json({"content": "Subject: json\n\nchunked\n"}))
+        r = self.login_and_stat()
+        st, body = r.multi("RETR 1")
+        self.assertTrue(st.startswith(b"+OK"), st)
+        self.assertEqual(body, b"Subject: json\r\n\r\nchunked\r\n")
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        reqs = self.be.requests()
+        for q in reqs:  # the last reply may still be finishing on the backend's side
+            self.be.wait_answered(q)
+        self.assertTrue(all(q.outcome == "ok" for q in reqs), reqs)
+        # One kept-alive connection throughout, except that the gateway
+        # drops the one whose TOP 1 0 it cut short (the 4th retrieve): the
+        # rest of that chunked reply is never read.
+        top = [i for i, q in enumerate(reqs) if q.event == "retrieve"][3]
+        ids = [q.conn_id for q in reqs]
+        self.assertEqual([i for i in range(1, len(ids)) if ids[i] != ids[i - 1]], [top + 1],
+                         "connections: %r" % list(zip(ids, reqs)))
+        for event in ("authenticate", "list", "retrieve", "quit"):
+            self.assertEqual(self.errors(self.metrics(), event), 0, event)
+
+
 class SizeAndDepthTests(BackendFaultCase):
     # A listing may be as large as max_messages entries need (128 octets
     # each) plus 1 MiB: with 1000 messages that is 1,152,000 octets, so the
@@ -497,7 +625,7 @@ class SizeAndDepthTests(BackendFaultCase):
         sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assert_fault_logged(sid, "login failed: backend error.*reply larger than")
+        self.assert_fault_logged(sid, "login not checked: backend error.*reply larger than")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
@@ -531,7 +659,7 @@ class SizeAndDepthTests(BackendFaultCase):
         sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         # Very deep (a parser stack attack) is just as harmless.
         self.be.plan("authenticate", fb.deep_json(100000))
@@ -539,7 +667,7 @@ class SizeAndDepthTests(BackendFaultCase):
         sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="body")
         self.normal_session()
 
@@ -755,7 +883,7 @@ class RetryTests(BackendFaultCase):
         sid = self.session_id(r)
         m0 = self.metrics()
         self.assertEqual(self.pass_reply(r), SYS_TEMP_AUTH)
-        self.assert_fault_logged(sid, "login failed: backend error")
+        self.assert_fault_logged(sid, "login not checked: backend error")
         self.assert_metric_grew(m0, ERRORS, event="authenticate", reason="connect")
         auths = self.be.requests("authenticate")
         # libcurl itself may resend once on a kept-alive connection that

@@ -256,8 +256,7 @@ class InjectionTests(FaultCase):
                 r.close()
 
     def test_refusal_status_bodies(self):
-        for code, prefix in ((401, "[AUTH]"), (403, "[AUTH]"), (423, "[IN-USE]"),
-                             (429, "[LOGIN-DELAY]")):
+        for code, prefix in ((423, "[IN-USE]"), (429, "[LOGIN-DELAY]")):
             with self.subTest(code=code):
                 self.be.plan("authenticate", fb.status(code, {"message": "a\r\n+OK b\x01c"}))
                 r = self.raw()
@@ -265,6 +264,17 @@ class InjectionTests(FaultCase):
                 st = r.cmd("PASS x")
                 self.single_line(r, st)
                 self.assertEqual(st, ("-ERR %s a+OK bc\r\n" % prefix).encode())
+                r.close()
+        # 401 and 403 refuse the webhook, not the login: the body's text
+        # never reaches the client.
+        for code in (401, 403):
+            with self.subTest(code=code):
+                self.be.plan("authenticate", fb.status(code, {"message": "a\r\n+OK b\x01c"}))
+                r = self.raw()
+                r.cmd("USER alice")
+                st = r.cmd("PASS x")
+                self.single_line(r, st)
+                self.assertEqual(st.decode(), SYS_TEMP_AUTH)
                 r.close()
 
     def test_refusal_codes_cannot_be_forged(self):
@@ -304,12 +314,18 @@ class ConnectInjectionTests(FaultCase):
         s.close()
         self.assertTrue(closed)
         self.assertEqual(data, b"-ERR go away+OK welcome\r\n")
-        self.be.plan("connect", fb.status(403, {"message": "[SYS/TEMP]\r\n.\r\n"}))
+        self.be.plan("connect", fb.reply_json({"ok": False, "message": "[SYS/TEMP]\r\n.\r\n"}))
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         data, closed = read_until_close(s, 3)
         s.close()
         # CR/LF removed, then the leading [...] group: "." is what is left.
         self.assertEqual(data, b"-ERR .\r\n")
+        # A 403 refuses the webhook, not the client: its text is not shown.
+        self.be.plan("connect", fb.status(403, {"message": "[SYS/TEMP]\r\n.\r\n"}))
+        s = socket.create_connection((HOST, self.gw.port), timeout=5)
+        data, closed = read_until_close(s, 3)
+        s.close()
+        self.assertEqual(data, b"-ERR [SYS/TEMP] service unavailable, try again later\r\n")
         self.be.plan("connect", fb.garbage())
         s = socket.create_connection((HOST, self.gw.port), timeout=5)
         data, closed = read_until_close(s, 3)

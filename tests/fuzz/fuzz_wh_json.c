@@ -101,6 +101,8 @@ static void check_listing(const struct wh_result *r, enum wh_event ev, size_t ma
 static void check_result(const struct wh_result *r, enum wh_event ev, long status, size_t max)
 {
     FUZZ_CHECK(r->http_status == status);
+    /* 401 and 403 are a refused webhook, whatever the event and the body */
+    FUZZ_CHECK(!wh_json_refused(status) || r->status == WH_TEMP);
     switch (r->status) {
     case WH_TEMP:
         FUZZ_CHECK(r->error != NULL);

@@ -62,7 +62,8 @@ session("stls", STLS, [len(stls)], stls + crlf("CAPA", "USER alice", "PASS secre
 session("stls-injection", STLS, [], crlf("STLS", "USER evil", "PASS evil", "STAT"))
 # byte-at-a-time delivery
 session("one-byte-chunks", PLAIN_OK, [1] * 40, crlf("USER alice", "PASS secret", "STAT", "QUIT"))
-# refusals: IN-USE, then 403 with a message; strict limits close after 2
+# refusals: IN-USE, then a 403 (the backend refusing the webhook: [SYS/TEMP],
+# not a failed login), then LOGIN-DELAY; strict limits close after the second refusal
 session("refusals", PLAIN_OK | STRICT, [0, 4, 9, 5],
         crlf("USER alice", "PASS a", "USER alice", "PASS b", "USER alice", "PASS c"))
 session("auth-temp", PLAIN_OK, [0, 12, 13, 14],

@@ -372,7 +372,7 @@ class AdminCounterTests(AdminMixin, StackTestCase):
             self.assertEqual(mdelta("pop3gw_webhook_duration_seconds_count", event=event), n)
             self.assertEqual(mdelta("pop3gw_webhook_duration_seconds_bucket", event=event,
                                     le="+Inf"), n)
-            for reason in ("timeout", "connect", "status", "body", "broken"):
+            for reason in ("timeout", "connect", "status", "body", "broken", "refused"):
                 self.assertEqual(mdelta("pop3gw_webhook_errors_total", event=event,
                                         reason=reason), 0)
         self.assertEqual(metric(m, "pop3gw_connections_active"), st["connections"]["active"])

@@ -1,10 +1,13 @@
 """How the gateway uses its backend: when uidl is called, outages,
 keep-alive reuse, and webhook signatures."""
 
+import json
 import os
+import re
 import time
 
-from harness import SECRET, Backend, Gateway, StackTestCase, login, pop
+from harness import HOST, SECRET, Backend, Gateway, StackTestCase, free_port, login, pop
+from test_admin import http_get, metric, parse_metrics, wait_until
 
 
 class UidlFromListTests(StackTestCase):
@@ -186,7 +189,54 @@ class KeepAliveTests(StackTestCase):
                              % (conns, reqs, after))
 
 
-class SignatureTests(StackTestCase):
+class RefusedWebhookMixin:
+    """A backend that refuses the gateway's signature or token answers 401:
+    that is a refused webhook, not a failed login (docs/webhooks.md)."""
+
+    REFUSED = ("webhook refused by the backend: check backend_secret / backend_token")
+
+    def assert_refused_not_failed_login(self, args, name):
+        admin_port = free_port()
+        # Strict login limits: a failed login would be delayed 2 s, close
+        # the connection and lock the address out at once.
+        gw = Gateway(self.backend, name=name, args=dict(
+            args, admin_listen="%s:%d" % (HOST, admin_port), auth_failure_delay="2",
+            max_auth_failures="1", max_auth_failures_per_ip="1"))
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        p = pop(gw)
+        try:
+            for _ in range(2):  # the same connection, twice
+                t0 = time.monotonic()
+                p.user("alice")
+                self.assertErr(p.pass_, "secret1", code="SYS/TEMP")
+                self.assertLess(time.monotonic() - t0, 1.5, "delayed like a failed login")
+        finally:
+            p.quit()
+        # An error line names the likely cause; no line says "login failed".
+        line = wait_until(lambda: [l for l in gw.log().splitlines() if self.REFUSED in l],
+                          "the refused-webhook log line")[0]
+        self.assertIn("level=error", line)
+        self.assertRegex(line, r"event=authenticate id=msg_[0-9a-f]{16}_\d+ http_status=401")
+        self.assertFalse(re.search(r'msg="login failed\b', gw.log()), gw.log())
+
+        def get(path):
+            status, _, body = http_get(admin_port, path)
+            self.assertEqual(status, 200, (path, body))
+            return body
+        samples = parse_metrics(get("/metrics").decode())[0]
+        self.assertEqual(metric(samples, "pop3gw_webhook_errors_total", event="authenticate",
+                                reason="refused"), 2)
+        self.assertEqual(metric(samples, "pop3gw_webhook_errors_total", event="authenticate",
+                                reason="status"), 0)
+        self.assertEqual(metric(samples, "pop3gw_logins_total", method="USER", result="failed"), 0)
+        st = json.loads(get("/status"))
+        self.assertEqual(st["backend"]["state"], "failing", st["backend"])
+        self.assertEqual(st["webhooks"]["events"]["authenticate"]["errors_by_reason"]["refused"], 2)
+        self.assertEqual(st["logins"]["failed_total"], 0)
+
+
+class SignatureTests(RefusedWebhookMixin, StackTestCase):
     BACKEND_ARGS = ("--secret=" + SECRET,)
     GATEWAY_ARGS = {"backend_secret": SECRET}
 
@@ -212,19 +262,9 @@ class SignatureTests(StackTestCase):
         finally:
             p.quit()
 
-    def test_wrong_secret_fails(self):
+    def test_wrong_secret_is_a_refused_webhook(self):
         wrong = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
-        gw = Gateway(self.backend, args={"backend_secret": wrong}, name="gateway-wrong-secret")
-        self.addCleanup(gw.stop_clean)
-        gw.start()
-        p = pop(gw)
-        try:
-            p.user("alice")
-            resp = self.assertErr(p.pass_, "secret1")
-            self.assertTrue(resp.startswith(b"-ERR [AUTH]") or resp.startswith(b"-ERR [SYS/TEMP]"),
-                            resp)
-        finally:
-            p.quit()
+        self.assert_refused_not_failed_login({"backend_secret": wrong}, "gateway-wrong-secret")
 
     def test_unsigned_fails(self):
         gw = Gateway(self.backend, args={"backend_secret": None}, name="gateway-unsigned")
@@ -233,12 +273,12 @@ class SignatureTests(StackTestCase):
         p = pop(gw)
         try:
             p.user("alice")
-            self.assertErr(p.pass_, "secret1")
+            self.assertErr(p.pass_, "secret1", code="SYS/TEMP")
         finally:
             p.quit()
 
 
-class TokenTests(StackTestCase):
+class TokenTests(RefusedWebhookMixin, StackTestCase):
     BACKEND_ARGS = ("--token=tok-123",)
     GATEWAY_ARGS = {"backend_token": "tok-123"}
 
@@ -249,16 +289,8 @@ class TokenTests(StackTestCase):
         finally:
             p.quit()
 
-    def test_wrong_token_fails(self):
-        gw = Gateway(self.backend, args={"backend_token": "nope"}, name="gateway-wrong-token")
-        self.addCleanup(gw.stop_clean)
-        gw.start()
-        p = pop(gw)
-        try:
-            p.user("alice")
-            self.assertErr(p.pass_, "secret1")
-        finally:
-            p.quit()
+    def test_wrong_token_is_a_refused_webhook(self):
+        self.assert_refused_not_failed_login({"backend_token": "nope"}, "gateway-wrong-token")
 
 
 class KeptListingTests(StackTestCase):

@@ -31,12 +31,16 @@ class BasicTests(StackTestCase):
             p = login(self.gw) if logged_in else pop(self.gw)
             try:
                 caps = p.capa()
+                # UTF8 too in both states: RFC 6856, RFC 2449 section 5.
                 for cap in ("TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE",
-                            "IMPLEMENTATION"):
+                            "UTF8", "IMPLEMENTATION"):
                     self.assertIn(cap, caps, "CAPA (logged in: %s) lacks %s: %r"
                                   % (logged_in, cap, caps))
                 if not logged_in:
                     self.assertIn("USER", caps, caps)
+                else:  # USER and SASL belong to AUTHORIZATION only
+                    self.assertNotIn("USER", caps, caps)
+                    self.assertNotIn("SASL", caps, caps)
                 # No certificate is configured, so STLS must not be offered.
                 self.assertNotIn("STLS", caps, caps)
             finally:

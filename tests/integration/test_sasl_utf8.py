@@ -360,6 +360,11 @@ class Utf8Tests(SaslCase):
         utf8 = [x for x in caps if x.split()[0] == "UTF8"]
         self.assertEqual(len(utf8), 1, caps)
         self.assertIn("USER", utf8[0].split()[1:])  # UTF-8 in USER/PASS too
+        # After login too (RFC 6856; RFC 2449 section 5), while the UTF8
+        # command itself belongs to AUTHORIZATION.
+        c.login()
+        self.assertEqual([x for x in c.capa() if x.split()[0] == "UTF8"], utf8)
+        self.assertTrue(c.cmd("UTF8").startswith(b"-ERR"))
 
     def test_utf8_user_pass_reach_the_backend(self):
         for user, pw in UTF8_USERS.items():

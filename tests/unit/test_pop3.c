@@ -1004,6 +1004,11 @@ static void test_capa_transaction(void **state)
     assert_true(has_capa(o.tr, "IMPLEMENTATION"));
     assert_true(has_capa(o.tr, "EXPIRE"));
     assert_true(has_capa(o.tr, "LOGIN-DELAY"));
+    /* RFC 6856 / RFC 2449 section 5: UTF8 is announced after login too;
+     * USER, SASL and STLS belong to AUTHORIZATION only */
+    assert_true(has_capa(o.tr, "UTF8 USER"));
+    assert_false(has_capa(o.tr, "USER"));
+    assert_false(has_capa(o.tr, "SASL"));
     assert_false(has_capa(o.tr, "STLS"));
     /* the reply is complete before the next one starts */
     assert_non_null(strstr(o.tr, "\r\n.\r\n+OK 3 600\r\n"));

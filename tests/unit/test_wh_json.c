@@ -328,10 +328,15 @@ static const struct parse_case cases[] = {
     {"auth no body", TEMP_(WH_AUTHENTICATE, 200, NULL, "empty body")},
     {"auth truncated", TEMP_(WH_AUTHENTICATE, 200, "{\"ok\":tr", "invalid JSON")},
     {"auth trailing", TEMP_(WH_AUTHENTICATE, 200, "{\"ok\":true} {}", "invalid JSON")},
-    {"auth 401", REF_(WH_AUTHENTICATE, 401, NULL, WH_CODE_AUTH, NO_TEXT)},
-    {"auth 403 html", REF_(WH_AUTHENTICATE, 403, "<html>no</html>", WH_CODE_AUTH, NO_TEXT)},
-    {"auth 403 message", REF_(WH_AUTHENTICATE, 403, "{\"message\":\"[SYS/TEMP] wrong password\"}",
-                              WH_CODE_AUTH, "wrong password")},
+    /* 401 and 403 are the backend refusing the webhook itself (a bad
+     * signature or token), never a refused login: whatever the body says. */
+    {"auth 401", TEMP_(WH_AUTHENTICATE, 401, NULL, "HTTP status 401: the backend refused")},
+    {"auth 401 ok false",
+     TEMP_(WH_AUTHENTICATE, 401, "{\"ok\":false}", "HTTP status 401: the backend refused")},
+    {"auth 403 html",
+     TEMP_(WH_AUTHENTICATE, 403, "<html>no</html>", "HTTP status 403: the backend refused")},
+    {"auth 403 message", TEMP_(WH_AUTHENTICATE, 403, "{\"message\":\"wrong password\"}",
+                               "HTTP status 403: the backend refused")},
     {"auth 423", REF_(WH_AUTHENTICATE, 423, "", WH_CODE_IN_USE, NO_TEXT)},
     {"auth 423 ok true ignored",
      REF_(WH_AUTHENTICATE, 423, "{\"ok\":true}", WH_CODE_IN_USE, NO_TEXT)},
@@ -468,6 +473,10 @@ static const struct parse_case cases[] = {
     {"quit 200 garbage", OK_(WH_QUIT, 200, "not json [[[")},
     {"quit 204", OK_(WH_QUIT, 204, NULL)},
     {"quit 299", OK_(WH_QUIT, 299, "")},
+    {"list 401", TEMP_(WH_LIST, 401, "{\"messages\":[]}", "HTTP status 401: the backend refused")},
+    {"uidl 403", TEMP_(WH_UIDL, 403, "{\"uids\":[]}", "HTTP status 403: the backend refused")},
+    {"quit 401", TEMP_(WH_QUIT, 401, NULL, "HTTP status 401: the backend refused")},
+    {"quit 403", TEMP_(WH_QUIT, 403, "{}", "HTTP status 403: the backend refused")},
     {"quit 300", TEMP_(WH_QUIT, 300, NULL, "HTTP status 300")},
     {"quit 404", TEMP_(WH_QUIT, 404, NULL, "HTTP status 404")},
     {"quit 500", TEMP_(WH_QUIT, 500, "{\"ok\":true}", "HTTP status 500")},
@@ -481,23 +490,25 @@ static const struct parse_case cases[] = {
     {"connect refused", REF_(WH_CONNECT, 200, "{\"ok\":false,\"message\":\"[AUTH] go away\\n\"}",
                              ANY_CODE, "go away")},
     {"connect refused bare", REF_(WH_CONNECT, 200, "{\"ok\":false}", ANY_CODE, NO_TEXT)},
-    {"connect 403", REF_(WH_CONNECT, 403, NULL, ANY_CODE, NO_TEXT)},
+    {"connect 403", TEMP_(WH_CONNECT, 403, NULL, "HTTP status 403: the backend refused")},
     {"connect 403 message",
-     REF_(WH_CONNECT, 403, "{\"message\":\"blocked\"}", ANY_CODE, "blocked")},
+     TEMP_(WH_CONNECT, 403, "{\"message\":\"blocked\"}", "HTTP status 403: the backend refused")},
     {"connect not json", TEMP_(WH_CONNECT, 200, "yes", "invalid JSON")},
     {"connect no ok", TEMP_(WH_CONNECT, 200, "{}", "ok missing")},
-    {"connect 401", TEMP_(WH_CONNECT, 401, NULL, "HTTP status 401")},
+    {"connect 401", TEMP_(WH_CONNECT, 401, NULL, "HTTP status 401: the backend refused")},
     {"connect 500", TEMP_(WH_CONNECT, 500, NULL, "HTTP status 500")},
 
     /* disconnect */
     {"disconnect 200", OK_(WH_DISCONNECT, 200, "{}")},
     {"disconnect 202", OK_(WH_DISCONNECT, 202, NULL)},
     {"disconnect 503", TEMP_(WH_DISCONNECT, 503, NULL, "HTTP status 503")},
+    {"disconnect 401", TEMP_(WH_DISCONNECT, 401, NULL, "HTTP status 401: the backend refused")},
 
     /* retrieve: statuses only */
     {"retrieve 200", OK_(WH_RETRIEVE, 200, "From: a\r\n\r\nhi\r\n")},
     {"retrieve 404", .event = WH_RETRIEVE, .status = 404, .want = WH_NOT_FOUND, .code = ANY_CODE},
-    {"retrieve 403", TEMP_(WH_RETRIEVE, 403, NULL, "HTTP status 403")},
+    {"retrieve 401", TEMP_(WH_RETRIEVE, 401, NULL, "HTTP status 401: the backend refused")},
+    {"retrieve 403", TEMP_(WH_RETRIEVE, 403, NULL, "HTTP status 403: the backend refused")},
     {"retrieve 500", TEMP_(WH_RETRIEVE, 500, NULL, "HTTP status 500")},
     {"retrieve 204", TEMP_(WH_RETRIEVE, 204, NULL, "HTTP status 204")},
 };
@@ -953,6 +964,17 @@ static void test_uid_valid(void **state)
     assert_false(wh_uid_valid("\xc3\xa9"));
 }
 
+static void test_refused_statuses(void **state)
+{
+    (void)state;
+    /* only 401 and 403 mean "the backend refused the webhook" */
+    assert_true(wh_json_refused(401));
+    assert_true(wh_json_refused(403));
+    for (long st = 0; st < 600; st++)
+        if (st != 401 && st != 403)
+            assert_false(wh_json_refused(st));
+}
+
 static void test_result_free(void **state)
 {
     (void)state;
@@ -982,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_sanitize),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_uid_valid),
+        cmocka_unit_test(test_refused_statuses),
         cmocka_unit_test(test_result_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

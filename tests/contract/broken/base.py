@@ -86,15 +86,17 @@ class Backend:
     disconnect = connect
 
 
-def serve(backend, argv=None, protocol="HTTP/1.1"):
+def serve(backend, argv=None, protocol="HTTP/1.1", nagle=False):
+    """Serves `backend`. With nagle, as http.server does by default: Nagle's
+    algorithm on, and the head and the body of a reply in two writes."""
     argv = sys.argv[1:] if argv is None else argv
     listen = next(a.split("=", 1)[1] for a in argv if a.startswith("--listen="))
     host, port = listen.rsplit(":", 1)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = protocol
-        disable_nagle_algorithm = True
-        wbufsize = -1  # head and body in one write
+        disable_nagle_algorithm = not nagle
+        wbufsize = 0 if nagle else -1  # -1: head and body in one write
 
         def log_message(self, *args):
             pass
