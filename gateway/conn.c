@@ -471,7 +471,7 @@ static int conn_feed(struct conn *c)
 
     /* A client that sends commands without reading the replies stops
      * being read once its output passes the high-water mark. */
-    while (pop3_want(c->s) == POP3_WANT_INPUT && !c->w->draining &&
+    while (pop3_want(c->s) == POP3_WANT_INPUT &&
            evbuffer_get_length(bufferevent_get_output(c->bev)) < CONN_OUTPUT_HIGH) {
         size_t len = evbuffer_get_length(in), max = pop3_line_max(c->s), k;
         unsigned char *p;
@@ -714,6 +714,10 @@ static void conn_run(struct conn *c)
     const struct cfg *cfg = &c->set->cfg;
     struct timeval tv;
 
+    /* Shutting down: only QUIT is still done (pop3_drain); a session not
+     * logged in is told and closed at once. */
+    if (c->w->draining && pop3_drain(c->s))
+        c->reason = "shutdown";
     conn_feed(c); /* also after the client left: a QUIT already read still commits */
     /* A refused login's reply waits out auth_failure_delay (the same for
      * unknown users and wrong passwords). */
@@ -722,13 +726,6 @@ static void conn_run(struct conn *c)
     conn_track_state(c, 0);
     switch (pop3_want(c->s)) {
     case POP3_WANT_INPUT:
-        if (c->w->draining) {
-            pop3_shutdown(c->s);
-            c->reason = "shutdown";
-            conn_flush(c);
-            conn_linger(c);
-            return;
-        }
         if (c->gone) {
             c->reason = "client_closed";
             conn_close(c, NULL);
@@ -776,7 +773,7 @@ static void conn_run(struct conn *c)
         /* The gateway itself ends this session (QUIT, bad commands, a
          * failed call): flush, then close. */
         if (!c->reason)
-            c->reason = pop3_quit_done(c->s) ? "quit" : "error";
+            c->reason = pop3_quit_done(c->s) ? "quit" : c->w->draining ? "shutdown" : "error";
         conn_linger(c);
         return;
     default:
@@ -1421,5 +1418,11 @@ void conn_abort(struct conn *c)
         return;
     if (!c->reason || c->state != CONN_CLOSING)
         c->reason = "shutdown";
+    if (c->state == CONN_IDLE && !c->gone && c->s && pop3_want(c->s) == POP3_WANT_INPUT) {
+        /* An idle session that could have QUITted: say why it ends (best
+         * effort: what the socket takes now). */
+        pop3_shutdown(c->s);
+        conn_flush(c);
+    }
     conn_close(c, NULL);
 }

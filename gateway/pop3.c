@@ -68,6 +68,7 @@ struct pop3_session {
     char *user;       /* confirmed by the backend */
     char *mailbox;    /* JSON from authenticate, echoed */
     int logged_in, quit_done, committing, utf8;
+    int draining; /* the server is stopping: only QUIT is still done (pop3_drain) */
 
     /* SASL (AUTH) */
     struct sasl sasl;
@@ -1255,6 +1256,17 @@ void pop3_shutdown(struct pop3_session *s)
     pop3_close(s);
 }
 
+int pop3_drain(struct pop3_session *s)
+{
+    if (s->draining || s->state == POP3_CLOSED)
+        return 0;
+    s->draining = 1;
+    if (s->state != POP3_AUTHORIZATION || s->want != POP3_WANT_INPUT || s->in_sasl)
+        return 0;     /* logged in, or a command runs: QUIT stays possible */
+    pop3_shutdown(s); /* nothing to keep: tell and close */
+    return 1;
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 /* Splits the arguments: single spaces between them, none empty. F_REST
@@ -1314,6 +1326,13 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
                c && ((c->flags & F_SECRET_ARGS) || !strcmp(c->name, "PASS")) && rest
                    ? "***"
                    : (rest ? rest : ""));
+    if (s->draining && !(c && c->fn == pop3_cmd_quit)) {
+        /* Shutting down: only QUIT (and its deletions) is still done. */
+        pop3_reply(s, "-ERR [SYS/TEMP] server shutting down, try again later");
+        if (s->state == POP3_AUTHORIZATION)
+            pop3_close(s);
+        return;
+    }
     if (!c) {
         pop3_bad(s, "unknown command");
         return;

@@ -139,6 +139,15 @@ void pop3_timeout(struct pop3_session *s);
  * only while pop3_want() is POP3_WANT_INPUT. */
 void pop3_shutdown(struct pop3_session *s);
 
+/*
+ * The server is stopping, with a grace period: from now on every command
+ * but QUIT is answered -ERR [SYS/TEMP] server shutting down (and closes a
+ * session that has not logged in); QUIT still commits the deletions. A
+ * session idle before login is told and closed at once. Returns 1 when it
+ * closed the session now. Any time; the first call counts.
+ */
+int pop3_drain(struct pop3_session *s);
+
 /* True once a backend authenticate succeeded (a disconnect may be due). */
 int pop3_logged_in(const struct pop3_session *s);
 /* True once a QUIT was fully handled (the quit call answered). */

@@ -1,14 +1,16 @@
 /*
  * server: worker threads, each with its own event loop, listeners and
- * webhook client. The workers share one listening socket per address
- * (SO_REUSEPORT is still set, so another process may bind the port during a
- * restart) and take turns on it as worker_balance() decides.
+ * webhook client. The workers share one listening socket per address and
+ * take turns on it as worker_balance() decides. There is no SO_REUSEPORT:
+ * a second instance started by mistake on the same port fails to bind and
+ * says so, instead of quietly taking half of the clients.
  *
  * The main thread binds every socket (before privileges drop), starts the
- * workers, hands them new settings on SIGHUP and, on SIGTERM, asks each one
- * to drain through an event it activates: a worker stops accepting, tells idle sessions it is
- * stopping, lets commands in flight finish (a QUIT being committed completes), and exits when its
- * connections and webhook calls are done or the grace period ends.
+ * workers, hands them new settings on SIGHUP and, on SIGTERM, asks each
+ * one to drain through an event it activates: a worker stops accepting,
+ * tells idle sessions it is stopping, lets commands in flight finish (a
+ * QUIT completes), and exits when its connections and webhook calls are
+ * done or the grace period ends.
  */
 #include "gateway/server.h"
 
@@ -114,15 +116,17 @@ static int server_listen_one(const struct cfg_addr *a)
         int zero = 0;
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
     }
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto err;
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, SERVER_BACKLOG) < 0)
         goto err;
     freeaddrinfo(res);
     return fd;
 err:
-    log_kv(LOG_ERROR, NULL, "cannot listen", "host=%s port=%d error=%s", a->host, a->port,
-           strerror(errno));
+    if (errno == EADDRINUSE)
+        log_kv(LOG_ERROR, NULL, "cannot listen: address in use", "host=%s port=%d hint=%s", a->host,
+               a->port, "is another pop3gw (or another server) running on this port?");
+    else
+        log_kv(LOG_ERROR, NULL, "cannot listen", "host=%s port=%d error=%s", a->host, a->port,
+               strerror(errno));
     if (fd >= 0)
         close(fd);
     freeaddrinfo(res);

@@ -1,6 +1,8 @@
 """Graceful shutdown under load and faults: SIGTERM stops accepting, lets
-commands in flight finish (a QUIT being committed completes), tells idle
-sessions -ERR [SYS/TEMP] and closes them, closes whatever is still busy
+commands in flight finish (a QUIT being committed completes), keeps a
+logged-in session open so that it may still QUIT and commit its deletions
+(any other command gets -ERR [SYS/TEMP] server shutting down), tells a
+session that has not logged in and closes it, closes whatever is left
 when shutdown_grace (2 s here) ends, and exits 0. No deletion is ever sent
 for a session that did not QUIT."""
 
@@ -45,16 +47,17 @@ class ShutdownTests(FaultCase):
         self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
         r.send(b"QUIT\r\n")
         self.be.wait_for(lambda rs: any(q.event == "quit" for q in rs))
-        sigterm(self.gw)
-        # The idle session is told at once and closed; its DELE is dropped.
         t0 = time.monotonic()
-        self.assertEqual(idle.line(), SHUTTING_DOWN)
-        # (told at once, not when the 2 s grace period ends)
-        self.assertLess(time.monotonic() - t0, upper(0.5, cap=1.5))
-        idle.expect_eof(timeout=upper(2))
+        sigterm(self.gw)
         # The QUIT in flight completes with its deletion committed.
         self.assertRegex(r.line(), rb"^\+OK bye, 1 messages? deleted\r\n$")
         r.expect_eof(timeout=2)
+        # The idle logged-in session may still QUIT during the grace period;
+        # it does not, so it is told and closed when the 2 s are over, and
+        # its DELE is dropped.
+        self.assertEqual(idle.line(), SHUTTING_DOWN)
+        self.assertGreater(time.monotonic() - t0, 1.5, "closed before the grace period ended")
+        idle.expect_eof(timeout=upper(2))
         self.wait_exit(3)
         self.assertEqual(self.be.committed, [("alice", "uid-a2")])
         quits = self.be.requests("quit")
@@ -67,14 +70,47 @@ class ShutdownTests(FaultCase):
         r = self.retr_in_flight_at_sigterm()
         self.assertTrue(r.status().startswith(b"+OK"))
         self.assertEqual(r.body(), crlf(self.be.mailboxes["alice"][0][1]))
+        # Closed when the grace period ends (it could still have QUIT).
         self.assertEqual(r.line(), SHUTTING_DOWN)
         r.expect_eof(timeout=2)
         self.wait_exit(3)
         self.assert_no_quit()
 
+    def test_quit_during_grace_commits(self):
+        """SIGTERM with a DELE pending, then QUIT within the grace period:
+        +OK, and the quit event carries the deletion."""
+        r = self.raw()
+        r.login("alice", "secret1")
+        self.assertTrue(r.cmd("DELE 2").startswith(b"+OK"))
+        n0 = len(self.log_lines())
+        sigterm(self.gw)
+        self.wait_log(r"msg=stopping\b", since=n0)
+        # Any other command is refused now, and the session stays open.
+        self.assertEqual(r.cmd("STAT"), SHUTTING_DOWN)
+        self.assertEqual(r.cmd("NOOP"), SHUTTING_DOWN)
+        self.assertRegex(r.cmd("QUIT"), rb"^\+OK bye, 1 messages? deleted\r\n$")
+        r.expect_eof(timeout=2)
+        self.wait_exit(3)
+        quits = self.be.requests("quit")
+        self.assertEqual(len(quits), 1)
+        self.assertEqual([d["message"] for d in quits[0].body["deleted"]], [2])
+        self.assertEqual(self.be.committed, [("alice", "uid-a2")])
+
+    def test_not_logged_in_told_and_closed_at_once(self):
+        r = self.raw()
+        self.assertTrue(r.cmd("USER alice").startswith(b"+OK"))
+        t0 = time.monotonic()
+        sigterm(self.gw)
+        self.assertEqual(r.line(), SHUTTING_DOWN)
+        # (told at once, not when the 2 s grace period ends)
+        self.assertLess(time.monotonic() - t0, upper(0.5, cap=1.5))
+        r.expect_eof(timeout=upper(2))
+        self.wait_exit(3)
+
     def test_pipelined_commands_after_sigterm_are_not_run(self):
-        """Commands that arrive after the drain began are not started: a
-        DELE+QUIT batch sent too late commits nothing."""
+        """Commands that arrive after the drain began are not started, but
+        QUIT: a DELE+QUIT batch sent too late gets the DELE refused and a
+        QUIT that commits nothing."""
         n0 = len(self.log_lines())
         r = self.retr_in_flight_at_sigterm()
         self.wait_log(r"msg=stopping\b", since=n0)
@@ -82,8 +118,10 @@ class ShutdownTests(FaultCase):
         self.assertTrue(r.status().startswith(b"+OK"))
         r.body()
         self.assertEqual(r.line(), SHUTTING_DOWN)
+        self.assertTrue(r.line().startswith(b"+OK"))
+        r.expect_eof(timeout=2)
         self.wait_exit(3)
-        self.assert_no_quit()
+        self.assertEqual([q.body["deleted"] for q in self.be.requests("quit")], [[]])
         self.assert_not_deleted()
 
     def test_grace_period_ends_stuck_sessions(self):
