@@ -123,7 +123,7 @@ static json_t *status_logins(struct jb *j, const struct metrics_snap *s)
     unsigned long n_ok = 0, n_failed = 0;
     int m;
 
-    for (m = 0; m < MM_N; m++) {
+    for (m = 0; m < METRICS_METHODS; m++) {
         put(j, ok, metrics_method_names[m], jint(s->logins_ok[m]));
         put(j, failed, metrics_method_names[m], jint(s->logins_failed[m]));
         n_ok += s->logins_ok[m];

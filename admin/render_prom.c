@@ -115,7 +115,7 @@ static void render_pop3(struct prom *p, const struct metrics_snap *s)
            "Unknown, out-of-state, malformed or too long command lines.", s->bad_commands);
     family(p, "pop3gw_logins_total", "counter",
            "Login attempts the backend decided, by method and result (ok, failed).");
-    for (m = 0; m < MM_N; m++) {
+    for (m = 0; m < METRICS_METHODS; m++) {
         out(p, "pop3gw_logins_total{method=\"%s\",result=\"ok\"} %lu\n", metrics_method_names[m],
             s->logins_ok[m]);
         out(p, "pop3gw_logins_total{method=\"%s\",result=\"failed\"} %lu\n",

@@ -19,8 +19,8 @@ const char *const metrics_event_names[METRICS_EVENTS] = {
 #undef X
 };
 
-const char *const metrics_method_names[MM_N] = {
-#define X(e, n) n,
+const char *const metrics_method_names[METRICS_METHODS] = {
+#define X(e, n, cmd) n,
     NAMES_METHODS(X)
 #undef X
 };
@@ -40,16 +40,6 @@ void metrics_observe(struct metrics_hist *h, double seconds)
     atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, (unsigned long)(seconds * 1e6), memory_order_relaxed);
-}
-
-int metrics_method_index(const char *name)
-{
-    int i;
-
-    for (i = 0; name && i < MM_N; i++)
-        if (strcmp(name, metrics_method_names[i]) == 0)
-            return i;
-    return -1;
 }
 
 void metrics_backend_result(int ok)
@@ -121,7 +111,7 @@ void metrics_snap_take(struct metrics_snap *s)
     s->sessions_transaction = snap_gauge(&metrics.sessions_transaction);
     s->commands_total = LOAD(metrics.commands_total);
     s->bad_commands = LOAD(metrics.bad_commands);
-    for (m = 0; m < MM_N; m++) {
+    for (m = 0; m < METRICS_METHODS; m++) {
         s->logins_ok[m] = LOAD(metrics.logins_ok[m]);
         s->logins_failed[m] = LOAD(metrics.logins_failed[m]);
     }

@@ -15,13 +15,8 @@
 /* Webhook events, as webhook/wh.h numbers them (enum wh_event). */
 #define METRICS_EVENTS NAMES_COUNT(NAMES_EVENTS)
 
-/* Login methods (lib/names.h), in the order of metrics_method_names. */
-enum metrics_method {
-#define X(e, n) MM_##e,
-    NAMES_METHODS(X)
-#undef X
-        MM_N
-};
+/* Login methods, as webhook/wh.h numbers them (enum wh_method). */
+#define METRICS_METHODS NAMES_COUNT(NAMES_METHODS)
 
 /* Upper bounds (seconds) of the latency histogram buckets; +Inf follows. */
 #define METRICS_BUCKETS 12
@@ -57,16 +52,16 @@ struct metrics {
     /* POP3 */
     atomic_ulong commands_total; /* command lines handled */
     atomic_ulong bad_commands;   /* unknown, wrong state or syntax, too long */
-    atomic_ulong logins_ok[MM_N];
-    atomic_ulong logins_failed[MM_N]; /* refused by the backend */
-    atomic_ulong timeouts;            /* login/idle autologout */
-    atomic_ulong send_timeouts;       /* a client stopped reading */
-    atomic_ulong messages_retrieved;  /* RETR/TOP completed */
-    atomic_ulong messages_deleted;    /* committed by a successful quit */
-    atomic_ulong quit_failures;       /* quit with deletions not committed */
-    atomic_ulong size_mismatches;     /* streamed size differs from the listing */
-    atomic_ulong listings_truncated;  /* cut to max_messages */
-    atomic_ulong bytes_in, bytes_out; /* POP3 payload octets */
+    atomic_ulong logins_ok[METRICS_METHODS];
+    atomic_ulong logins_failed[METRICS_METHODS]; /* refused by the backend */
+    atomic_ulong timeouts;                       /* login/idle autologout */
+    atomic_ulong send_timeouts;                  /* a client stopped reading */
+    atomic_ulong messages_retrieved;             /* RETR/TOP completed */
+    atomic_ulong messages_deleted;               /* committed by a successful quit */
+    atomic_ulong quit_failures;                  /* quit with deletions not committed */
+    atomic_ulong size_mismatches;                /* streamed size differs from the listing */
+    atomic_ulong listings_truncated;             /* cut to max_messages */
+    atomic_ulong bytes_in, bytes_out;            /* POP3 payload octets */
     /* webhooks */
     atomic_ulong webhook_calls[METRICS_EVENTS]; /* finished calls */
     atomic_ulong webhook_errors[METRICS_EVENTS][MWE_N];
@@ -86,7 +81,7 @@ struct metrics {
 
 extern struct metrics metrics;
 extern const char *const metrics_event_names[METRICS_EVENTS];
-extern const char *const metrics_method_names[MM_N];
+extern const char *const metrics_method_names[METRICS_METHODS];
 extern const char *const metrics_wh_error_names[MWE_N];
 
 #define METRIC_ADD(field, n) atomic_fetch_add_explicit(&metrics.field, (n), memory_order_relaxed)
@@ -115,7 +110,7 @@ struct metrics_snap {
     unsigned long tls_handshakes, tls_failures, proxy_rejected;
     long sessions_authorization, sessions_transaction;
     unsigned long commands_total, bad_commands;
-    unsigned long logins_ok[MM_N], logins_failed[MM_N];
+    unsigned long logins_ok[METRICS_METHODS], logins_failed[METRICS_METHODS];
     unsigned long timeouts, send_timeouts;
     unsigned long messages_retrieved, messages_deleted, quit_failures;
     unsigned long size_mismatches, listings_truncated;
@@ -141,7 +136,5 @@ void metrics_observe(struct metrics_hist *h, double seconds);
 /* Records that a webhook call succeeded (ok) or failed: sets backend_last_ok
  * or backend_last_error (seconds) and its _ms twin. */
 void metrics_backend_result(int ok);
-/* Maps a method name ("USER", "PLAIN", ...) to its index, or -1. */
-int metrics_method_index(const char *name);
 
 #endif
