@@ -595,13 +595,13 @@ static int cfg_set_events(struct cfg *c, const struct cfg_key *k, int ev, const 
         memcpy(item, p, len);
         item[len] = '\0';
         char *w = cfg_trim(item);
-        if (strcmp(w, "connect") == 0)
+        if (strcmp(w, wh_event_names[WH_CONNECT]) == 0)
             conn = 1;
-        else if (strcmp(w, "disconnect") == 0)
+        else if (strcmp(w, wh_event_names[WH_DISCONNECT]) == 0)
             disc = 1;
         else
-            return cfg_bad(err, errlen, k, key, v,
-                           "a comma-separated list of connect and disconnect, or empty");
+            return cfg_bad(err, errlen, k, key, v, "a comma-separated list of %s and %s, or empty",
+                           wh_event_names[WH_CONNECT], wh_event_names[WH_DISCONNECT]);
         if (!comma)
             break;
         p = comma + 1;
@@ -768,9 +768,9 @@ static void cfg_print_events(const struct cfg *c, const struct cfg_key *k, int e
 {
     (void)k;
     (void)ev;
-    fputs(c->event_connect ? "connect" : "", out);
+    fputs(c->event_connect ? wh_event_names[WH_CONNECT] : "", out);
     fputs(c->event_connect && c->event_disconnect ? ", " : "", out);
-    fputs(c->event_disconnect ? "disconnect" : "", out);
+    fputs(c->event_disconnect ? wh_event_names[WH_DISCONNECT] : "", out);
 }
 
 /* ---- the key table ------------------------------------------------------- */
