@@ -129,7 +129,7 @@ FUZZ_DEPS_session := gateway/pop3 gateway/sasl gateway/conv lib/buf lib/log lib/
 	lib/metrics webhook/wh webhook/wh_json webhook/wh_sign
 FUZZ_DEPS_command := $(FUZZ_DEPS_session)
 FUZZ_DEPS_conv := gateway/conv
-FUZZ_DEPS_sasl := gateway/sasl webhook/wh_sign lib/util
+FUZZ_DEPS_sasl := gateway/sasl webhook/wh webhook/wh_sign lib/util
 FUZZ_DEPS_proxy := gateway/proxy
 FUZZ_DEPS_wh_json := webhook/wh webhook/wh_json webhook/wh_sign lib/buf lib/util
 FUZZ_DEPS_wh_content := webhook/wh_content $(FUZZ_DEPS_wh_json)

@@ -3,6 +3,11 @@
  * with jansson from a metrics snapshot and a worker query's copies. The
  * field names are part of the admin interface (docs/admin.md) and the
  * dashboard reads them: add fields, do not rename them.
+ *
+ * /status puts every row of lib/metrics.h's table at the path the row names;
+ * what is drawn from several rows (totals, quantiles of all events together,
+ * the backend's state) and what is not a metric (version, listeners) is
+ * written here.
  */
 #include "admin/render.h"
 
@@ -94,75 +99,7 @@ static json_t *status_listeners(struct jb *j, const struct adm_view *v)
     return arr;
 }
 
-static json_t *status_connections(struct jb *j, const struct metrics_snap *s,
-                                  const struct adm_view *v)
-{
-    json_t *o = json_object();
-
-    put(j, o, "active", jint((unsigned long long)s->connections_active));
-    put(j, o, "total", jint(s->connections_total));
-    put(j, o, "refused", jint(s->connections_refused));
-    put(j, o, "limit", json_integer(v->max_connections));
-    return o;
-}
-
-static json_t *status_sessions(struct jb *j, const struct metrics_snap *s)
-{
-    json_t *o = json_object();
-
-    put(j, o, "authorization", jint((unsigned long long)s->sessions_authorization));
-    put(j, o, "transaction", jint((unsigned long long)s->sessions_transaction));
-    put(j, o, "total",
-        jint((unsigned long long)(s->sessions_authorization + s->sessions_transaction)));
-    return o;
-}
-
-static json_t *status_logins(struct jb *j, const struct metrics_snap *s)
-{
-    json_t *o = json_object(), *ok = json_object(), *failed = json_object();
-    unsigned long n_ok = 0, n_failed = 0;
-    int m;
-
-    for (m = 0; m < MM_N; m++) {
-        put(j, ok, metrics_method_names[m], jint(s->logins_ok[m]));
-        put(j, failed, metrics_method_names[m], jint(s->logins_failed[m]));
-        n_ok += s->logins_ok[m];
-        n_failed += s->logins_failed[m];
-    }
-    put(j, o, "ok", ok);
-    put(j, o, "failed", failed);
-    put(j, o, "ok_total", jint(n_ok));
-    put(j, o, "failed_total", jint(n_failed));
-    return o;
-}
-
-static json_t *status_pop3(struct jb *j, const struct metrics_snap *s)
-{
-    json_t *o = json_object();
-
-    put(j, o, "commands", jint(s->commands_total));
-    put(j, o, "bad_commands", jint(s->bad_commands));
-    put(j, o, "messages_retrieved", jint(s->messages_retrieved));
-    put(j, o, "messages_deleted", jint(s->messages_deleted));
-    put(j, o, "quit_failures", jint(s->quit_failures));
-    put(j, o, "size_mismatches", jint(s->size_mismatches));
-    put(j, o, "listings_truncated", jint(s->listings_truncated));
-    put(j, o, "timeouts", jint(s->timeouts));
-    put(j, o, "send_timeouts", jint(s->send_timeouts));
-    return o;
-}
-
-static json_t *status_spool(struct jb *j, const struct metrics_snap *s)
-{
-    json_t *o = json_object();
-
-    put(j, o, "files", jint((unsigned long long)s->spool_files));
-    put(j, o, "bytes", jint((unsigned long long)s->spool_bytes));
-    put(j, o, "written_bytes", jint(s->spool_bytes_total));
-    put(j, o, "fallbacks", jint(s->spool_fallbacks));
-    return o;
-}
-
+/* A latency object: count, sum, quantile estimates and the buckets. */
 static json_t *status_latency(struct jb *j, const struct hist_snap *h)
 {
     json_t *o = json_object(), *b = json_array();
@@ -179,66 +116,158 @@ static json_t *status_latency(struct jb *j, const struct hist_snap *h)
     return o;
 }
 
-static json_t *status_event(struct jb *j, const struct metrics_snap *s, int e)
+/* The object at a dotted path under root ("webhooks.events.list"), made
+ * where missing. NULL when memory runs out or a member on the way is not an
+ * object. */
+static json_t *status_obj(struct jb *j, json_t *root, const char *path)
 {
-    json_t *o = json_object(), *why = json_object();
-    int r;
+    json_t *o = root;
+    char key[128];
 
-    for (r = 0; r < MWE_N; r++)
-        put(j, why, metrics_wh_error_names[r], jint(s->webhook_errors[e][r]));
-    put(j, o, "calls", jint(s->webhook_calls[e]));
-    put(j, o, "errors", jint(metrics_snap_errors(s, e)));
-    put(j, o, "errors_by_reason", why);
-    put(j, o, "retries", jint(s->webhook_retries[e]));
-    put(j, o, "latency", status_latency(j, &s->latency[e]));
+    while (o && *path) {
+        size_t n = strcspn(path, ".");
+        json_t *next;
+        if (n >= sizeof key)
+            n = sizeof key - 1;
+        memcpy(key, path, n);
+        key[n] = '\0';
+        path += path[n] == '.' ? n + 1 : n;
+        next = json_object_get(o, key);
+        if (!next) {
+            next = json_object();
+            put(j, o, key, next);
+        }
+        o = json_is_object(next) ? next : NULL;
+    }
+    if (!o)
+        j->failed = 1;
     return o;
 }
 
-static json_t *status_webhooks(struct jb *j, const struct metrics_snap *s, const struct adm_view *v)
+/* Sets the member at a dotted path ("pop3.commands"), making the objects
+ * on the way. */
+static void status_put(struct jb *j, json_t *root, const char *path, json_t *v)
 {
-    json_t *o = json_object(), *events = json_object(), *bounds = json_array();
+    const char *dot = strrchr(path, '.');
+    char parent[256];
+    json_t *o = root;
+
+    if (dot) {
+        snprintf(parent, sizeof parent, "%.*s", (int)(dot - path), path);
+        o = status_obj(j, root, parent);
+    }
+    if (o)
+        put(j, o, dot ? dot + 1 : path, v);
+    else
+        json_decref(v);
+}
+
+/* Row r's path for series i: each {LABEL} replaced by the label's value. */
+static void status_path(char *dst, size_t cap, const struct metrics_row *r, size_t i)
+{
+    const char *names[2], *values[2], *p = r->json, *close;
+    int count = metrics_dim_labels(r->dim, i, names, values), k;
+    size_t n = 0;
+
+    while (*p && n + 1 < cap) {
+        const char *value = NULL;
+        if (*p == '{' && (close = strchr(p, '}'))) {
+            for (k = 0; k < count; k++)
+                if (strlen(names[k]) == (size_t)(close - p - 1) &&
+                    strncmp(names[k], p + 1, (size_t)(close - p - 1)) == 0)
+                    value = values[k];
+        }
+        if (!value) {
+            dst[n++] = *p++;
+            continue;
+        }
+        n += (size_t)snprintf(dst + n, cap - n, "%s", value);
+        if (n >= cap)
+            n = cap - 1;
+        p = close + 1;
+    }
+    dst[n] = '\0';
+}
+
+/* Series i of row r as JSON. */
+static json_t *status_value(struct jb *j, const struct adm_snapshot *snap,
+                            const struct metrics_row *r, size_t i)
+{
+    switch (r->kind) {
+    case MK_HISTOGRAM:
+        return status_latency(j, metrics_snap_hist(&snap->m, r, i));
+    case MK_TIME:
+        return jtime((long)metrics_snap_value(snap, r, i));
+    case MK_COUNTER:
+    case MK_GAUGE:
+    case MK_VIEW:
+    default:
+        return jint(metrics_snap_value(snap, r, i));
+    }
+}
+
+/* Every row of the table that /status shows, at its path. */
+static void status_rows(struct jb *j, json_t *root, const struct adm_snapshot *snap)
+{
+    char path[256];
+    size_t r, i;
+
+    for (r = 0; r < METRICS_N_ROWS; r++) {
+        const struct metrics_row *row = &metrics_rows[r];
+        if (!*row->json)
+            continue;
+        for (i = 0; i < row->n; i++) {
+            status_path(path, sizeof path, row, i);
+            status_put(j, root, path, status_value(j, snap, row, i));
+        }
+    }
+}
+
+/* ---- /status: the fields drawn from the rows ---------------------------- */
+
+static void status_sums(struct jb *j, json_t *root, const struct metrics_snap *s)
+{
+    unsigned long n_ok = 0, n_failed = 0;
+    int m;
+
+    for (m = 0; m < METRICS_METHODS; m++) {
+        n_ok += s->logins_ok[m];
+        n_failed += s->logins_failed[m];
+    }
+    status_put(j, root, "sessions.total",
+               jint((unsigned long long)(s->sessions_authorization + s->sessions_transaction)));
+    status_put(j, root, "logins.ok_total", jint(n_ok));
+    status_put(j, root, "logins.failed_total", jint(n_failed));
+}
+
+static void status_webhooks(struct jb *j, json_t *root, const struct metrics_snap *s)
+{
+    json_t *o = status_obj(j, root, "webhooks"), *bounds = json_array();
+    json_t *events = status_obj(j, root, "webhooks.events");
     unsigned long calls = 0, errors = 0, retries = 0;
     struct hist_snap all = {{0}, 0, 0};
     int e, i;
 
     for (e = 0; e < METRICS_EVENTS; e++) {
-        put(j, events, metrics_event_names[e], status_event(j, s, e));
+        json_t *ev = events ? json_object_get(events, metrics_event_names[e]) : NULL;
+        if (ev)
+            put(j, ev, "errors", jint(metrics_snap_errors(s, e)));
         calls += s->webhook_calls[e];
         errors += metrics_snap_errors(s, e);
         retries += s->webhook_retries[e];
-        hist_snap_merge(&all, &s->latency[e]);
+        hist_snap_merge(&all, &s->webhook_latency[e]);
     }
     for (i = 0; i < METRICS_BUCKETS; i++)
         push(j, bounds, json_real(metrics_bucket_bounds[i]));
-    put(j, o, "inflight", jint((unsigned long long)s->webhook_inflight));
-    put(j, o, "inflight_limit", json_integer(v->inflight_limit));
+    if (!o) {
+        json_decref(bounds);
+        return;
+    }
     put(j, o, "calls", jint(calls));
     put(j, o, "errors", jint(errors));
     put(j, o, "retries", jint(retries));
     put(j, o, "latency", status_latency(j, &all));
     put(j, o, "bucket_bounds", bounds);
-    put(j, o, "events", events);
-    return o;
-}
-
-static json_t *status_backend(struct jb *j, const struct metrics_snap *s)
-{
-    json_t *o = json_object();
-
-    put(j, o, "state", json_string(metrics_snap_backend_state(s)));
-    put(j, o, "last_ok", jtime(s->backend_last_ok));
-    put(j, o, "last_error", jtime(s->backend_last_error));
-    return o;
-}
-
-static json_t *status_pair(struct jb *j, const char *k1, unsigned long v1, const char *k2,
-                           unsigned long v2)
-{
-    json_t *o = json_object();
-
-    put(j, o, k1, jint(v1));
-    put(j, o, k2, jint(v2));
-    return o;
 }
 
 char *render_status_json(const struct adm_snapshot *snap)
@@ -249,24 +278,17 @@ char *render_status_json(const struct adm_snapshot *snap)
     json_t *root = json_object();
     long long up = s->started > 0 && v->now > s->started ? v->now - s->started : 0;
 
+    if (!root)
+        return NULL;
     put(&j, root, "version", json_string(v->version));
     put(&j, root, "now", json_integer(v->now));
-    put(&j, root, "started", jtime(s->started));
     put(&j, root, "uptime_seconds", json_integer(up));
-    put(&j, root, "workers", json_integer(v->workers));
     put(&j, root, "draining", json_boolean(v->draining));
     put(&j, root, "listeners", status_listeners(&j, v));
-    put(&j, root, "connections", status_connections(&j, s, v));
-    put(&j, root, "sessions", status_sessions(&j, s));
-    put(&j, root, "logins", status_logins(&j, s));
-    put(&j, root, "pop3", status_pop3(&j, s));
-    put(&j, root, "bytes", status_pair(&j, "in", s->bytes_in, "out", s->bytes_out));
-    put(&j, root, "tls",
-        status_pair(&j, "handshakes", s->tls_handshakes, "failures", s->tls_failures));
-    put(&j, root, "proxy_rejected", jint(s->proxy_rejected));
-    put(&j, root, "spool", status_spool(&j, s));
-    put(&j, root, "webhooks", status_webhooks(&j, s, v));
-    put(&j, root, "backend", status_backend(&j, s));
+    status_rows(&j, root, snap);
+    status_sums(&j, root, s);
+    status_webhooks(&j, root, s);
+    status_put(&j, root, "backend.state", json_string(metrics_snap_backend_state(s)));
     return finish(&j, root);
 }
 

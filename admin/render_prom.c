@@ -6,6 +6,10 @@
  * written even while it is zero (so that rate() works from the first
  * scrape). The output passes `promtool check metrics`; the metric names are
  * part of the admin interface (docs/admin.md): add, do not rename.
+ *
+ * Every family is a row (or a run of rows) of lib/metrics.h's table, written
+ * in the table's order; this file only knows how a kind and a dimension look
+ * in the text format.
  */
 #include "admin/render.h"
 
@@ -37,18 +41,50 @@ static void out(struct prom *p, const char *fmt, ...)
         p->failed = 1;
 }
 
-/* The HELP and TYPE lines of a family. */
-static void family(struct prom *p, const char *name, const char *type, const char *help)
+static const char *prom_type(enum metrics_kind kind)
 {
-    out(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    switch (kind) {
+    case MK_COUNTER:
+        return "counter";
+    case MK_HISTOGRAM:
+        return "histogram";
+    case MK_GAUGE:
+    case MK_TIME:
+    case MK_VIEW:
+        return "gauge";
+    default:
+        abort();
+    }
 }
 
-/* A family with one unlabelled sample. */
-static void single(struct prom *p, const char *name, const char *type, const char *help,
-                   unsigned long long v)
+/* The HELP and TYPE lines of the family that starts at row r. In the help
+ * text, {LABEL} becomes the values the label takes, comma-separated. */
+static void family(struct prom *p, const struct metrics_row *r)
 {
-    family(p, name, type, help);
-    out(p, "%s %llu\n", name, v);
+    char help[400];
+    const char *h = r->help, *close;
+    size_t n = 0, k, count;
+
+    while (*h && n + 1 < sizeof help) {
+        const char *const *values = NULL;
+        char label[32];
+        if (*h == '{' && (close = strchr(h, '}')) && (size_t)(close - h) < sizeof label) {
+            memcpy(label, h + 1, (size_t)(close - h - 1));
+            label[close - h - 1] = '\0';
+            values = metrics_label_values(label, &count);
+        }
+        if (!values) {
+            help[n++] = *h++;
+            continue;
+        }
+        for (k = 0; k < count && n + 1 < sizeof help; k++)
+            n += (size_t)snprintf(help + n, sizeof help - n, "%s%s", k ? ", " : "", values[k]);
+        if (n >= sizeof help)
+            n = sizeof help - 1;
+        h = close + 1;
+    }
+    help[n] = '\0';
+    out(p, "# HELP %s %s\n# TYPE %s %s\n", r->name, help, r->name, prom_type(r->kind));
 }
 
 /* A label value: backslash, double quote and newline escaped. */
@@ -67,166 +103,80 @@ static void label_value(char *dst, size_t cap, const char *v)
     dst[n] = 0;
 }
 
-static void render_process(struct prom *p, const struct metrics_snap *s, const struct adm_view *v)
+/* The labels of series i of row r, without braces: the dimension's, then
+ * the row's fixed label. */
+static void series_labels(char *dst, size_t cap, const struct metrics_row *r, size_t i,
+                          const struct adm_view *v)
 {
-    char version[128];
+    const char *names[2], *values[2];
+    char value[128];
+    size_t n = 0;
+    int k, count = metrics_dim_labels(r->dim, i, names, values);
 
-    label_value(version, sizeof version, v->version);
-    family(p, "pop3gw_info", "gauge", "Build information; always 1.");
-    out(p, "pop3gw_info{version=\"%s\"} 1\n", version);
-    single(p, "pop3gw_up", "gauge", "1 while the process serves its admin endpoint.", 1);
-    single(p, "pop3gw_start_time_seconds", "gauge", "Unix time the process started.",
-           (unsigned long long)s->started);
-    single(p, "pop3gw_workers", "gauge", "Event-loop worker threads.",
-           (unsigned long long)v->workers);
-    single(p, "pop3gw_draining", "gauge", "1 after SIGTERM, while sessions finish.",
-           (unsigned long long)(v->draining != 0));
-}
-
-static void render_connections(struct prom *p, const struct metrics_snap *s,
-                               const struct adm_view *v)
-{
-    single(p, "pop3gw_connections_total", "counter", "Client connections accepted.",
-           s->connections_total);
-    single(p, "pop3gw_connections_active", "gauge", "Client connections open now.",
-           (unsigned long long)s->connections_active);
-    single(p, "pop3gw_connections_limit", "gauge", "Configured max_connections (0 = no limit).",
-           (unsigned long long)v->max_connections);
-    single(p, "pop3gw_connections_refused_total", "counter",
-           "Client connections refused by max_connections or max_connections_per_ip.",
-           s->connections_refused);
-    single(p, "pop3gw_tls_handshakes_total", "counter",
-           "TLS handshakes completed (implicit TLS and STLS).", s->tls_handshakes);
-    single(p, "pop3gw_tls_handshake_failures_total", "counter", "TLS handshakes that failed.",
-           s->tls_failures);
-    single(p, "pop3gw_proxy_rejected_total", "counter",
-           "Connections closed for a bad, missing or untrusted PROXY header.", s->proxy_rejected);
-    family(p, "pop3gw_sessions", "gauge", "POP3 sessions now, by RFC 1939 state.");
-    out(p, "pop3gw_sessions{state=\"authorization\"} %ld\n", s->sessions_authorization);
-    out(p, "pop3gw_sessions{state=\"transaction\"} %ld\n", s->sessions_transaction);
-}
-
-static void render_pop3(struct prom *p, const struct metrics_snap *s)
-{
-    int m;
-
-    single(p, "pop3gw_commands_total", "counter", "POP3 command lines handled.", s->commands_total);
-    single(p, "pop3gw_bad_commands_total", "counter",
-           "Unknown, out-of-state, malformed or too long command lines.", s->bad_commands);
-    family(p, "pop3gw_logins_total", "counter",
-           "Login attempts the backend decided, by method and result (ok, failed).");
-    for (m = 0; m < MM_N; m++) {
-        out(p, "pop3gw_logins_total{method=\"%s\",result=\"ok\"} %lu\n", metrics_method_names[m],
-            s->logins_ok[m]);
-        out(p, "pop3gw_logins_total{method=\"%s\",result=\"failed\"} %lu\n",
-            metrics_method_names[m], s->logins_failed[m]);
+    dst[0] = '\0';
+    for (k = 0; k < count; k++) {
+        label_value(value, sizeof value, values[k] ? values[k] : v->version);
+        n += (size_t)snprintf(dst + n, cap - n, "%s%s=\"%s\"", k ? "," : "", names[k], value);
+        if (n >= cap)
+            return;
     }
-    single(p, "pop3gw_session_timeouts_total", "counter",
-           "Sessions closed by login_timeout or idle_timeout.", s->timeouts);
-    single(p, "pop3gw_send_timeouts_total", "counter",
-           "Sessions closed because the client stopped reading (send_timeout).", s->send_timeouts);
-    single(p, "pop3gw_messages_retrieved_total", "counter", "RETR and TOP replies completed.",
-           s->messages_retrieved);
-    single(p, "pop3gw_messages_deleted_total", "counter",
-           "Deletions committed by a successful quit.", s->messages_deleted);
-    single(p, "pop3gw_quit_failures_total", "counter",
-           "QUITs whose deletions the backend did not commit.", s->quit_failures);
-    single(p, "pop3gw_size_mismatches_total", "counter",
-           "Streamed messages whose length differed from the listed size.", s->size_mismatches);
-    single(p, "pop3gw_listings_truncated_total", "counter", "Listings cut to max_messages.",
-           s->listings_truncated);
-    single(p, "pop3gw_spool_written_bytes_total", "counter",
-           "Octets of converted messages written to spool files for slow clients.",
-           s->spool_bytes_total);
-    single(p, "pop3gw_spool_files", "gauge", "Spool files open now.",
-           (unsigned long long)s->spool_files);
-    single(p, "pop3gw_spool_bytes", "gauge", "Octets held in open spool files now.",
-           (unsigned long long)s->spool_bytes);
-    single(p, "pop3gw_spool_fallbacks_total", "counter",
-           "Streams that paused their transfer because spooling was off or impossible "
-           "(spool_max reached, disk full, no file).",
-           s->spool_fallbacks);
-    single(p, "pop3gw_received_bytes_total", "counter", "POP3 octets read from clients.",
-           s->bytes_in);
-    single(p, "pop3gw_sent_bytes_total", "counter", "POP3 octets written to clients.",
-           s->bytes_out);
+    if (*r->label)
+        snprintf(dst + n, cap - n, "%s%s", n ? "," : "", r->label);
 }
 
-static void render_webhook_counts(struct prom *p, const struct metrics_snap *s,
-                                  const struct adm_view *v)
+static void render_histogram(struct prom *p, const char *n, const char *labels,
+                             const struct hist_snap *h)
 {
-    int e, r;
-
-    family(p, "pop3gw_webhook_calls_total", "counter", "Webhook calls finished, by event.");
-    for (e = 0; e < METRICS_EVENTS; e++)
-        out(p, "pop3gw_webhook_calls_total{event=\"%s\"} %lu\n", metrics_event_names[e],
-            s->webhook_calls[e]);
-    family(p, "pop3gw_webhook_errors_total", "counter",
-           "Webhook calls that failed, by event and reason "
-           "(timeout, connect, status, body, broken, refused: a 401 or 403, "
-           "the backend refused the call's signature or token).");
-    for (e = 0; e < METRICS_EVENTS; e++)
-        for (r = 0; r < MWE_N; r++)
-            out(p, "pop3gw_webhook_errors_total{event=\"%s\",reason=\"%s\"} %lu\n",
-                metrics_event_names[e], metrics_wh_error_names[r], s->webhook_errors[e][r]);
-    family(p, "pop3gw_webhook_retries_total", "counter",
-           "Webhook attempts repeated after a transport failure, by event.");
-    for (e = 0; e < METRICS_EVENTS; e++)
-        out(p, "pop3gw_webhook_retries_total{event=\"%s\"} %lu\n", metrics_event_names[e],
-            s->webhook_retries[e]);
-    single(p, "pop3gw_webhook_inflight", "gauge", "Webhook calls running or queued now.",
-           (unsigned long long)s->webhook_inflight);
-    single(p, "pop3gw_webhook_inflight_limit", "gauge",
-           "Webhook calls that may run at once: the lower of max_inflight and backend_pool, times "
-           "workers.",
-           (unsigned long long)v->inflight_limit);
-}
-
-static void render_histogram(struct prom *p, const char *event, const struct hist_snap *h)
-{
-    const char *n = "pop3gw_webhook_duration_seconds";
+    const char *sep = *labels ? "," : "";
     unsigned long cum = 0;
     int i;
 
     for (i = 0; i < METRICS_BUCKETS; i++) {
         cum += h->bucket[i];
-        out(p, "%s_bucket{event=\"%s\",le=\"%g\"} %lu\n", n, event, metrics_bucket_bounds[i], cum);
+        out(p, "%s_bucket{%s%sle=\"%g\"} %lu\n", n, labels, sep, metrics_bucket_bounds[i], cum);
     }
-    out(p, "%s_bucket{event=\"%s\",le=\"+Inf\"} %lu\n", n, event, h->count);
-    out(p, "%s_sum{event=\"%s\"} %.6f\n", n, event, h->sum);
-    out(p, "%s_count{event=\"%s\"} %lu\n", n, event, h->count);
+    out(p, "%s_bucket{%s%sle=\"+Inf\"} %lu\n", n, labels, sep, h->count);
+    if (*labels) {
+        out(p, "%s_sum{%s} %.6f\n", n, labels, h->sum);
+        out(p, "%s_count{%s} %lu\n", n, labels, h->count);
+    } else {
+        out(p, "%s_sum %.6f\n", n, h->sum);
+        out(p, "%s_count %lu\n", n, h->count);
+    }
 }
 
-static void render_backend(struct prom *p, const struct metrics_snap *s)
+/* Series i of row r: one sample, or a histogram's lines. */
+static void render_series(struct prom *p, const struct adm_snapshot *snap,
+                          const struct metrics_row *r, size_t i)
 {
-    single(p, "pop3gw_backend_last_success_timestamp_seconds", "gauge",
-           "Unix time of the last webhook call that succeeded (0 = never).",
-           (unsigned long long)s->backend_last_ok);
-    single(p, "pop3gw_backend_last_error_timestamp_seconds", "gauge",
-           "Unix time of the last webhook call that failed (0 = never).",
-           (unsigned long long)s->backend_last_error);
-    single(p, "pop3gw_backend_failing", "gauge",
-           "1 when the last webhook failure is newer than the last success.",
-           strcmp(metrics_snap_backend_state(s), "failing") == 0);
+    char labels[320];
+
+    series_labels(labels, sizeof labels, r, i, &snap->v);
+    if (r->kind == MK_HISTOGRAM)
+        render_histogram(p, r->name, labels, metrics_snap_hist(&snap->m, r, i));
+    else if (*labels)
+        out(p, "%s{%s} %llu\n", r->name, labels, metrics_snap_value(snap, r, i));
+    else
+        out(p, "%s %llu\n", r->name, metrics_snap_value(snap, r, i));
 }
 
 char *render_prometheus(const struct adm_snapshot *snap)
 {
-    const struct metrics_snap *s = &snap->m;
-    const struct adm_view *v = &snap->v;
     struct prom p = {{NULL, 0, 0}, 0};
-    int e;
+    size_t r, end, i, k;
 
-    render_process(&p, s, v);
-    render_connections(&p, s, v);
-    render_pop3(&p, s);
-    render_webhook_counts(&p, s, v);
-    family(&p, "pop3gw_webhook_duration_seconds", "histogram",
-           "Seconds from a webhook call's start to its reply (retrieve: to the headers), "
-           "retries included, by event.");
-    for (e = 0; e < METRICS_EVENTS; e++)
-        render_histogram(&p, metrics_event_names[e], &s->latency[e]);
-    render_backend(&p, s);
+    /* A family is a run of rows with one name; its series go index by
+     * index, row by row (method="USER" ok, then failed, ...). */
+    for (r = 0; r < METRICS_N_ROWS; r = end) {
+        for (end = r + 1;
+             end < METRICS_N_ROWS && strcmp(metrics_rows[end].name, metrics_rows[r].name) == 0;
+             end++)
+            ;
+        family(&p, &metrics_rows[r]);
+        for (i = 0; i < metrics_rows[r].n; i++)
+            for (k = r; k < end; k++)
+                render_series(&p, snap, &metrics_rows[k], i);
+    }
     if (!p.failed && buf_add(&p.b, "", 1) < 0) /* the NUL */
         p.failed = 1;
     if (p.failed) {

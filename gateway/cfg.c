@@ -3,8 +3,9 @@
  * the four sources (defaults < file < environment < flags).
  *
  * One table, cfg_keys[], drives everything: lookup by name, the setter that
- * checks and stores a value, the printer behind --check-config and the
- * --help text. Its order is the order of DESIGN.md's table and of cfg_print().
+ * checks and stores a value, the default (a value the row's own setter
+ * applies), the printer behind --check-config, the --help text and which
+ * fields cfg_free() frees. Its order is the order of cfg_print() and --help.
  *
  * Conventions the rest of the gateway relies on:
  * - A listener host of "*" means every address; it is written `*:110` or
@@ -49,8 +50,9 @@
 #define CFG_SECRET_KEYS_MAX 4 /* as many keys as webhook/wh_sign accepts */
 #define CFG_SECRET_BYTES_MAX 64
 #define CFG_ENV_PREFIX "POP3GW_"
-#define CFG_KEY_MAX 64   /* longest key name we look up */
-#define CFG_MSG_MAX 1024 /* one error message */
+#define CFG_KEY_MAX 64           /* longest key name we look up */
+#define CFG_MSG_MAX 1024         /* one error message */
+#define CFG_LISTEN "0.0.0.0:110" /* listen, when no source names a listener */
 
 struct cfg_key;
 typedef int (*cfg_setter)(struct cfg *c, const struct cfg_key *k, int ev, const char *key,
@@ -68,8 +70,11 @@ struct cfg_key {
     const char *const *words; /* accepted words for enumerated keys, by value */
     int per_event;            /* backend_url_EVENT, backend_timeout_EVENT */
     int secret;               /* never shown: `***` in cfg_print and messages */
+    int str;                  /* a char * field (per_event: one per event), freed by cfg_free */
     const char *why;          /* added to the "expected" text of a bad value */
-    const char *def;          /* default, for --help */
+    const char *def;          /* default value, as a file would give it: cfg_defaults()
+                                 applies it through set, --help shows it; NULL: unset */
+    const char *note;         /* --help's default instead, when it is no plain value */
     const char *help;         /* one-line description, for --help */
 };
 
@@ -590,13 +595,13 @@ static int cfg_set_events(struct cfg *c, const struct cfg_key *k, int ev, const 
         memcpy(item, p, len);
         item[len] = '\0';
         char *w = cfg_trim(item);
-        if (strcmp(w, "connect") == 0)
+        if (strcmp(w, wh_event_names[WH_CONNECT]) == 0)
             conn = 1;
-        else if (strcmp(w, "disconnect") == 0)
+        else if (strcmp(w, wh_event_names[WH_DISCONNECT]) == 0)
             disc = 1;
         else
-            return cfg_bad(err, errlen, k, key, v,
-                           "a comma-separated list of connect and disconnect, or empty");
+            return cfg_bad(err, errlen, k, key, v, "a comma-separated list of %s and %s, or empty",
+                           wh_event_names[WH_CONNECT], wh_event_names[WH_DISCONNECT]);
         if (!comma)
             break;
         p = comma + 1;
@@ -782,10 +787,22 @@ static void cfg_print_int(const struct cfg *c, const struct cfg_key *k, int ev, 
     fprintf(out, "%d", *(const int *)cfg_cfield(c, k, ev, sizeof(int)));
 }
 
+/* Octets, with the largest of G, M and K that divides them. */
 static void cfg_print_size(const struct cfg *c, const struct cfg_key *k, int ev, FILE *out)
 {
-    fprintf(out, "%llu",
-            *(const unsigned long long *)cfg_cfield(c, k, ev, sizeof(unsigned long long)));
+    unsigned long long v =
+        *(const unsigned long long *)cfg_cfield(c, k, ev, sizeof(unsigned long long));
+    static const char units[] = "GMK";
+    int i;
+
+    for (i = 0; v && i < 3; i++) {
+        unsigned long long u = 1ULL << (10 * (3 - i));
+        if (v % u == 0) {
+            fprintf(out, "%llu%c", v / u, units[i]);
+            return;
+        }
+    }
+    fprintf(out, "%llu", v);
 }
 
 static void cfg_print_login_delay(const struct cfg *c, const struct cfg_key *k, int ev, FILE *out)
@@ -800,23 +817,35 @@ static void cfg_print_events(const struct cfg *c, const struct cfg_key *k, int e
 {
     (void)k;
     (void)ev;
-    fputs(c->event_connect ? "connect" : "", out);
+    fputs(c->event_connect ? wh_event_names[WH_CONNECT] : "", out);
     fputs(c->event_connect && c->event_disconnect ? ", " : "", out);
-    fputs(c->event_disconnect ? "disconnect" : "", out);
+    fputs(c->event_disconnect ? wh_event_names[WH_DISCONNECT] : "", out);
 }
 
 /* ---- the key table ------------------------------------------------------- */
 
-static const char *const cfg_words_plain[] = {"tls-only", "allow", NULL};
+/* The words of enumerated keys: a word's index is the value stored, so each
+ * list names every value of its enum (the asserts) and then NULL. */
+static const char *const cfg_words_plain[] = {
+    [CFG_PLAIN_TLS_ONLY] = "tls-only", [CFG_PLAIN_ALLOW] = "allow", NULL};
 static const char *const cfg_words_onoff[] = {"off", "on", NULL};
-static const char *const cfg_words_proxy[] = {"off", "v1", "v2", "any", NULL};
-static const char *const cfg_words_logfmt[] = {"logfmt", "json", NULL};
-static const char *const cfg_words_level[] = {"error", "warn", "info", "debug", NULL};
+static const char *const cfg_words_proxy[] = {[CFG_PROXY_OFF] = "off",
+                                              [CFG_PROXY_V1] = "v1",
+                                              [CFG_PROXY_V2] = "v2",
+                                              [CFG_PROXY_ANY] = "any",
+                                              NULL};
+static const char *const cfg_words_logfmt[] = {
+    [CFG_LOG_LOGFMT] = "logfmt", [CFG_LOG_JSON] = "json", NULL};
+#define CFG_WORDS(w) (sizeof(w) / sizeof(w)[0] - 1)
+_Static_assert(CFG_WORDS(cfg_words_plain) == CFG_PLAIN_N, "plaintext_auth: a value without a word");
+_Static_assert(CFG_WORDS(cfg_words_proxy) == CFG_PROXY_N, "proxy_protocol: a value without a word");
+_Static_assert(CFG_WORDS(cfg_words_logfmt) == CFG_LOG_N, "log_format: a value without a word");
+_Static_assert(CFG_LOG_LOGFMT == 0 && CFG_LOG_JSON == 1, "log_init() takes 0 logfmt, 1 json");
 
 #define F(field) offsetof(struct cfg, field)
 #define ADDRS(field, n)                                                                            \
     .set = cfg_set_addrs, .print = cfg_print_addrs, .off = F(field), .off2 = F(n)
-#define STR(fn, field) .set = fn, .print = cfg_print_str, .off = F(field)
+#define STR(fn, field) .set = fn, .print = cfg_print_str, .off = F(field), .str = 1
 #define ENUM(field, w)                                                                             \
     .set = cfg_set_word_enum, .print = cfg_print_word_enum, .off = F(field), .words = w
 #define SECS(field, lo, hi, excl)                                                                  \
@@ -826,60 +855,58 @@ static const char *const cfg_words_level[] = {"error", "warn", "info", "debug", 
     .set = cfg_set_int, .print = cfg_print_int, .off = F(field), .min = lo, .max = hi
 
 static const struct cfg_key cfg_keys[] = {
-    {"listen", ADDRS(listen, n_listen), .def = "0.0.0.0:110 when no listener is set",
+    {"listen", ADDRS(listen, n_listen), .note = CFG_LISTEN " when no listener is set",
      .help = "plain POP3 listeners, host:port, [IPv6]:port or *:port, comma-separated"},
-    {"listen_tls", ADDRS(listen_tls, n_listen_tls), .def = "none",
+    {"listen_tls", ADDRS(listen_tls, n_listen_tls),
      .help = "implicit-TLS listeners (RFC 8314, port 995 by convention)"},
-    {"tls_cert", STR(cfg_set_path, tls_cert), .def = "none",
+    {"tls_cert", STR(cfg_set_path, tls_cert),
      .help = "certificate chain, PEM file (reloaded on SIGHUP)"},
-    {"tls_key", STR(cfg_set_path, tls_key), .def = "none",
-     .help = "private key, PEM file (reloaded on SIGHUP)"},
+    {"tls_key", STR(cfg_set_path, tls_key), .help = "private key, PEM file (reloaded on SIGHUP)"},
     {"tls_min_version", .set = cfg_set_tlsver, .print = cfg_print_tlsver, .def = "1.2",
      .help = "oldest TLS version accepted: 1.2 or 1.3"},
     {"plaintext_auth", ENUM(plaintext_auth, cfg_words_plain), .def = "tls-only",
      .help = "tls-only: passwords only after TLS (or from loopback); allow: also in clear"},
-    {"hostname", STR(cfg_set_hostname, hostname), .def = "this machine's host name",
+    {"hostname", STR(cfg_set_hostname, hostname), .note = "this machine's host name",
      .help = "name in the greeting and the APOP timestamp"},
     {"apop", ENUM(apop, cfg_words_onoff), .def = "on",
      .help = "offer APOP with a fresh timestamp per greeting: on or off"},
-    {"backend_url", STR(cfg_set_url, backend_url), .def = "none (required)",
+    {"backend_url", STR(cfg_set_url, backend_url), .note = "none (required)",
      .help = "base URL of the backend; events go to backend_url/EVENT"},
     {"backend_url_", STR(cfg_set_url, backend_url_event), .per_event = 1,
-     .def = "backend_url/EVENT", .help = "URL for one event"},
-    {"backend_secret", STR(cfg_set_secret, backend_secret), .secret = 1, .def = "none",
+     .note = "backend_url/EVENT", .help = "URL for one event"},
+    {"backend_secret", STR(cfg_set_secret, backend_secret), .secret = 1,
      .help = "whsec_ keys for Standard Webhooks signatures, space-separated (rotation)"},
-    {"backend_token", STR(cfg_set_word, backend_token), .secret = 1, .def = "none",
+    {"backend_token", STR(cfg_set_word, backend_token), .secret = 1,
      .help = "bearer token sent to the backend"},
     {"spool_dir", STR(cfg_set_path, spool_dir),
-     .def = "the system's temporary directory ($TMPDIR, else /tmp)",
+     .note = "the system's temporary directory ($TMPDIR, else /tmp)",
      .help = "where slow clients' messages wait, in unlinked files; empty turns spooling off"},
     {"spool_max", .set = cfg_set_size, .print = cfg_print_size, .off = F(spool_max), .min = 0,
      .max = 1099511627776.0, .def = "256M",
      .help = "octets one session may hold in its spool file (K, M, G allowed)"},
-    {"backend_ca_file", STR(cfg_set_path, backend_ca_file), .def = "system CAs",
+    {"backend_ca_file", STR(cfg_set_path, backend_ca_file), .note = "system CAs",
      .help = "CA certificates for an https backend, PEM file"},
-    {"backend_cert", STR(cfg_set_path, backend_cert), .def = "none",
+    {"backend_cert", STR(cfg_set_path, backend_cert),
      .help = "client certificate for the backend, PEM file"},
-    {"backend_key", STR(cfg_set_path, backend_key), .def = "none",
-     .help = "client certificate's key, PEM file"},
+    {"backend_key", STR(cfg_set_path, backend_key), .help = "client certificate's key, PEM file"},
     {"backend_timeout", SECS(backend_timeout, 0, CFG_SECONDS_MAX, 1), .def = "10",
      .help = "seconds for a backend call, retries included"},
     {"backend_timeout_", SECS(backend_timeout_event, 0, CFG_SECONDS_MAX, 1), .per_event = 1,
-     .def = "backend_timeout",
+     .note = "backend_timeout",
      .help = "seconds for one event's calls (retrieve: seconds without progress)"},
     {"backend_pool", INT(backend_pool, 1, 1024), .def = "16",
      .help = "keep-alive connections to the backend per worker"},
     {"max_inflight", INT(max_inflight, 1, 1000000), .def = "256",
      .help = "webhook calls in flight per worker; more wait in order"},
-    {"events", .set = cfg_set_events, .print = cfg_print_events, .def = "none",
+    {"events", .set = cfg_set_events, .print = cfg_print_events,
      .help = "optional events to send, comma-separated: connect, disconnect"},
     {"admin_listen", .set = cfg_set_admin, .print = cfg_print_admin, .def = "127.0.0.1:8110",
      .help = "admin HTTP endpoint, host:port; empty disables it"},
-    {"admin_token", STR(cfg_set_word, admin_token), .secret = 1, .def = "none",
+    {"admin_token", STR(cfg_set_word, admin_token), .secret = 1,
      .help = "bearer token for the admin endpoint (not needed for /healthz, /readyz)"},
     {"workers", .set = cfg_set_workers, .print = cfg_print_int, .off = F(workers), .def = "auto",
      .help = "event-loop threads: auto (one per core) or 1 to 64"},
-    {"user", STR(cfg_set_word, user), .def = "none",
+    {"user", STR(cfg_set_word, user),
      .help = "user to switch to after binding ports, when started as root"},
     {"max_connections", INT(max_connections, 1, 10000000), .def = "10000",
      .help = "client connections in total"},
@@ -896,9 +923,9 @@ static const struct cfg_key cfg_keys[] = {
      .help = "invalid commands before the connection is closed"},
     {"shutdown_grace", SECS(shutdown_grace, 0, CFG_SECONDS_MAX, 0), .def = "10",
      .help = "seconds sessions get to finish after SIGTERM"},
-    {"expire", .set = cfg_set_expire, .print = cfg_print_str, .off = F(expire), .def = "none",
+    {"expire", STR(cfg_set_expire, expire),
      .help = "RFC 2449 EXPIRE to advertise: NEVER or days; empty: not advertised"},
-    {"login_delay", .set = cfg_set_login_delay, .print = cfg_print_login_delay, .def = "none",
+    {"login_delay", .set = cfg_set_login_delay, .print = cfg_print_login_delay, .def = "",
      .help = "RFC 2449 LOGIN-DELAY to advertise, seconds; empty: not advertised"},
     {"auth_failure_delay", SECS(auth_failure_delay, 0, CFG_SECONDS_MAX, 0), .def = "2",
      .help = "seconds before the reply to a failed login"},
@@ -911,11 +938,11 @@ static const struct cfg_key cfg_keys[] = {
      .help = "most messages a backend listing may return"},
     {"proxy_protocol", ENUM(proxy_protocol, cfg_words_proxy), .def = "off",
      .help = "PROXY protocol header expected: off, v1, v2 or any"},
-    {"proxy_trusted", .set = cfg_set_cidrs, .print = cfg_print_str, .off = F(proxy_trusted),
-     .def = "none", .help = "networks allowed to send the PROXY header, comma-separated CIDRs"},
+    {"proxy_trusted", STR(cfg_set_cidrs, proxy_trusted),
+     .help = "networks allowed to send the PROXY header, comma-separated CIDRs"},
     {"log_format", ENUM(log_format, cfg_words_logfmt), .def = "logfmt",
      .help = "log line format: logfmt or json"},
-    {"log_level", ENUM(log_level, cfg_words_level), .def = "info",
+    {"log_level", ENUM(log_level, log_level_names), .def = "info",
      .help = "most verbose level logged: error, warn, info or debug"},
 };
 
@@ -947,44 +974,27 @@ static const struct cfg_key *cfg_key_find(const char *name, int *ev)
 
 /* ---- public: defaults, set, validate, print, free ------------------------- */
 
+/* Every row's default goes through the row's setter, as if a file gave it
+ * (tests/unit/test_cfg.c checks that each one is accepted); the defaults
+ * that are no plain value (the rows with a note) are set here or by
+ * cfg_load(). */
 void cfg_defaults(struct cfg *c)
 {
-    char host[256];
+    char host[256], err[CFG_MSG_MAX];
+    const char *tmp;
 
     memset(c, 0, sizeof *c);
-    c->tls_min_version = 12;
-    c->plaintext_auth = CFG_PLAIN_TLS_ONLY;
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        if (k->def && !k->per_event)
+            k->set(c, k, -1, k->name, k->def, err, sizeof err);
+    }
     if (gethostname(host, sizeof host) != 0 || !host[0])
         snprintf(host, sizeof host, "localhost");
     host[sizeof host - 1] = '\0';
     c->hostname = strdup(host); /* NULL only without memory; cfg_validate reports it */
-    c->apop = 1;
-    c->backend_timeout = 10;
-    c->backend_pool = 16;
-    c->max_inflight = 256;
-    snprintf(c->admin_listen.host, sizeof c->admin_listen.host, "127.0.0.1");
-    c->admin_listen.port = 8110;
-    cfg_set_workers(c, NULL, -1, "workers", "auto", NULL, 0);
-    c->max_connections = 10000;
-    c->max_connections_per_ip = 50;
-    c->login_timeout = 60;
-    c->idle_timeout = 600;
-    c->send_timeout = 60;
-    c->max_bad_commands = 10;
-    c->shutdown_grace = 10;
-    c->login_delay = -1;
-    c->auth_failure_delay = 2;
-    c->max_auth_failures = 3;
-    c->max_auth_failures_per_ip = 20;
-    c->max_messages = 100000;
-    {
-        const char *tmp = getenv("TMPDIR");
-        c->spool_dir = strdup(tmp && *tmp ? tmp : "/tmp"); /* NULL only without memory */
-    }
-    c->spool_max = 256ULL * 1024 * 1024;
-    c->proxy_protocol = CFG_PROXY_OFF;
-    c->log_format = CFG_LOG_LOGFMT;
-    c->log_level = LOG_INFO;
+    tmp = getenv("TMPDIR");
+    c->spool_dir = strdup(tmp && *tmp ? tmp : "/tmp"); /* NULL only without memory */
 }
 
 void cfg_pop3_params(const struct cfg *c, int tls, struct pop3_params *p)
@@ -1118,27 +1128,27 @@ static void cfg_free_str(char **s, int secret)
     *s = NULL;
 }
 
+const char *cfg_key_info(size_t i, int *per_event, const char **def, const char **note)
+{
+    if (i >= CFG_NKEYS)
+        return NULL;
+    *per_event = cfg_keys[i].per_event;
+    *def = cfg_keys[i].def;
+    *note = cfg_keys[i].note;
+    return cfg_keys[i].name;
+}
+
+/* Frees every string key of the table, and health_url (a flag, not a key). */
 void cfg_free(struct cfg *c)
 {
     if (!c)
         return;
-    cfg_free_str(&c->tls_cert, 0);
-    cfg_free_str(&c->tls_key, 0);
-    cfg_free_str(&c->hostname, 0);
-    cfg_free_str(&c->backend_url, 0);
-    for (int e = 0; e < WH_N_EVENTS; e++)
-        cfg_free_str(&c->backend_url_event[e], 0);
-    cfg_free_str(&c->backend_secret, 1);
-    cfg_free_str(&c->backend_token, 1);
+    for (size_t i = 0; i < CFG_NKEYS; i++) {
+        const struct cfg_key *k = &cfg_keys[i];
+        for (int e = 0; k->str && e < (k->per_event ? WH_N_EVENTS : 1); e++)
+            cfg_free_str(cfg_field(c, k, e, sizeof(char *)), k->secret);
+    }
     cfg_free_str(&c->health_url, 0);
-    cfg_free_str(&c->backend_ca_file, 0);
-    cfg_free_str(&c->backend_cert, 0);
-    cfg_free_str(&c->backend_key, 0);
-    cfg_free_str(&c->admin_token, 1);
-    cfg_free_str(&c->user, 0);
-    cfg_free_str(&c->expire, 0);
-    cfg_free_str(&c->proxy_trusted, 0);
-    cfg_free_str(&c->spool_dir, 0);
 }
 
 /* ---- loading: file, environment, flags ------------------------------------ */
@@ -1456,7 +1466,10 @@ static void cfg_usage(FILE *out)
     for (size_t i = 0; i < CFG_NKEYS; i++) {
         const struct cfg_key *k = &cfg_keys[i];
         snprintf(name, sizeof name, "%s%s", k->name, k->per_event ? "EVENT" : "");
-        fprintf(out, "  %-26s  %s (default: %s)\n", name, k->help, k->def);
+        fprintf(out, "  %-26s  %s (default: %s)\n", name, k->help,
+                k->note             ? k->note
+                : k->def && *k->def ? k->def
+                                    : "none");
     }
 }
 
@@ -1494,10 +1507,8 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, int *exit_now, c
     cfg_walk_args(&ld, &a, argc, argv, 1);
     if (a.failed)
         return -1;
-    if (!ld.listeners_given && c->n_listen == 0 && c->n_listen_tls == 0) {
-        snprintf(c->listen[0].host, sizeof c->listen[0].host, "0.0.0.0");
-        c->listen[0].port = 110;
-        c->n_listen = 1;
-    }
+    if (!ld.listeners_given && c->n_listen == 0 && c->n_listen_tls == 0 &&
+        cfg_set(c, "listen", CFG_LISTEN, err, errlen) < 0)
+        return -1;
     return 0;
 }

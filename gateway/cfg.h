@@ -23,9 +23,9 @@ struct cfg_addr {
     int port;
 };
 
-enum cfg_plaintext { CFG_PLAIN_TLS_ONLY, CFG_PLAIN_ALLOW };
-enum cfg_log_format { CFG_LOG_LOGFMT, CFG_LOG_JSON };
-enum cfg_proxy { CFG_PROXY_OFF, CFG_PROXY_V1, CFG_PROXY_V2, CFG_PROXY_ANY };
+enum cfg_plaintext { CFG_PLAIN_TLS_ONLY, CFG_PLAIN_ALLOW, CFG_PLAIN_N };
+enum cfg_log_format { CFG_LOG_LOGFMT, CFG_LOG_JSON, CFG_LOG_N };
+enum cfg_proxy { CFG_PROXY_OFF, CFG_PROXY_V1, CFG_PROXY_V2, CFG_PROXY_ANY, CFG_PROXY_N };
 
 struct cfg {
     struct cfg_addr listen[CFG_MAX_LISTEN]; /* plain POP3 listeners */
@@ -95,7 +95,15 @@ int cfg_validate(const struct cfg *c, char *err, size_t errlen);
 /* Writes the effective configuration as `key = value` lines, secrets masked. */
 void cfg_print(const struct cfg *c, FILE *out);
 
+/* Fills c with every key's default (the plain values of the key table,
+ * applied through each key's setter, and this machine's host name). */
 void cfg_defaults(struct cfg *c);
+
+/* Row i of the key table, for the docs test: the key (per-event rows: the
+ * prefix, "backend_url_", with *per_event set), its default as a file would
+ * write it (*def, NULL: none) and what --help says instead when the default
+ * is no plain value (*note, NULL: none). NULL past the last row. */
+const char *cfg_key_info(size_t i, int *per_event, const char **def, const char **note);
 
 struct pop3_params;
 struct wh_params;

@@ -72,9 +72,9 @@ struct pop3_session {
 
     /* SASL (AUTH) */
     struct sasl sasl;
-    int in_sasl;        /* the next line is a SASL response */
-    char *sasl_error;   /* OAuth error challenge sent: the -ERR the client's next line gets */
-    const char *method; /* of the authenticate call */
+    int in_sasl;           /* the next line is a SASL response */
+    char *sasl_error;      /* OAuth error challenge sent: the -ERR the client's next line gets */
+    enum wh_method method; /* of the authenticate call */
 
     /* the pending call and what it borrows */
     struct wh_call call;
@@ -412,16 +412,16 @@ static void pop3_start_call(struct pop3_session *s, enum wh_event ev, enum pop3_
     s->want = POP3_WANT_CALL;
 }
 
-static void pop3_start_auth(struct pop3_session *s, const char *method)
+static void pop3_start_auth(struct pop3_session *s, enum wh_method method)
 {
     s->method = method;
     pop3_start_call(s, WH_AUTHENTICATE, PEND_AUTH);
-    s->call.method = method;
+    s->call.method = wh_method_names[method];
     s->call.attempt = ++s->attempts;
-    if (strcmp(method, "APOP") == 0) {
+    if (method == WH_METHOD_APOP) {
         s->call.apop_timestamp = s->apop_ts;
         s->call.apop_digest = s->apop_digest;
-    } else if (strcmp(method, "USER") == 0) {
+    } else if (method == WH_METHOD_USER) {
         s->call.password = s->secret;
     } else {
         s->call.password = s->sasl.password;
@@ -468,12 +468,12 @@ static int pop3_plaintext_ok(const struct pop3_session *s)
  * line (a bare AUTH). */
 static void pop3_mechs(struct pop3_session *s, int lines)
 {
-    int m;
+    int i;
 
     if (!pop3_plaintext_ok(s))
         return; /* passwords and bearer tokens only over TLS (or loopback) */
-    for (m = 0; m < SASL_N_MECHS; m++)
-        buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(m));
+    for (i = 0; i < SASL_N_MECHS; i++)
+        buf_printf(&s->out, lines ? "%s\r\n" : " %s", sasl_mech_name(sasl_mechs[i]));
 }
 
 /* Refuses a password (or a bearer token) sent before TLS. */
@@ -555,7 +555,7 @@ static void pop3_cmd_pass(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
         return;
     }
-    pop3_start_auth(s, "USER");
+    pop3_start_auth(s, WH_METHOD_USER);
 }
 
 static int pop3_is_hex32(const char *d)
@@ -591,7 +591,7 @@ static void pop3_cmd_apop(struct pop3_session *s, int argc, char **argv)
         pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
         return;
     }
-    pop3_start_auth(s, "APOP");
+    pop3_start_auth(s, WH_METHOD_APOP);
 }
 
 static void pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
@@ -639,16 +639,15 @@ static void pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
 static void pop3_refusal(const struct pop3_session *s, const struct wh_result *r, char *out,
                          size_t n);
 
-static void pop3_count_login(const char *method, int ok)
-{
-    int m = metrics_method_index(method);
+/* The login counters are indexed by enum wh_method. */
+_Static_assert(WH_N_METHODS == METRICS_METHODS, "login methods and their metrics disagree");
 
-    if (m < 0)
-        return;
+static void pop3_count_login(enum wh_method method, int ok)
+{
     if (ok)
-        METRIC_INC(logins_ok[m]);
+        METRIC_INC(logins_ok[method]);
     else
-        METRIC_INC(logins_failed[m]);
+        METRIC_INC(logins_failed[method]);
 }
 
 /* authenticate answered */
@@ -673,7 +672,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
         r->mailbox = NULL;
         log_kv(LOG_INFO, s->id, "login", "user=%s client=%s method=%s", s->user, s->ip,
                s->call.method);
-        pop3_count_login(s->call.method, 1);
+        pop3_count_login(s->method, 1);
         pop3_start_call(s, WH_LIST, PEND_LIST);
         return;
     }
@@ -686,7 +685,7 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
         return;
     }
     s->auth_failures++;
-    pop3_count_login(s->call.method, 0);
+    pop3_count_login(s->method, 0);
     log_kv(LOG_INFO, s->id, "login failed", "user=%s client=%s method=%s attempt=%d", pop3_user(s),
            s->ip, s->call.method, s->attempts);
     free(s->user_given);
@@ -695,14 +694,12 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
     sasl_clear(&s->sasl);
     s->close_after_delay =
         s->p->max_auth_failures > 0 && s->auth_failures >= s->p->max_auth_failures;
-    if (s->method && (!strcmp(s->method, "XOAUTH2") || !strcmp(s->method, "OAUTHBEARER"))) {
+    if (s->method == WH_METHOD_XOAUTH2 || s->method == WH_METHOD_OAUTHBEARER) {
         /* RFC 7628 §3.2.2: an error challenge first; the client answers
          * with one more line, then gets the -ERR. */
         s->sasl_error = strdup(text);
         if (s->sasl_error) {
-            pop3_reply(s, "+ %s",
-                       sasl_oauth_error_challenge(
-                           !strcmp(s->method, "XOAUTH2") ? SASL_XOAUTH2 : SASL_OAUTHBEARER));
+            pop3_reply(s, "+ %s", sasl_oauth_error_challenge((enum sasl_mech)s->method));
             return;
         }
     }
@@ -794,7 +791,7 @@ static void pop3_sasl_done(struct pop3_session *s)
         pop3_reply(s, "-ERR [SYS/TEMP] out of memory");
         return;
     }
-    pop3_start_auth(s, sasl_mech_name(a->mech));
+    pop3_start_auth(s, (enum wh_method)a->mech);
 }
 
 /* Acts on what the SASL decoder said. */

@@ -15,7 +15,18 @@
 #include "webhook/wh_sign.h"
 #include "lib/util.h"
 
-static const char *const sasl_names[SASL_N_MECHS] = {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"};
+#define SASL_LIST_PASS_(e)
+#define SASL_LIST_APOP_(e)
+#define SASL_LIST_AUTH_(e) SASL_##e,
+const enum sasl_mech sasl_mechs[SASL_N_MECHS] = {
+#define X(e, n, cmd) SASL_LIST_##cmd##_(e)
+    NAMES_METHODS(X)
+#undef X
+};
+
+/* sasl_take() has a decoder for each mechanism: a method added to lib/names.h
+ * with AUTH needs one there too. */
+_Static_assert(SASL_N_MECHS == 4, "a SASL mechanism without a decoder in sasl_take()");
 
 /* base64("Username:") and base64("Password:"), the prompts LOGIN clients expect. */
 #define SASL_LOGIN_USER "VXNlcm5hbWU6"
@@ -23,7 +34,12 @@ static const char *const sasl_names[SASL_N_MECHS] = {"PLAIN", "LOGIN", "XOAUTH2"
 
 const char *sasl_mech_name(enum sasl_mech m)
 {
-    return (unsigned)m < SASL_N_MECHS ? sasl_names[m] : "";
+    int i;
+
+    for (i = 0; i < SASL_N_MECHS; i++)
+        if (sasl_mechs[i] == m)
+            return wh_method_names[m];
+    return "";
 }
 
 int sasl_mech_lookup(const char *name)
@@ -31,8 +47,8 @@ int sasl_mech_lookup(const char *name)
     int i;
 
     for (i = 0; i < SASL_N_MECHS; i++)
-        if (strcasecmp(name, sasl_names[i]) == 0)
-            return i;
+        if (strcasecmp(name, wh_method_names[sasl_mechs[i]]) == 0)
+            return (int)sasl_mechs[i];
     return -1;
 }
 
@@ -254,7 +270,6 @@ static enum sasl_rc sasl_take(struct sasl *s, const char *line, char *chal, size
     case SASL_OAUTHBEARER:
         rc = sasl_oauthbearer(s, d, n);
         break;
-    case SASL_N_MECHS:
     default:
         abort();
     }

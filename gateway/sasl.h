@@ -12,7 +12,31 @@
 
 #include <stddef.h>
 
-enum sasl_mech { SASL_PLAIN, SASL_LOGIN, SASL_XOAUTH2, SASL_OAUTHBEARER, SASL_N_MECHS };
+#include "webhook/wh.h"
+
+/*
+ * The mechanisms: the login methods of lib/names.h that the AUTH command
+ * carries, each numbered as its login method (SASL_PLAIN == WH_METHOD_PLAIN),
+ * so that a mechanism is the method its authenticate call names.
+ */
+#define SASL_MECH_PASS_(e)
+#define SASL_MECH_APOP_(e)
+#define SASL_MECH_AUTH_(e) SASL_##e = WH_METHOD_##e,
+enum sasl_mech {
+#define X(e, n, cmd) SASL_MECH_##cmd##_(e)
+    NAMES_METHODS(X)
+#undef X
+};
+
+#define SASL_IS_PASS_ 0
+#define SASL_IS_APOP_ 0
+#define SASL_IS_AUTH_ 1
+#define SASL_COUNT_(e, n, cmd) +SASL_IS_##cmd##_
+/* How many mechanisms there are. */
+#define SASL_N_MECHS (0 NAMES_METHODS(SASL_COUNT_))
+
+/* Every mechanism, in the order of lib/names.h (the order CAPA lists them). */
+extern const enum sasl_mech sasl_mechs[SASL_N_MECHS];
 
 enum sasl_rc {
     SASL_CONTINUE, /* send "+ " and the challenge, then feed the client's next line */
@@ -31,9 +55,10 @@ struct sasl {
     const char *why; /* SASL_BAD: what was wrong, for the log */
 };
 
-/* The mechanism's name as POP3 spells it. */
+/* The mechanism's name as POP3 spells it ("" for a value that is none). */
 const char *sasl_mech_name(enum sasl_mech m);
-/* Looks up a mechanism name, case-insensitively; -1 when unknown. */
+/* Looks up a mechanism name, case-insensitively: its enum sasl_mech value,
+ * or -1 when unknown. */
 int sasl_mech_lookup(const char *name);
 /* True for mechanisms that carry a plaintext password (bearer tokens are
  * as sensitive: the session asks for TLS before any mechanism). */

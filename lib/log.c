@@ -31,7 +31,8 @@
 static atomic_int log_fmt = 0; /* 0 logfmt, 1 json */
 static atomic_int log_max_level = LOG_INFO;
 
-static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+const char *const log_level_names[LOG_DEBUG + 2] = {
+    [LOG_ERROR] = "error", [LOG_WARN] = "warn", [LOG_INFO] = "info", [LOG_DEBUG] = "debug", NULL};
 
 struct log_line {
     size_t n; /* bytes in s */

@@ -20,6 +20,10 @@
 
 enum log_level { LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
+/* The levels' names, by enum log_level, then NULL: "error" .. "debug". The
+ * configuration's log_level takes these words. */
+extern const char *const log_level_names[LOG_DEBUG + 2];
+
 /* format: 0 logfmt, 1 json (enum cfg_log_format); level: the most verbose shown. */
 void log_init(int format, int level);
 int log_enabled(int level);

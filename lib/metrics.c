@@ -1,10 +1,12 @@
 /*
- * metrics: the process-wide counters and their helpers.
+ * metrics: the process-wide counters, the row descriptors generated from
+ * METRICS_TABLE, and the copy the admin thread renders.
  */
 #include "lib/metrics.h"
 
 #include "lib/util.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,8 +21,8 @@ const char *const metrics_event_names[METRICS_EVENTS] = {
 #undef X
 };
 
-const char *const metrics_method_names[MM_N] = {
-#define X(e, n) n,
+const char *const metrics_method_names[METRICS_METHODS] = {
+#define X(e, n, cmd) n,
     NAMES_METHODS(X)
 #undef X
 };
@@ -31,6 +33,90 @@ const char *const metrics_wh_error_names[MWE_N] = {
 #undef X
 };
 
+/* A field's offset in struct metrics or struct metrics_snap; VIEW rows have none. */
+#define METRICS_OFF_COUNTER(type, f) offsetof(type, f)
+#define METRICS_OFF_GAUGE(type, f) offsetof(type, f)
+#define METRICS_OFF_TIME(type, f) offsetof(type, f)
+#define METRICS_OFF_HISTOGRAM(type, f) offsetof(type, f)
+#define METRICS_OFF_VIEW(type, f) 0
+
+const struct metrics_row metrics_rows[METRICS_N_ROWS] = {
+#define X(field, kind, dim, label, name, help, json)                                               \
+    {#field,                                                                                       \
+     MK_##kind,                                                                                    \
+     MD_##dim,                                                                                     \
+     METRICS_N_##dim,                                                                              \
+     label,                                                                                        \
+     name,                                                                                         \
+     help,                                                                                         \
+     json,                                                                                         \
+     METRICS_OFF_##kind(struct metrics, field),                                                    \
+     METRICS_OFF_##kind(struct metrics_snap, field)},
+    METRICS_TABLE(X)
+#undef X
+};
+
+/* A field's array suffix (METRICS_DIM_x) and its series count (METRICS_N_x)
+ * are two spellings of one dimension: they must agree for every field. */
+#define METRICS_AGREE(f, dim, atom, plain)                                                         \
+    _Static_assert(sizeof metrics.f == METRICS_N_##dim * sizeof(atom) &&                           \
+                       sizeof(((struct metrics_snap *)0)->f) == METRICS_N_##dim * sizeof(plain),   \
+                   #f ": its array and its dimension disagree");
+#define METRICS_AGREE_COUNTER(f, dim) METRICS_AGREE(f, dim, atomic_ulong, unsigned long)
+#define METRICS_AGREE_GAUGE(f, dim) METRICS_AGREE(f, dim, atomic_long, long)
+#define METRICS_AGREE_TIME(f, dim) METRICS_AGREE(f, dim, atomic_long, long)
+#define METRICS_AGREE_HISTOGRAM(f, dim) METRICS_AGREE(f, dim, struct metrics_hist, struct hist_snap)
+#define METRICS_AGREE_VIEW(f, dim)
+#define X(field, kind, dim, label, name, help, json) METRICS_AGREE_##kind(field, dim)
+METRICS_TABLE(X)
+#undef X
+
+int metrics_dim_labels(enum metrics_dim dim, size_t i, const char *names[2], const char *values[2])
+{
+    switch (dim) {
+    case MD_NONE:
+        return 0;
+    case MD_EVENT:
+        names[0] = "event";
+        values[0] = metrics_event_names[i];
+        return 1;
+    case MD_METHOD:
+        names[0] = "method";
+        values[0] = metrics_method_names[i];
+        return 1;
+    case MD_EVENT_REASON:
+        names[0] = "event";
+        values[0] = metrics_event_names[i / MWE_N];
+        names[1] = "reason";
+        values[1] = metrics_wh_error_names[i % MWE_N];
+        return 2;
+    case MD_VERSION:
+        names[0] = "version";
+        values[0] = NULL;
+        return 1;
+    default:
+        abort();
+    }
+}
+
+const char *const *metrics_label_values(const char *label, size_t *n)
+{
+    if (strcmp(label, "event") == 0) {
+        *n = METRICS_EVENTS;
+        return metrics_event_names;
+    }
+    if (strcmp(label, "method") == 0) {
+        *n = METRICS_METHODS;
+        return metrics_method_names;
+    }
+    if (strcmp(label, "reason") == 0) {
+        *n = MWE_N;
+        return metrics_wh_error_names;
+    }
+    *n = 0;
+    return NULL;
+}
+
 void metrics_observe(struct metrics_hist *h, double seconds)
 {
     int i;
@@ -40,16 +126,6 @@ void metrics_observe(struct metrics_hist *h, double seconds)
     atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, (unsigned long)(seconds * 1e6), memory_order_relaxed);
-}
-
-int metrics_method_index(const char *name)
-{
-    int i;
-
-    for (i = 0; name && i < MM_N; i++)
-        if (strcmp(name, metrics_method_names[i]) == 0)
-            return i;
-    return -1;
 }
 
 void metrics_backend_result(int ok)
@@ -69,13 +145,6 @@ void metrics_backend_result(int ok)
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
-static long snap_gauge(atomic_long *g)
-{
-    long v = LOAD(*g);
-
-    return v < 0 ? 0 : v;
-}
-
 static void snap_hist(struct hist_snap *out, struct metrics_hist *h)
 {
     int i;
@@ -88,56 +157,41 @@ static void snap_hist(struct hist_snap *out, struct metrics_hist *h)
     out->sum = (double)LOAD(h->sum_us) / 1e6;
 }
 
-static void snap_webhooks(struct metrics_snap *s)
+/* Copies series i of one row's field. */
+static void snap_series(struct metrics_snap *s, const struct metrics_row *r, size_t i)
 {
-    int e, r;
+    char *live = (char *)&metrics + r->live, *plain = (char *)s + r->snap;
+    long v;
 
-    for (e = 0; e < METRICS_EVENTS; e++) {
-        s->webhook_calls[e] = LOAD(metrics.webhook_calls[e]);
-        s->webhook_retries[e] = LOAD(metrics.webhook_retries[e]);
-        for (r = 0; r < MWE_N; r++)
-            s->webhook_errors[e][r] = LOAD(metrics.webhook_errors[e][r]);
-        snap_hist(&s->latency[e], &metrics.webhook_latency[e]);
+    switch (r->kind) {
+    case MK_COUNTER:
+        ((unsigned long *)plain)[i] = LOAD(((atomic_ulong *)live)[i]);
+        return;
+    case MK_GAUGE:
+        v = LOAD(((atomic_long *)live)[i]);
+        ((long *)plain)[i] = v < 0 ? 0 : v;
+        return;
+    case MK_TIME:
+        ((long *)plain)[i] = LOAD(((atomic_long *)live)[i]);
+        return;
+    case MK_HISTOGRAM:
+        snap_hist(&((struct hist_snap *)plain)[i], &((struct metrics_hist *)live)[i]);
+        return;
+    case MK_VIEW:
+        return;
+    default:
+        abort();
     }
-    s->webhook_inflight = snap_gauge(&metrics.webhook_inflight);
-    s->backend_last_ok = LOAD(metrics.backend_last_ok);
-    s->backend_last_error = LOAD(metrics.backend_last_error);
-    s->backend_last_ok_ms = LOAD(metrics.backend_last_ok_ms);
-    s->backend_last_error_ms = LOAD(metrics.backend_last_error_ms);
 }
 
 void metrics_snap_take(struct metrics_snap *s)
 {
-    int m;
+    size_t r, i;
 
     memset(s, 0, sizeof(*s));
-    s->connections_total = LOAD(metrics.connections_total);
-    s->connections_refused = LOAD(metrics.connections_refused);
-    s->connections_active = snap_gauge(&metrics.connections_active);
-    s->tls_handshakes = LOAD(metrics.tls_handshakes);
-    s->tls_failures = LOAD(metrics.tls_failures);
-    s->proxy_rejected = LOAD(metrics.proxy_rejected);
-    s->sessions_authorization = snap_gauge(&metrics.sessions_authorization);
-    s->sessions_transaction = snap_gauge(&metrics.sessions_transaction);
-    s->commands_total = LOAD(metrics.commands_total);
-    s->bad_commands = LOAD(metrics.bad_commands);
-    for (m = 0; m < MM_N; m++) {
-        s->logins_ok[m] = LOAD(metrics.logins_ok[m]);
-        s->logins_failed[m] = LOAD(metrics.logins_failed[m]);
-    }
-    s->timeouts = LOAD(metrics.timeouts);
-    s->send_timeouts = LOAD(metrics.send_timeouts);
-    s->messages_retrieved = LOAD(metrics.messages_retrieved);
-    s->messages_deleted = LOAD(metrics.messages_deleted);
-    s->quit_failures = LOAD(metrics.quit_failures);
-    s->size_mismatches = LOAD(metrics.size_mismatches);
-    s->listings_truncated = LOAD(metrics.listings_truncated);
-    s->spool_bytes_total = LOAD(metrics.spool_bytes_total);
-    s->spool_fallbacks = LOAD(metrics.spool_fallbacks);
-    s->spool_files = snap_gauge(&metrics.spool_files);
-    s->spool_bytes = snap_gauge(&metrics.spool_bytes);
-    s->bytes_in = LOAD(metrics.bytes_in);
-    s->bytes_out = LOAD(metrics.bytes_out);
-    s->started = LOAD(metrics.started);
-    snap_webhooks(s);
+    for (r = 0; r < METRICS_N_ROWS; r++)
+        for (i = 0; i < metrics_rows[r].n; i++)
+            snap_series(s, &metrics_rows[r], i);
+    s->backend_last_ok_ms = LOAD(metrics.backend_last_ok_ms);
+    s->backend_last_error_ms = LOAD(metrics.backend_last_error_ms);
 }

@@ -1,11 +1,15 @@
 /*
  * names: the lists of names that more than one layer speaks of, each kept
- * once as an X-macro. The webhook client, the configuration, the metrics
- * and both admin renderings generate their enums and strings from these.
+ * once as an X-macro. The webhook contract, the SASL decoder, the
+ * configuration, the metrics and both admin renderings generate their enums
+ * and strings from these.
  *
- *   NAMES_EVENTS(X)     X(ENUM, name)  webhook events, in contract order
- *   NAMES_METHODS(X)    X(ENUM, name)  login methods (`method` of authenticate)
- *   NAMES_WH_ERRORS(X)  X(ENUM, name)  why a webhook call failed (metric label)
+ *   NAMES_EVENTS(X)     X(ENUM, name)       webhook events, in contract order
+ *   NAMES_METHODS(X)    X(ENUM, name, cmd)  login methods (`method` of authenticate);
+ *                                           cmd is the POP3 command that carries
+ *                                           it: PASS (after USER), APOP, or AUTH
+ *                                           (a SASL mechanism, RFC 5034)
+ *   NAMES_WH_ERRORS(X)  X(ENUM, name)       why a webhook call failed (metric label)
  */
 #ifndef POP3GW_NAMES_H
 #define POP3GW_NAMES_H
@@ -20,12 +24,12 @@
     X(DISCONNECT, "disconnect")
 
 #define NAMES_METHODS(X)                                                                           \
-    X(USER, "USER")                                                                                \
-    X(APOP, "APOP")                                                                                \
-    X(PLAIN, "PLAIN")                                                                              \
-    X(LOGIN, "LOGIN")                                                                              \
-    X(XOAUTH2, "XOAUTH2")                                                                          \
-    X(OAUTHBEARER, "OAUTHBEARER")
+    X(USER, "USER", PASS)                                                                          \
+    X(APOP, "APOP", APOP)                                                                          \
+    X(PLAIN, "PLAIN", AUTH)                                                                        \
+    X(LOGIN, "LOGIN", AUTH)                                                                        \
+    X(XOAUTH2, "XOAUTH2", AUTH)                                                                    \
+    X(OAUTHBEARER, "OAUTHBEARER", AUTH)
 
 #define NAMES_WH_ERRORS(X)                                                                         \
     X(TIMEOUT, "timeout")                                                                          \
@@ -36,7 +40,7 @@
     X(REFUSED, "refused")
 
 /* The number of entries of a list: NAMES_COUNT(NAMES_EVENTS). */
-#define NAMES_ONE_(e, n) +1
+#define NAMES_ONE_(...) +1
 #define NAMES_COUNT(list) (0 list(NAMES_ONE_))
 
 #endif

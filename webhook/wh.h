@@ -24,6 +24,17 @@ enum wh_event {
 /* Names in the order of enum wh_event. */
 extern const char *const wh_event_names[WH_N_EVENTS];
 
+/* The login methods of authenticate (lib/names.h keeps the list). */
+enum wh_method {
+#define X(e, n, cmd) WH_METHOD_##e,
+    NAMES_METHODS(X)
+#undef X
+        WH_N_METHODS
+};
+
+/* Names in the order of enum wh_method: the `method` values of the contract. */
+extern const char *const wh_method_names[WH_N_METHODS];
+
 #define WH_UID_MAX 70
 #define WH_USER_MAX 255
 #define WH_MAILBOX_MAX 4096
@@ -50,7 +61,7 @@ struct wh_call {
     int utf8;            /* add "utf8": true */
 
     /* authenticate */
-    const char *method;   /* USER APOP PLAIN LOGIN XOAUTH2 OAUTHBEARER */
+    const char *method;   /* an entry of wh_method_names */
     const char *password; /* USER PLAIN LOGIN */
     const char *authzid;  /* PLAIN, when given */
     const char *apop_timestamp, *apop_digest;

@@ -720,6 +720,8 @@ static void wh_headers_complete(struct wh_req *r)
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 100 && code < 200)
         return; /* an interim response: the real one follows */
+    if (r->event == WH_RETRIEVE) /* the time to the first byte; the whole transfer at its end */
+        metrics_observe(&metrics.webhook_first_byte, util_mono() - r->started);
     r->body_state = BODY_BUFFER;
     if (r->event != WH_RETRIEVE || code != 200)
         return;

@@ -214,7 +214,7 @@ static void build_event(struct jw *w, const struct wh_call *c)
         jw_key_str(w, ",\"method\":", c->method);
         jw_key_opt_str(w, ",\"password\":", c->password);
         jw_key_opt_str(w, ",\"authzid\":", c->authzid);
-        if (c->method && strcmp(c->method, "APOP") == 0) {
+        if (c->method && strcmp(c->method, wh_method_names[WH_METHOD_APOP]) == 0) {
             jw_key_str(w, ",\"apop\":{\"timestamp\":", c->apop_timestamp);
             jw_key_str(w, ",\"digest\":", c->apop_digest);
             JW_LIT(w, "}");

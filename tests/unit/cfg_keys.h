@@ -1,8 +1,10 @@
 /*
- * cfg_keys.h: every configuration key, in the order of DESIGN.md's table
- * and `pop3gw --check-config`. Written out here, not taken from cfg.c, so
- * that the tests notice a key that is renamed, lost or reordered. Shared
- * by tests/unit/test_cfg.c and tests/fuzz/fuzz_cfg.c.
+ * cfg_keys.h: every configuration key, in the order of the key table in
+ * gateway/cfg.c and of `pop3gw --check-config`. Written out here, not taken
+ * from cfg.c, so that the tests notice a key that is renamed, lost or
+ * reordered: test_print_order in tests/unit/test_cfg.c checks it line by
+ * line against cfg_print(). Shared by tests/unit/test_cfg.c and
+ * tests/fuzz/fuzz_cfg.c.
  */
 #ifndef POP3GW_TEST_CFG_KEYS_H
 #define POP3GW_TEST_CFG_KEYS_H

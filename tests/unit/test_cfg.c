@@ -259,6 +259,37 @@ static const struct {
     {"log_level", "WARN", "warn"},
 };
 
+/* Each key's default lives in its row: cfg_defaults() applies it through the
+ * key's setter, so --check-config on the defaults prints it back; keys
+ * without one print empty (a note's default, such as the host name, is
+ * set in code). */
+static void test_defaults_from_table(void **state)
+{
+    const char *name, *def, *note;
+    char line[256], err[512];
+    struct cfg c;
+    int per_event, n = 0;
+    char *out;
+
+    (void)state;
+    cfg_defaults(&c);
+    out = print_cfg(&c);
+    for (size_t i = 0; (name = cfg_key_info(i, &per_event, &def, &note)) != NULL; i++) {
+        if (def && note)
+            fail_msg("%s: a default value and a note", name);
+        if (per_event || note || strcmp(name, "workers") == 0) /* auto: the number of cores */
+            continue;
+        snprintf(line, sizeof line, "\n%s = %s\n", name, def ? def : "");
+        assert_contains(out, line);
+        if (def && cfg_set(&c, name, def, err, sizeof err) != 0)
+            fail_msg("%s: its default \"%s\" is refused: %s", name, def, err);
+        n++;
+    }
+    assert_true(n > 30);
+    free(out);
+    cfg_free(&c);
+}
+
 static void test_valid_values(void **state)
 {
     (void)state;
@@ -956,6 +987,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_event_names),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_defaults_from_table),
         cmocka_unit_test(test_valid_values),
         cmocka_unit_test(test_stored_values),
         cmocka_unit_test(test_listen_parsing),

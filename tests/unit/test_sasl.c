@@ -39,6 +39,17 @@ static void test_mech_names(void **state)
     assert_false(sasl_mech_plaintext(SASL_XOAUTH2));
     assert_false(sasl_mech_plaintext(SASL_OAUTHBEARER));
     assert_string_equal(sasl_mech_name(SASL_OAUTHBEARER), "OAUTHBEARER");
+    /* A mechanism is its login method; USER and APOP are methods, not mechanisms. */
+    assert_int_equal(SASL_PLAIN, WH_METHOD_PLAIN);
+    assert_int_equal(SASL_OAUTHBEARER, WH_METHOD_OAUTHBEARER);
+    assert_int_equal(sasl_mech_lookup("USER"), -1);
+    assert_int_equal(sasl_mech_lookup("apop"), -1);
+    assert_string_equal(sasl_mech_name((enum sasl_mech)WH_METHOD_APOP), "");
+    assert_int_equal(SASL_N_MECHS, 4);
+    assert_int_equal(sasl_mechs[0], SASL_PLAIN);
+    assert_int_equal(sasl_mechs[1], SASL_LOGIN);
+    assert_int_equal(sasl_mechs[2], SASL_XOAUTH2);
+    assert_int_equal(sasl_mechs[3], SASL_OAUTHBEARER);
 }
 
 static void test_plain_initial(void **state)
