@@ -29,6 +29,7 @@
 #include "admin/admin.h"
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
@@ -275,6 +276,19 @@ static const struct route *route_find(const char *url)
     return NULL;
 }
 
+/* Guards has_token and token_digest, which SIGHUP may change. */
+static pthread_mutex_t admin_token_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int admin_has_token(void)
+{
+    int has;
+
+    pthread_mutex_lock(&admin_token_lock);
+    has = admin.has_token;
+    pthread_mutex_unlock(&admin_token_lock);
+    return has;
+}
+
 static int token_digest(const char *s, unsigned char out[ADMIN_TOKEN_DIGEST])
 {
     unsigned int n = 0;
@@ -287,15 +301,21 @@ static int token_digest(const char *s, unsigned char out[ADMIN_TOKEN_DIGEST])
 static int token_matches(const char *given)
 {
     unsigned char d[ADMIN_TOKEN_DIGEST];
+    int ok;
 
-    return given && token_digest(given, d) && CRYPTO_memcmp(d, admin.token_digest, sizeof d) == 0;
+    if (!given || !token_digest(given, d))
+        return 0;
+    pthread_mutex_lock(&admin_token_lock);
+    ok = CRYPTO_memcmp(d, admin.token_digest, sizeof d) == 0;
+    pthread_mutex_unlock(&admin_token_lock);
+    return ok;
 }
 
 static int authorized(struct MHD_Connection *c, const struct route *rt)
 {
     const char *h;
 
-    if (!admin.has_token || rt->open)
+    if (!admin_has_token() || rt->open)
         return 1;
     h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (h && strncasecmp(h, "Bearer ", 7) == 0) {
@@ -421,13 +441,23 @@ static int admin_resolve(const struct adm_params *a, struct sockaddr_storage *ou
     return 0;
 }
 
-static int admin_set_token(const char *token)
+int admin_set_token(const char *token)
 {
-    admin.has_token = token && *token;
-    if (admin.has_token && !token_digest(token, admin.token_digest)) {
+    unsigned char d[ADMIN_TOKEN_DIGEST];
+    int has = token && *token;
+
+    if (has && !token_digest(token, d)) {
         log_kv(LOG_ERROR, NULL, "cannot hash admin_token", NULL);
         return -1;
     }
+    pthread_mutex_lock(&admin_token_lock);
+    admin.has_token = has;
+    if (has)
+        memcpy(admin.token_digest, d, sizeof d);
+    else
+        util_wipe(admin.token_digest, sizeof admin.token_digest);
+    pthread_mutex_unlock(&admin_token_lock);
+    util_wipe(d, sizeof d);
     return 0;
 }
 

@@ -90,6 +90,10 @@ int admin_bind(const struct adm_params *p);
  * logging why. */
 int admin_start(const struct adm_params *p, const struct adm_source *src);
 
+/* Replaces the bearer token (SIGHUP); NULL or "" removes it. 0, or -1
+ * (the old one stays) when it cannot be hashed. Any thread. */
+int admin_set_token(const char *token);
+
 /* Stops the endpoint; safe when it never started. */
 void admin_stop(void);
 

@@ -147,8 +147,10 @@ struct conn {
     long long since;  /* unix time of accept */
     double started;   /* monotonic time of accept: the login deadline counts from it */
     int tls_done;     /* the TLS handshake completed */
-    unsigned long long bytes_in, bytes_out; /* POP3 octets read and written */
-    enum pop3_state counted;                /* state counted in the sessions_* gauges */
+    unsigned long long bytes_in, bytes_out;   /* POP3 octets read and written */
+    unsigned n_retr, n_top;                   /* RETR and TOP replies sent whole */
+    unsigned long long retr_bytes, top_bytes; /* their octets (CRLF, before dot-stuffing) */
+    enum pop3_state counted;                  /* state counted in the sessions_* gauges */
     int counted_valid;
     int ip_counted; /* holds a slot in the per-address limit */
     /* A plain socket is read by rd_ev, not by its bufferevent: libevent asks
@@ -631,6 +633,13 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
                      : 0;
         else
             bufferevent_write(c->bev, tail, n);
+        if (call && call->lines < 0) {
+            c->n_retr++;
+            c->retr_bytes += c->conv.octets;
+        } else {
+            c->n_top++;
+            c->top_bytes += c->conv.octets;
+        }
         if (call && call->lines < 0 && c->conv.octets != listed) {
             METRIC_INC(size_mismatches);
             log_kv(LOG_WARN, c->id, "message size differs from listing",
@@ -1121,7 +1130,8 @@ static void conn_start(struct conn *c)
     char apop_ts[320];
 
     conn_addr(c, (struct sockaddr *)&c->peer);
-    if (limits_conn_acquire(c->ip) < 0) {
+    if ((c->ip_counted = limits_conn_acquire(c->ip)) < 0) {
+        c->ip_counted = 0;
         static const char msg[] = "-ERR [SYS/TEMP] too many connections from your address\r\n";
         METRIC_INC(connections_refused);
         log_kv(LOG_WARN, c->id, "connection refused: max_connections_per_ip reached",
@@ -1132,7 +1142,6 @@ static void conn_start(struct conn *c)
         conn_close(c, NULL);
         return;
     }
-    c->ip_counted = 1;
     if (conn_make_bev(c, c->implicit_tls) < 0) {
         log_kv(LOG_ERROR, c->id, "cannot set up the connection", "client=%s tls=%d", c->ip,
                c->implicit_tls);
@@ -1339,6 +1348,24 @@ static void conn_send_disconnect(struct conn *c)
     wh_start(c->w->wh, &call, &conn_fire_and_forget, NULL);
 }
 
+/* One info line per ended session: who, how long, what it did, whether
+ * its deletions were committed, and why it ended. */
+static void conn_log_summary(const struct conn *c)
+{
+    struct pop3_summary sum;
+    char retr[48], top[48];
+    const char *user = pop3_user(c->s);
+
+    pop3_summary(c->s, &sum);
+    snprintf(retr, sizeof(retr), "%u/%llu", c->n_retr, c->retr_bytes);
+    snprintf(top, sizeof(top), "%u/%llu", c->n_top, c->top_bytes);
+    log_kv(LOG_INFO, c->id, "session ended",
+           "user=%s client=%s tls=%d duration=%.3f commands=%u retr=%s top=%s dele=%zu "
+           "committed=%s reason=%s",
+           user ? user : "", c->ip, c->tls, util_mono() - c->started, sum.commands, retr, top,
+           sum.dele, sum.committed ? "yes" : "no", c->reason ? c->reason : "error");
+}
+
 static void conn_free(struct conn *c)
 {
     struct worker *w = c->w;
@@ -1348,8 +1375,10 @@ static void conn_free(struct conn *c)
     wh_cancel(c->req);
     wh_result_free(&c->result);
     conn_end_spool(c);
-    if (c->s)
+    if (c->s) {
+        conn_log_summary(c);
         conn_send_disconnect(c);
+    }
     TAILQ_REMOVE(&w->conns, c, link);
     w->n_conns--;
     worker_balance(w);

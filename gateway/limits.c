@@ -6,6 +6,8 @@
  */
 #include "gateway/limits.h"
 
+#include <stdatomic.h>
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,17 +25,22 @@ struct limits_entry {
 
 static struct limits_entry *limits_table[LIMITS_BUCKETS];
 static pthread_mutex_t limits_locks[LIMITS_LOCKS];
-static int limits_max_conns, limits_max_failures;
+static atomic_int limits_max_conns, limits_max_failures; /* SIGHUP may change them */
 
 int limits_init(int max_per_ip, int max_failures_per_ip)
 {
     int i;
 
-    limits_max_conns = max_per_ip;
-    limits_max_failures = max_failures_per_ip;
+    limits_set(max_per_ip, max_failures_per_ip);
     for (i = 0; i < LIMITS_LOCKS; i++)
         pthread_mutex_init(&limits_locks[i], NULL);
     return 0;
+}
+
+void limits_set(int max_per_ip, int max_failures_per_ip)
+{
+    atomic_store(&limits_max_conns, max_per_ip);
+    atomic_store(&limits_max_failures, max_failures_per_ip);
 }
 
 void limits_cleanup(void)
@@ -108,13 +115,13 @@ int limits_conn_acquire(const char *ip)
     unsigned b = limits_hash(ip);
     pthread_mutex_t *l = &limits_locks[b % LIMITS_LOCKS];
     struct limits_entry *e;
-    int rc = 0;
+    int rc = 1, max = atomic_load(&limits_max_conns);
 
-    if (limits_max_conns <= 0)
+    if (max <= 0)
         return 0;
     pthread_mutex_lock(l);
     e = limits_find(b, ip, 1);
-    if (!e || e->conns >= limits_max_conns)
+    if (!e || e->conns >= max)
         rc = -1;
     else
         e->conns++;
@@ -128,8 +135,6 @@ void limits_conn_release(const char *ip)
     pthread_mutex_t *l = &limits_locks[b % LIMITS_LOCKS];
     struct limits_entry *e;
 
-    if (limits_max_conns <= 0)
-        return;
     pthread_mutex_lock(l);
     e = limits_find(b, ip, 0);
     if (e) {
@@ -146,7 +151,7 @@ void limits_login_failed(const char *ip, time_t now)
     pthread_mutex_t *l = &limits_locks[b % LIMITS_LOCKS];
     struct limits_entry *e;
 
-    if (limits_max_failures <= 0)
+    if (atomic_load(&limits_max_failures) <= 0)
         return;
     pthread_mutex_lock(l);
     e = limits_find(b, ip, 1);
@@ -167,13 +172,13 @@ int limits_login_blocked(const char *ip, time_t now)
     struct limits_entry *e;
     int blocked = 0;
 
-    if (limits_max_failures <= 0)
+    if (atomic_load(&limits_max_failures) <= 0)
         return 0;
     pthread_mutex_lock(l);
     e = limits_find(b, ip, 0);
     if (e) {
-        blocked =
-            now - e->window_start < LIMITS_FAILURE_WINDOW && e->failures >= limits_max_failures;
+        blocked = now - e->window_start < LIMITS_FAILURE_WINDOW &&
+                  e->failures >= atomic_load(&limits_max_failures);
         if (!blocked)
             limits_gc(b, e, now);
     }

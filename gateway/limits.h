@@ -15,7 +15,12 @@
 int limits_init(int max_per_ip, int max_failures_per_ip);
 void limits_cleanup(void);
 
-/* Counts a connection from ip; -1 (nothing counted) when over the limit. */
+/* New limits (SIGHUP): they apply to the next connection and login. */
+void limits_set(int max_per_ip, int max_failures_per_ip);
+
+/* Counts a connection from ip: 1 when counted (release it later), 0 when
+ * there is no per-address limit (nothing counted), -1 when over the limit
+ * (nothing counted). */
 int limits_conn_acquire(const char *ip);
 void limits_conn_release(const char *ip);
 

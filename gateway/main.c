@@ -255,6 +255,8 @@ static struct settings *main_reload(struct server *srv, struct settings *cur, in
         return cur;
     }
     log_init(set->cfg.log_format, set->cfg.log_level);
+    limits_set(set->cfg.max_connections_per_ip, set->cfg.max_auth_failures_per_ip);
+    admin_set_token(set->cfg.admin_token);
     server_reload(srv, set);
     settings_unref(cur);
     log_kv(LOG_INFO, NULL, "SIGHUP: configuration reloaded", "backend=%s keys=%s",

@@ -68,7 +68,8 @@ struct pop3_session {
     char *user;       /* confirmed by the backend */
     char *mailbox;    /* JSON from authenticate, echoed */
     int logged_in, quit_done, committing, utf8;
-    int draining; /* the server is stopping: only QUIT is still done (pop3_drain) */
+    int draining;        /* the server is stopping: only QUIT is still done (pop3_drain) */
+    unsigned n_commands; /* command lines handled (pop3_summary) */
 
     /* SASL (AUTH) */
     struct sasl sasl;
@@ -349,6 +350,13 @@ size_t pop3_line_max(const struct pop3_session *s)
 int pop3_logged_in(const struct pop3_session *s)
 {
     return s->logged_in;
+}
+
+void pop3_summary(const struct pop3_session *s, struct pop3_summary *out)
+{
+    out->commands = s->n_commands;
+    out->dele = s->n_deleted;
+    out->committed = s->quit_done;
 }
 
 int pop3_quit_done(const struct pop3_session *s)
@@ -696,10 +704,13 @@ static void pop3_proceed_auth(struct pop3_session *s, struct wh_result *r)
         s->p->max_auth_failures > 0 && s->auth_failures >= s->p->max_auth_failures;
     if (s->method == WH_METHOD_XOAUTH2 || s->method == WH_METHOD_OAUTHBEARER) {
         /* RFC 7628 §3.2.2: an error challenge first; the client answers
-         * with one more line, then gets the -ERR. */
+         * with one more line, then gets the -ERR. The failure is counted
+         * and the delay runs now, before the challenge goes out, so a
+         * client that hangs up instead of answering gains nothing. */
         s->sasl_error = strdup(text);
         if (s->sasl_error) {
             pop3_reply(s, "+ %s", sasl_oauth_error_challenge((enum sasl_mech)s->method));
+            s->want = POP3_WANT_DELAY;
             return;
         }
     }
@@ -743,12 +754,17 @@ static void pop3_sasl_abort(struct pop3_session *s)
     sasl_clear(&s->sasl);
 }
 
-/* The client acknowledged the OAuth error challenge. */
+/* The client answered the OAuth error challenge (with anything: the line
+ * only ends the exchange). The refusal was counted and delayed before the
+ * challenge; a connection past max_auth_failures closes now. */
 static void pop3_sasl_error_done(struct pop3_session *s)
 {
     pop3_reply(s, "%s", s->sasl_error);
     pop3_sasl_abort(s);
-    s->want = POP3_WANT_DELAY;
+    if (s->close_after_delay) {
+        pop3_reply(s, "-ERR [AUTH] too many failed logins, closing");
+        pop3_close(s);
+    }
 }
 
 /* ---- AUTH (RFC 5034) -------------------------------------------------- */
@@ -870,7 +886,7 @@ void pop3_delay_done(struct pop3_session *s)
     if (s->want != POP3_WANT_DELAY)
         return;
     s->want = POP3_WANT_INPUT;
-    if (s->close_after_delay) {
+    if (s->close_after_delay && !s->sasl_error) { /* else after the challenge's answer */
         pop3_reply(s, "-ERR [AUTH] too many failed logins, closing");
         pop3_close(s);
     }
@@ -1317,6 +1333,7 @@ static void pop3_dispatch(struct pop3_session *s, char *line)
         *rest++ = '\0';
     c = pop3_lookup(line);
     s->cmd = c ? c->name : "";
+    s->n_commands++;
     METRIC_INC(commands_total);
     if (log_enabled(LOG_DEBUG))
         log_kv(LOG_DEBUG, s->id, "command", "verb=%s args=%s", c ? c->name : "(unknown)",
@@ -1359,6 +1376,11 @@ static void pop3_line(struct pop3_session *s, const char *data, size_t n)
 {
     char small[POP3_LINE_MAX + 1], *line = small;
 
+    if (s->sasl_error) {
+        /* Any line answers the OAuth error challenge, even a bad one. */
+        pop3_sasl_error_done(s);
+        return;
+    }
     if (!pop3_line_ok(data, n)) {
         pop3_sasl_abort(s);
         pop3_bad(s, "invalid characters in command");

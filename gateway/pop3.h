@@ -154,6 +154,14 @@ int pop3_logged_in(const struct pop3_session *s);
 int pop3_quit_done(const struct pop3_session *s);
 /* True while a QUIT's calls are running: they finish even if the client leaves. */
 int pop3_committing(const struct pop3_session *s);
+/* What a session did, for the line logged when it ends. */
+struct pop3_summary {
+    unsigned commands; /* command lines handled */
+    size_t dele;       /* messages marked deleted at the end */
+    int committed;     /* a QUIT was answered and its deletions committed */
+};
+void pop3_summary(const struct pop3_session *s, struct pop3_summary *out);
+
 /* The confirmed user name, or NULL. */
 const char *pop3_user(const struct pop3_session *s);
 /* The mailbox JSON to echo, or NULL. */

@@ -118,6 +118,7 @@ struct wh_req {
     char *body; /* request body, kept for retries */
     size_t body_len;
     char id[96];            /* webhook-id, the same on every retry */
+    char session[24];       /* the session it is for, for the log */
     char url[1024];         /* where it goes */
     struct buf reply;       /* a buffered reply body */
     size_t reply_max;       /* the most it may hold */
@@ -390,9 +391,15 @@ static const char *wh_url_for(const struct wh_params *p, enum wh_event ev, char 
 
 /* Records the call's latency: from its start to the end of the reply,
  * retries included (retrieve: the whole transfer). */
-static void wh_observe(struct wh_req *r)
+static void wh_observe(struct wh_req *r, const char *result)
 {
-    metrics_observe(&metrics.webhook_latency[r->event], util_mono() - r->started);
+    double took = util_mono() - r->started;
+
+    metrics_observe(&metrics.webhook_latency[r->event], took);
+    if (log_enabled(LOG_DEBUG))
+        log_kv(LOG_DEBUG, r->session[0] ? r->session : NULL, "webhook done",
+               "event=%s id=%s http_status=%ld duration=%.3f attempts=%d result=%s",
+               wh_event_names[r->event], r->id, r->code, took, r->attempts, result);
 }
 
 /* Counts a finished call and, when it failed, why; drives the breaker. */
@@ -719,7 +726,7 @@ static void wh_headers_complete(struct wh_req *r)
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 100 && code < 200)
-        return; /* an interim response: the real one follows */
+        return;                  /* an interim response: the real one follows */
     if (r->event == WH_RETRIEVE) /* the time to the first byte; the whole transfer at its end */
         metrics_observe(&metrics.webhook_first_byte, util_mono() - r->started);
     r->body_state = BODY_BUFFER;
@@ -972,7 +979,7 @@ static void wh_deliver(struct wh_req *r)
         wh_json_parse(r->event, r->code, ct, r->reply.data, r->reply.len, r->c->p.max_messages,
                       &res_r);
     }
-    wh_observe(r);
+    wh_observe(r, res_r.status == WH_OK ? "ok" : res_r.status == WH_REFUSED ? "refused" : "failed");
     if (r->too_large)
         wh_count(r, 1, MWE_BODY);
     else if (r->res != CURLE_OK)
@@ -1003,7 +1010,7 @@ static void wh_retrieve_refused(struct wh_req *r, enum wh_status st, enum metric
     const struct wh_handler *h = r->h;
     void *ctx = r->ctx;
 
-    wh_observe(r);
+    wh_observe(r, st == WH_NOT_FOUND ? "not_found" : "failed");
     wh_count(r, st == WH_TEMP, why);
     if (why == MWE_REFUSED)
         wh_log_refused(r);
@@ -1106,7 +1113,7 @@ told:
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
         how = r->dec || r->chunked || cl >= 0 ? WH_END_OK : WH_END_UNSIZED;
     }
-    wh_observe(r);
+    wh_observe(r, how == WH_END_BROKEN ? "broken" : "ok");
     r->h = NULL;
     r->ctx = NULL;
     h->end(ctx, how);
@@ -1268,6 +1275,7 @@ struct wh_req *wh_start(struct wh_client *c, const struct wh_call *call, const s
         return NULL;
     }
     snprintf(r->id, sizeof(r->id), "msg_%s_%lu", call->session ? call->session : "x", ++c->seq);
+    snprintf(r->session, sizeof(r->session), "%s", call->session ? call->session : "");
     wh_url_for(&c->p, r->event, r->url, sizeof(r->url));
     t = wh_timeout_for(&c->p, r->event);
     r->timeout = t;
