@@ -193,6 +193,8 @@ static int main_keep_restart_keys(const struct cfg *old, struct cfg *fresh)
         MAIN_CHANGED("listen_tls");
     if (old->workers != fresh->workers)
         MAIN_CHANGED("workers");
+    if (old->tls_min_version != fresh->tls_min_version)
+        MAIN_CHANGED("tls_min_version");
     if ((old->user == NULL) != (fresh->user == NULL) ||
         (old->user && strcmp(old->user, fresh->user) != 0))
         MAIN_CHANGED("user");
@@ -215,6 +217,7 @@ static int main_keep_restart_keys(const struct cfg *old, struct cfg *fresh)
     memcpy(fresh->listen_tls, old->listen_tls, sizeof(fresh->listen_tls));
     fresh->n_listen_tls = old->n_listen_tls;
     fresh->workers = old->workers;
+    fresh->tls_min_version = old->tls_min_version;
     free(fresh->user);
     fresh->user = user;
     fresh->admin_listen = old->admin_listen;

@@ -116,6 +116,17 @@ def _send(h, code, body=b"", ctype="application/json", headers=None, length=None
         body = _chunks(body)
     else:
         h.send_header("Content-Length", str(len(body) if length is None else length))
+    late = getattr(h, "body_after", 0)
+    if late:
+        # headers_then(): the status and headers now, the body later.
+        h.end_headers()
+        h.wfile.flush()
+        if h.backend.stopping.wait(late):
+            h.close_now()
+            return
+        h.wfile.write(body)
+        h.wfile.flush()
+        return
     h._headers_buffer.append(b"\r\n" + body)
     h.flush_headers()
     h.wfile.flush()
@@ -211,6 +222,22 @@ def delay(seconds, then=None):
             h.close_now()
             return
         then(h, req)
+    return act
+
+
+def headers_then(seconds, then=None):
+    """Sends the status line and headers of `then` (default: the normal
+    answer) at once, and its body `seconds` later: a backend whose reply
+    is slow after its headers."""
+    then = then or default()
+
+    @named("headers, then the body after %.1f s" % seconds)
+    def act(h, req):
+        h.body_after = seconds
+        try:
+            then(h, req)
+        finally:
+            h.body_after = 0
     return act
 
 
