@@ -312,6 +312,15 @@ static json_t *session_json(struct jb *j, const struct adm_session *si, long lon
     put(j, o, "bytes_out", jint(si->bytes_out));
     put(j, o, "command", si->command[0] ? json_string(si->command) : json_null());
     put(j, o, "worker", json_integer(si->worker));
+    put(j, o, "activity", json_string(si->activity));
+    if (si->spooling) {
+        json_t *sp = json_object();
+        put(j, sp, "bytes", jint(si->spool_bytes));
+        put(j, sp, "sent", jint(si->spool_sent));
+        put(j, o, "spool", sp);
+    } else {
+        put(j, o, "spool", json_null());
+    }
     return o;
 }
 

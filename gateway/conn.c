@@ -1429,6 +1429,10 @@ void conn_snapshot(const struct conn *c, struct adm_session *out)
     out->since = c->since;
     out->bytes_in = c->bytes_in;
     out->bytes_out = c->bytes_out;
+    snprintf(out->activity, sizeof(out->activity), "%s", conn_states[c->state].name);
+    out->spooling = c->spool.fd >= 0;
+    out->spool_bytes = c->spool.size;
+    out->spool_sent = c->spool.queued;
 }
 
 struct conn *conn_next(struct conn *c)
