@@ -56,8 +56,8 @@ struct adm_session {
     char command[8]; /* the verb being handled, or "" */
     long long since; /* unix time the connection was accepted */
     unsigned long long bytes_in, bytes_out;
-    char activity[12];       /* what the connection does now: idle, call, stream, drain, ... */
-    int spooling;            /* a spool file is open for its message */
+    char activity[12]; /* what the connection does now: idle, call, stream, drain, ... */
+    int spooling;      /* a spool file is open for its message */
     unsigned long long spool_bytes, spool_sent; /* octets in the spool file, and handed on */
 };
 

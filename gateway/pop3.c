@@ -1063,6 +1063,12 @@ static void pop3_proceed_uidl(struct pop3_session *s, struct wh_result *r)
     s->want = POP3_WANT_INPUT;
     if (s->pending == PEND_UIDL_QUIT) {
         if (!ok) {
+            /* The quit cannot name the deleted uids: a failed QUIT, as when
+             * the quit call itself fails. */
+            METRIC_INC(quit_failures);
+            log_kv(LOG_WARN, s->id, "quit failed: deletions not committed",
+                   "user=%s deleted=%zu error=%s", s->user, s->n_deleted,
+                   "uidl before quit failed");
             pop3_reply(s, "-ERR [SYS/TEMP] some deleted messages not removed");
             pop3_close(s);
             return;

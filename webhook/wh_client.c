@@ -117,35 +117,37 @@ struct wh_req {
     char hdr_id[128], hdr_ts[48], hdr_sig[400];
     char *body; /* request body, kept for retries */
     size_t body_len;
-    char id[96];            /* webhook-id, the same on every retry */
-    char session[24];       /* the session it is for, for the log */
-    char url[1024];         /* where it goes */
-    struct buf reply;       /* a buffered reply body */
-    size_t reply_max;       /* the most it may hold */
-    int attempts;           /* tries so far */
-    int got_bytes;          /* a response byte arrived: no retry */
-    int fresh;              /* the next attempt opens a new connection */
-    int chunked;            /* the reply is chunked (its end is marked) */
-    struct wh_content *dec; /* retrieve answered as application/json: its decoder */
-    struct buf held;        /* decoded JSON content not yet taken by data() */
-    size_t held_off;        /* of held, taken */
-    int begin_due;          /* a 200 retrieve: begin(WH_OK) not yet delivered */
-    int resume;             /* the caller said resume: let the body flow */
-    int counted;            /* the outcome is counted: no more retries */
-    int finished;           /* DONE has been looked at (wh_deliver_retrieve) */
-    int broken;             /* the streamed body did not arrive whole */
-    int counts_stream;      /* holds one of the stream slots */
-    CURLcode res;           /* DONE: how the transfer ended */
-    long code;              /* DONE: the HTTP status, 0 when none */
-    double deadline;        /* monotonic seconds: the whole call, retries included */
-    double started;         /* monotonic seconds: when the call started (latency) */
-    int probe;              /* the one call let through a half-open circuit */
-    int fast_failed;        /* failed at once: the circuit is open */
-    int too_large;          /* the reply passed reply_max */
-    double timeout;         /* seconds (retrieve: without progress) */
-    int big_buffer;         /* its handle has the large receive buffer */
-    struct event timer_ev;  /* the queue deadline, the backoff, retrieve's no-progress timer */
-    int timer_ok;           /* timer_ev is assigned */
+    char id[96];                       /* webhook-id, the same on every retry */
+    char session[24];                  /* the session it is for, for the log */
+    char errbuf[CURL_ERROR_SIZE];      /* libcurl's detail of a failed attempt (TLS errors) */
+    char errmsg[CURL_ERROR_SIZE + 80]; /* wh_errtext() */
+    char url[1024];                    /* where it goes */
+    struct buf reply;                  /* a buffered reply body */
+    size_t reply_max;                  /* the most it may hold */
+    int attempts;                      /* tries so far */
+    int got_bytes;                     /* a response byte arrived: no retry */
+    int fresh;                         /* the next attempt opens a new connection */
+    int chunked;                       /* the reply is chunked (its end is marked) */
+    struct wh_content *dec;            /* retrieve answered as application/json: its decoder */
+    struct buf held;                   /* decoded JSON content not yet taken by data() */
+    size_t held_off;                   /* of held, taken */
+    int begin_due;                     /* a 200 retrieve: begin(WH_OK) not yet delivered */
+    int resume;                        /* the caller said resume: let the body flow */
+    int counted;                       /* the outcome is counted: no more retries */
+    int finished;                      /* DONE has been looked at (wh_deliver_retrieve) */
+    int broken;                        /* the streamed body did not arrive whole */
+    int counts_stream;                 /* holds one of the stream slots */
+    CURLcode res;                      /* DONE: how the transfer ended */
+    long code;                         /* DONE: the HTTP status, 0 when none */
+    double deadline;                   /* monotonic seconds: the whole call, retries included */
+    double started;                    /* monotonic seconds: when the call started (latency) */
+    int probe;                         /* the one call let through a half-open circuit */
+    int fast_failed;                   /* failed at once: the circuit is open */
+    int too_large;                     /* the reply passed reply_max */
+    double timeout;                    /* seconds (retrieve: without progress) */
+    int big_buffer;                    /* its handle has the large receive buffer */
+    struct event timer_ev; /* the queue deadline, the backoff, retrieve's no-progress timer */
+    int timer_ok;          /* timer_ev is assigned */
 };
 
 TAILQ_HEAD(wh_req_list, wh_req);
@@ -553,6 +555,7 @@ static CURL *wh_easy_get(struct wh_client *c, int big_buffer)
 
 static void wh_easy_put(struct wh_client *c, CURL *e, int big_buffer)
 {
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL); /* it pointed into the request */
     if (!big_buffer && c->n_idle < WH_EASY_POOL)
         c->idle[c->n_idle++] = e;
     else
@@ -575,10 +578,24 @@ static int wh_setup_easy(struct wh_req *r)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    r->errbuf[0] = '\0';
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)r->fresh);
     /* Retrieve: no overall deadline (its own timers); others: what is left. */
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->event == WH_RETRIEVE ? 0L : (left > 1 ? left : 1L));
     return 0;
+}
+
+/* Why an attempt failed: libcurl's detail when it gave one (it names the
+ * TLS error, say), else its short text for the code. */
+static const char *wh_errtext(struct wh_req *r)
+{
+    const char *code = curl_easy_strerror(r->res);
+
+    if (!r->errbuf[0] || strcmp(r->errbuf, code) == 0)
+        return code;
+    snprintf(r->errmsg, sizeof(r->errmsg), "%s (%s)", code, r->errbuf);
+    return r->errmsg;
 }
 
 /* ---- timers --------------------------------------------------------------- */
@@ -973,7 +990,7 @@ static void wh_deliver(struct wh_req *r)
         res_r.http_status = r->code;
         res_r.error = strdup(r->fast_failed ? "circuit open"
                              : r->too_large ? "reply larger than the contract allows"
-                                            : curl_easy_strerror(r->res));
+                                            : wh_errtext(r));
     } else {
         curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct);
         wh_json_parse(r->event, r->code, ct, r->reply.data, r->reply.len, r->c->p.max_messages,
@@ -1066,7 +1083,7 @@ static int wh_deliver_retrieve(struct wh_req *r)
                 wh_retrieve_refused(r, WH_TEMP, r->too_large ? MWE_BODY : wh_error_kind(r->res),
                                     r->fast_failed ? "circuit open"
                                     : r->too_large ? "reply larger than the contract allows"
-                                                   : curl_easy_strerror(r->res));
+                                                   : wh_errtext(r));
             } else if (r->code == 404) {
                 wh_retrieve_refused(r, WH_NOT_FOUND, MWE_N, "");
             } else if (wh_json_refused(r->code)) {
@@ -1084,7 +1101,7 @@ static int wh_deliver_retrieve(struct wh_req *r)
         if (r->broken) {
             METRIC_INC(webhook_errors[r->event][bad ? MWE_BODY : MWE_BROKEN]);
             log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
-                   bad ? bad : curl_easy_strerror(r->res));
+                   bad ? bad : wh_errtext(r));
         }
     }
 told:
@@ -1137,8 +1154,7 @@ static void wh_complete(struct wh_req *r)
     if (!r->counted && wh_may_retry(r)) {
         long ms = WH_RETRY_BACKOFF_MS << (r->attempts - 1);
         log_kv(LOG_INFO, NULL, "webhook retry", "event=%s id=%s attempt=%d error=%s fresh=%d",
-               wh_event_names[r->event], r->id, r->attempts + 1, curl_easy_strerror(r->res),
-               r->fresh);
+               wh_event_names[r->event], r->id, r->attempts + 1, wh_errtext(r), r->fresh);
         METRIC_INC(webhook_retries[r->event]);
         wh_enter(r, RQ_BACKOFF);
         wh_arm(r, ms);
