@@ -11,7 +11,8 @@ POOL=${BENCH_POOL:-8}
 BE_THREADS=${BENCH_BE_THREADS:-2}
 USER_NAME=bench
 USER_PASS=bench-pass
-BIG=11 # the 100 MB message
+BIG=11  # the 100 MB message
+SLOW=12 # the 20 MB message the slow readers ask for
 GW_MAXCONN=20000
 PIDS=()
 
@@ -50,7 +51,8 @@ bench_setup() {
     ulimit -n "$(ulimit -Hn)"
     NOFILE=$(ulimit -n)
 
-    # The mailbox: 10 messages of 4 KB and one of 100 MB, LF line ends.
+    # The mailbox: 10 messages of 4 KB, one of 100 MB and one of 20 MB, LF line
+# ends.
     MB=$TMP/mail
     mkdir -p "$MB/$USER_NAME/new" "$MB/$USER_NAME/cur" "$MB/$USER_NAME/tmp"
     printf '%s:%s\n' "$USER_NAME" "$USER_PASS" >"$MB/users"
@@ -59,6 +61,8 @@ bench_setup() {
         "$LG" mkmsg "$MB/$USER_NAME/cur/100$i.M$i.bench:2,S" 4096 "$i"
     done
     "$LG" mkmsg "$MB/$USER_NAME/cur/2000.M99.bench:2,S" 104857600 99
+    # and one of 20 MB for the slow readers
+    "$LG" mkmsg "$MB/$USER_NAME/cur/3000.M98.bench:2,S" 20971520 98
 
     # max_connections_per_ip=0 disables the per-address limit where the
     # config accepts it; otherwise the largest value stands in for "none".
@@ -66,6 +70,13 @@ bench_setup() {
     if ! "$GW" --check-config --listen=127.0.0.1:1 --backend_url=http://127.0.0.1:1 \
         --max_connections_per_ip=0 >/dev/null 2>&1; then
         PER_IP=10000000
+    fi
+    # The spool in the benchmark's own directory, where the gateway has one.
+    SPOOL_OPT=()
+    mkdir -p "$TMP/spool"
+    if "$GW" --check-config --listen=127.0.0.1:1 --backend_url=http://127.0.0.1:1 \
+        --spool_dir="$TMP/spool" >/dev/null 2>&1; then
+        SPOOL_OPT=(--spool_dir="$TMP/spool")
     fi
 }
 
@@ -143,7 +154,7 @@ start_gateway() {
         exec "$GW" --listen="127.0.0.1:$GW_PORT" --backend_url="http://127.0.0.1:$BE_PORT" \
             --admin_listen= --workers="$WORKERS" --log_level=warn --backend_pool="$POOL" \
             --max_connections="$GW_MAXCONN" --max_connections_per_ip="$PER_IP" \
-            --shutdown_grace=1 --hostname=bench.local
+            --shutdown_grace=1 --hostname=bench.local "${SPOOL_OPT[@]}"
     ) 2>>"$TMP/gw.log" &
     GW_PID=$!
     PIDS+=("$GW_PID")

@@ -17,6 +17,9 @@
  *             in, sends STAT, then holds them idle; reports when all are
  *             logged in (and the server's RSS, with --pid), holds for
  *             --hold seconds, and closes them.
+ *   stall     like idle, but each connection (with a 4 KB receive buffer)
+ *             sends RETR k after STAT, reads its +OK and then nothing more:
+ *             slow readers that hold a message in the server's hands.
  *   retr      one connection: log in, LIST k, RETR k timed (bytes/s), octet
  *             count checked against LIST k; samples the server's RSS during
  *             the transfer (--pid).
@@ -60,7 +63,7 @@
 
 /* ---- options and results ------------------------------------------------ */
 
-enum mode { M_SESSIONS, M_IDLE, M_RETR, M_HTTP };
+enum mode { M_SESSIONS, M_IDLE, M_RETR, M_HTTP, M_STALL };
 
 static struct {
     enum mode mode;
@@ -231,6 +234,7 @@ enum pst {
     P_QUIT,
     P_CLOSEWAIT, /* QUIT answered: wait for the server to close */
     P_IDLE,      /* idle mode: logged in, holding */
+    P_STALLED,   /* stall mode: RETR answered +OK, the body is not read */
     H_SEND,      /* http: waiting for the response of step `step` */
 };
 
@@ -342,6 +346,10 @@ static int conn_open(struct lconn *c)
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (opt.mode == M_STALL) {
+        int rcv = 4096; /* a slow reader: the server's data waits on its side */
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+    }
     if (opt.srcs > 1) {
         /* Spread over 127.0.0.1..N so that ephemeral ports do not run out
          * at thousands of connections per second. */
@@ -579,6 +587,11 @@ static void pop3_line(struct lconn *c, char *line)
             done_total++;
             return;
         }
+        if (opt.mode == M_STALL) {
+            c->st = P_RETR;
+            conn_sendf(c, "RETR %d\r\n", opt.msg);
+            return;
+        }
         if (c->probe || opt.mode == M_RETR) {
             c->st = P_LIST1;
             conn_sendf(c, "LIST %d\r\n", opt.msg);
@@ -613,6 +626,18 @@ static void pop3_line(struct lconn *c, char *line)
         memset(&c->ml, 0, sizeof(c->ml));
         break;
     case P_RETR:
+        if (opt.mode == M_STALL) {
+            if (strncmp(line, "+OK", 3) != 0) {
+                session_fail(c, E_PROTO, "bad RETR reply: %s", line);
+                return;
+            }
+            /* A stalled reader: the rest stays unread in the socket. */
+            c->st = P_STALLED;
+            c->deadline = 0;
+            done_total++;
+            conn_set_events(c, 0);
+            return;
+        }
         c->st = P_RETR_ML;
         memset(&c->ml, 0, sizeof(c->ml));
         break;
@@ -683,6 +708,8 @@ static void pop3_data(struct lconn *c, const char *p, size_t n)
                 body_done(c);
             continue;
         }
+        if (c->st == P_STALLED)
+            return; /* (not read any more: see P_RETR in stall mode) */
         if (c->st == P_CLOSEWAIT || c->st == P_IDLE) {
             session_fail(c, E_PROTO, "unexpected bytes from the server");
             return;
@@ -1009,7 +1036,7 @@ static void check_timeouts(uint64_t now)
     for (int i = 0; i < n_conns; i++) {
         struct lconn *c = &conns[i];
         if (c->fd >= 0 && c->deadline && now > c->deadline) {
-            if (opt.mode == M_IDLE) {
+            if (opt.mode == M_IDLE || opt.mode == M_STALL) {
                 err_count(c, E_TIMEOUT, "not logged in within %.0f s (state %d)", opt.timeout,
                           (int)c->st);
                 conn_close(c);
@@ -1245,9 +1272,9 @@ static void run_idle(void)
         loop_once(50);
     long rss1 = proc_rss_kb(opt.pid);
     int live = active_conns();
-    printf("mode=idle target=%d logged_in=%lu live=%d secs_to_ready=%.3f rss_before_kb=%ld "
+    printf("mode=%s target=%d logged_in=%lu live=%d secs_to_ready=%.3f rss_before_kb=%ld "
            "rss_idle_kb=%ld",
-           target, done_total, live, (double)(t_ready - t_start) / 1e9, rss0, rss1);
+           opt.mode == M_STALL ? "stall" : "idle", target, done_total, live, (double)(t_ready - t_start) / 1e9, rss0, rss1);
     if (rss0 >= 0 && rss1 >= 0 && done_total > 0)
         printf(" rss_per_conn_bytes=%.0f", (double)(rss1 - rss0) * 1024.0 / (double)done_total);
     print_errors();
@@ -1363,7 +1390,7 @@ static int run_mkmsg(const char *file, unsigned long long size, unsigned seed)
 static void usage(void)
 {
     fputs("usage: loadgen MODE [options]\n"
-          "  modes: sessions | idle | retr | http | get PATH | mkmsg FILE BYTES [SEED]\n"
+          "  modes: sessions | idle | stall | retr | http | get PATH | mkmsg FILE BYTES [SEED]\n"
           "  --host=IP (127.0.0.1) --port=N  -c N (concurrency) -n N (count)\n"
           "  -t SECS (duration) --warmup=SECS --timeout=SECS --hold=SECS\n"
           "  --user=U --pass=P --msg=K (1) --src=N (loopback sources, 16)\n"
@@ -1409,6 +1436,8 @@ int main(int argc, char **argv)
         opt.mode = M_SESSIONS;
     else if (strcmp(argv[1], "idle") == 0)
         opt.mode = M_IDLE;
+    else if (strcmp(argv[1], "stall") == 0)
+        opt.mode = M_STALL;
     else if (strcmp(argv[1], "retr") == 0)
         opt.mode = M_RETR;
     else if (strcmp(argv[1], "http") == 0)
@@ -1480,6 +1509,7 @@ int main(int argc, char **argv)
         run_load();
         break;
     case M_IDLE:
+    case M_STALL:
         if (opt.count <= 0)
             usage();
         if (opt.conc < 2)

@@ -13,13 +13,18 @@
 #     two in the same round is the gateway's own overhead;
 #   - RETR of the 100 MB message: throughput and gateway RSS growth;
 #   - gateway RSS per idle logged-in connection at 1,000, 5,000, 15,000;
-#   - what the gateway does when it runs out of descriptors.
+#   - what the gateway does when it runs out of descriptors;
+#   - slow readers: the c=50 session load alone, then again while
+#     BENCH_STALLED (200) clients each hold a RETR of the 20 MB message
+#     unread (sessions/s and p99 of both, and the gateway's RSS per stalled
+#     reader).
 # Everything runs on this machine's loopback; load, gateway and backend share
 # its cores. Prints one table; stops everything and cleans up.
 #
 # Settings (environment): BENCH_WORKERS (2), BENCH_POOL (8, per worker),
 # BENCH_BE_THREADS (2), BENCH_RUNS (3), BENCH_SECS (5), BENCH_IDLE
-# ("1000 5000 15000"), BENCH_SECTIONS ("sessions retr idle fd"),
+# ("1000 5000 15000"), BENCH_STALLED (200), BENCH_SECTIONS ("sessions retr
+# idle fd slow"),
 # BENCH_QUICK=1 (1 run, shorter), BENCH_RAW=FILE (keep every loadgen result
 # line), and those of lib.sh: BENCH_NO_MAKE=1, BENCH_GW=, BENCH_BE=.
 set -euo pipefail
@@ -30,7 +35,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${BENCH_RUNS:-3}
 SECS=${BENCH_SECS:-5}
 IDLE_COUNTS=${BENCH_IDLE:-1000 5000 15000}
-SECTIONS=${BENCH_SECTIONS:-sessions retr idle fd}
+SECTIONS=${BENCH_SECTIONS:-sessions retr idle fd slow}
+STALLED=${BENCH_STALLED:-200}
 want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     RUNS=1
@@ -175,6 +181,47 @@ if want fd; then
     log "bench: after: $rline"
     stop_pid "$GW_PID"
 fi
+# ---- 5. slow readers ---------------------------------------------------------------
+# The c=50 session load alone, then the same while STALLED clients each
+# hold a RETR of the 20 MB message without reading (4 KB receive buffers):
+# their messages must not slow anyone else down.
+if want slow; then
+    start_gateway
+    run_lg sessions --port="$GW_PORT" -c 50 -t 1 --user=$USER_NAME --pass=$USER_PASS >/dev/null # warm-up
+    for r in $(seq "$RUNS"); do
+        line=$(run_lg sessions --port="$GW_PORT" -c 50 -t "$SECS" --warmup=1 --user=$USER_NAME \
+            --pass=$USER_PASS --pid="$GW_PID")
+        log "bench: round $r slow readers, alone: $line"
+        add "slow_rate_a" "$(kv "$line" rate)"
+        add "slow_p99_a" "$(kv "$line" p99_ms)"
+        add "slow_err" "$(kv "$line" errors)"
+        # the stalled readers, in the background, held long enough for the run
+        "$LG" stall --port="$GW_PORT" -n "$STALLED" -c 50 --msg=$SLOW --timeout=60 \
+            --hold=$((SECS + 10)) --user=$USER_NAME --pass=$USER_PASS --pid="$GW_PID" \
+            >"$TMP/stall.out" 2>>"$TMP/loadgen.err" &
+        st_pid=$!
+        for _ in $(seq 600); do
+            [ -s "$TMP/stall.out" ] && break
+            kill -0 "$st_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        sline=$(head -n 1 "$TMP/stall.out")
+        printf '%s\n' "$sline" >>"$RAW"
+        log "bench: round $r stalled: $sline"
+        add "slow_in" "$(kv "$sline" logged_in)"
+        add "slow_rss" "$(kv "$sline" rss_per_conn_bytes)"
+        line=$(run_lg sessions --port="$GW_PORT" -c 50 -t "$SECS" --warmup=1 --user=$USER_NAME \
+            --pass=$USER_PASS --pid="$GW_PID")
+        log "bench: round $r slow readers, with $STALLED stalled: $line"
+        add "slow_rate_b" "$(kv "$line" rate)"
+        add "slow_p99_b" "$(kv "$line" p99_ms)"
+        add "slow_err" "$(kv "$line" errors)"
+        kill -TERM "$st_pid" 2>/dev/null || true
+        wait "$st_pid" 2>/dev/null || true
+        check_alive
+    done
+    stop_pid "$GW_PID"
+fi
 stop_pid "$BE_PID"
 
 # ---- the table ----------------------------------------------------------------
@@ -238,6 +285,14 @@ if want retr; then
     RETRG=$(median "${R[retrg]}")
     echo "| RETR 100 MB throughput | $RETR MB/s [$(range "${R[retr]}")]; gateway CPU $(median "${R[retrcpu]}") ms in $(median "${R[retrsecs]}") s | >= 1500 MB/s | $(pass "$RETR >= 1500") |"
     echo "| gateway RSS growth during RETR 100 MB | $RETRG KB [$(range "${R[retrg]}")] | < 4096 KB | $(pass "$RETRG < 4096") |"
+fi
+if want slow; then
+    P99A=$(median "${R[slow_p99_a]}")
+    P99B=$(median "${R[slow_p99_b]}")
+    echo "| c=50 sessions alone | $(median "${R[slow_rate_a]}")/s [$(range "${R[slow_rate_a]}")], p99 $P99A ms [$(range "${R[slow_p99_a]}")] | - | - |"
+    echo "| c=50 sessions with $STALLED stalled readers of 20 MB | $(median "${R[slow_rate_b]}")/s [$(range "${R[slow_rate_b]}")], p99 $P99B ms [$(range "${R[slow_p99_b]}")]; stalled: $(printf '%s ' ${R[slow_in]})| p99 <= 1.5 x alone | $(pass "$P99B <= 1.5 * $P99A") |"
+    echo "| gateway RSS per stalled reader | $(median "${R[slow_rss]}") B [$(range "${R[slow_rss]}")] | <= 131072 B | $(pass "$(median "${R[slow_rss]}") <= 131072") |"
+    echo "| errors in the slow-reader session runs | $(sum "${R[slow_err]}") | 0 | $(pass "$(sum "${R[slow_err]}") == 0") |"
 fi
 if want fd; then
     echo
