@@ -66,8 +66,9 @@
 #define CONN_OUTPUT_HIGH                                                                           \
     (768 * 1024) /* above this no command is read; a stream that cannot spool pauses */
 #define CONN_OUTPUT_LOW (256 * 1024) /* ... and goes on below this */
-#define CONN_STREAM_KEEP (64 * 1024) /* a stream keeps this much in memory; the rest is spooled */
-#define CONN_TLS_REFILL (64 * 1024)  /* spooled bytes copied into a TLS output at a time */
+#define CONN_STREAM_KEEP (16 * 1024) /* a spooling stream keeps this much in memory */
+#define CONN_SPILL_AFTER_MS 50       /* a client that leaves a full output this long is slow */
+#define CONN_TLS_REFILL (16 * 1024)  /* spooled bytes copied into a TLS output at a time */
 #define CONN_SEGMENT_MAX (16 * 1024 * 1024) /* spooled bytes handed to a plain output at a time */
 #define CONN_LINGER_MAX 5.0                 /* seconds the last replies may take to leave */
 
@@ -102,6 +103,17 @@ static const struct {
 #undef X
 };
 
+/*
+ * Where a stream's bytes go once the client's output is full. A fast
+ * reader stays in memory: the transfer pauses above CONN_OUTPUT_HIGH and
+ * goes on below CONN_OUTPUT_LOW, as the client drains it. A client that
+ * leaves the output full for CONN_SPILL_AFTER_MS is slow: all but
+ * CONN_STREAM_KEEP of the output moves to the spool, and the rest of the
+ * message follows it at the backend's speed (SPILL_FILE). When no spool
+ * can be had, the transfer keeps pausing (SPILL_PAUSE: logged and counted).
+ */
+enum conn_spill { SPILL_MEMORY, SPILL_FILE, SPILL_PAUSE };
+
 /* What the webhook callbacks recorded for the kick to act on. */
 enum conn_news {
     NEWS_DONE = 1,  /* a non-streamed result is in `result` */
@@ -118,26 +130,28 @@ struct conn {
     int fd;        /* the socket, until a bufferevent owns it */
     int outq_mark; /* bytes the kernel held for the client after our last write; -1 unknown */
     struct pop3_session *s;
-    struct wh_req *req;           /* the session's call in flight, or NULL */
-    int news;                     /* enum conn_news bits */
-    struct wh_result result;      /* NEWS_DONE */
-    enum wh_status begin_status;  /* NEWS_BEGIN */
-    enum wh_end end_how;          /* NEWS_END */
-    int held;                     /* the stream is paused: the output was full */
-    int stopped;                  /* the stream was stopped here: TOP had all it needed */
-    struct event *timer;          /* login / idle timeout; the linger of CLOSING */
-    struct event *delay;          /* failed-login delay */
-    struct event *kick;           /* runs conn_process (or frees) from the loop */
-    struct conv conv;             /* retrieve being streamed */
-    struct spool spool;           /* a stream's bytes past CONN_STREAM_KEEP, for a slow client */
-    struct evbuffer *backlog;     /* after the spool: what could not be spooled (memory), or NULL */
-    int spill_pause;              /* spooling is off or failed: the stream pauses instead */
-    int gone;                     /* the connection broke: nothing more can be written */
-    int eof;                      /* the client closed its sending side: answer what was read */
-    const char *reason;           /* why it ends, for the disconnect event and the log */
-    struct event *proxy_ev;       /* waiting for the PROXY header */
-    struct sockaddr_storage peer; /* the client (after PROXY) */
-    double proxy_deadline;        /* monotonic seconds */
+    struct wh_req *req;          /* the session's call in flight, or NULL */
+    int news;                    /* enum conn_news bits */
+    struct wh_result result;     /* NEWS_DONE */
+    enum wh_status begin_status; /* NEWS_BEGIN */
+    enum wh_end end_how;         /* NEWS_END */
+    int held;                    /* the stream is paused: the output was full */
+    int stopped;                 /* the stream was stopped here: TOP had all it needed */
+    struct event *timer;         /* login / idle timeout; the linger of CLOSING */
+    struct event *delay;         /* failed-login delay */
+    struct event *kick;          /* runs conn_process (or frees) from the loop */
+    struct conv conv;            /* retrieve being streamed */
+    struct spool spool;          /* a stream's bytes past CONN_STREAM_KEEP, for a slow client */
+    struct evbuffer *backlog;    /* after the spool: what could not be spooled (memory), or NULL */
+    enum conn_spill spill;       /* where a stream's bytes go once the client's output is full */
+    struct event *spill_timer;   /* CONN_SPILL_AFTER_MS after a stream paused on a full output */
+    struct evbuffer_cb_entry *out_cb; /* conn_out_cb on the output (held off while spilling) */
+    int gone;                         /* the connection broke: nothing more can be written */
+    int eof;                          /* the client closed its sending side: answer what was read */
+    const char *reason;               /* why it ends, for the disconnect event and the log */
+    struct event *proxy_ev;           /* waiting for the PROXY header */
+    struct sockaddr_storage peer;     /* the client (after PROXY) */
+    double proxy_deadline;            /* monotonic seconds */
     char id[24];
     char apop_rand[17]; /* random part of the APOP timestamp */
     char ip[INET6_ADDRSTRLEN];
@@ -264,9 +278,9 @@ static void conn_wh_end(void *ctx, enum wh_end how)
  * connection. Logged and counted once per stream. */
 static void conn_spill_pause(struct conn *c, const char *why)
 {
-    if (c->spill_pause)
+    if (c->spill == SPILL_PAUSE)
         return;
-    c->spill_pause = 1;
+    c->spill = SPILL_PAUSE;
     METRIC_INC(spool_fallbacks);
     log_kv(LOG_WARN, c->id, "cannot spool: the transfer pauses for the client instead",
            "client=%s reason=%s spooled=%llu", c->ip, why, (unsigned long long)c->spool.size);
@@ -278,32 +292,16 @@ static int conn_waiting(const struct conn *c)
     return spool_pending(&c->spool) > 0 || (c->backlog && evbuffer_get_length(c->backlog) > 0);
 }
 
-/*
- * Puts converted bytes after everything already queued for the client:
- * into the output while it holds less than CONN_STREAM_KEEP and nothing
- * waits in the spool, the rest into the spool (or, when spooling has just
- * failed, into the backlog in memory). 0, or -1 when a spool write failed
- * in a way that loses bytes (the stream is broken).
- */
-static int conn_sink(struct conn *c, const char *p, size_t n)
+/* Appends n bytes to the spool. 0; or, when the spool cannot take them,
+ * the stream falls back to pausing and they wait in the backlog (memory,
+ * after the spool); -1 when a write failed in a way that loses bytes. */
+static int conn_spool(struct conn *c, const char *p, size_t n)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t len = evbuffer_get_length(out), put = 0;
     const char *dir = c->set->cfg.spool_dir;
     enum spool_rc rc;
 
-    if (!conn_waiting(c)) {
-        put = c->spill_pause ? n : len < CONN_STREAM_KEEP ? CONN_STREAM_KEEP - len : 0;
-        if (put > n)
-            put = n;
-        if (put && evbuffer_add(out, p, put) < 0)
-            return -1;
-    }
-    if (put == n)
-        return 0;
-    if (!c->spill_pause && (!c->backlog || evbuffer_get_length(c->backlog) == 0)) {
-        rc = dir ? spool_append(&c->spool, dir, c->set->cfg.spool_max, p + put, n - put)
-                 : SPOOL_NOFILE;
+    if (c->spill == SPILL_FILE && (!c->backlog || evbuffer_get_length(c->backlog) == 0)) {
+        rc = dir ? spool_append(&c->spool, dir, c->set->cfg.spool_max, p, n) : SPOOL_NOFILE;
         if (rc == SPOOL_OK)
             return 0;
         if (rc == SPOOL_ERROR) {
@@ -313,15 +311,111 @@ static int conn_sink(struct conn *c, const char *p, size_t n)
         }
         conn_spill_pause(c, dir ? spool_rc_name(rc) : "off");
     }
-    /* After what waits in the spool, in memory: one chunk at most, since
-     * the stream pauses from now on while anything waits. */
     if (!c->backlog && !(c->backlog = evbuffer_new()))
         return -1;
-    return evbuffer_add(c->backlog, p + put, n - put);
+    return evbuffer_add(c->backlog, p, n);
+}
+
+/*
+ * SPILL_FILE: puts converted bytes after everything already queued for the
+ * client: into the output while it holds less than CONN_STREAM_KEEP and
+ * nothing waits in the spool, the rest into the spool. 0, or -1 when the
+ * stream is broken.
+ */
+static int conn_sink(struct conn *c, const char *p, size_t n)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t len = evbuffer_get_length(out), put = 0;
+
+    if (!conn_waiting(c)) {
+        put = len < CONN_STREAM_KEEP ? CONN_STREAM_KEEP - len : 0;
+        if (put > n)
+            put = n;
+        if (put && evbuffer_add(out, p, put) < 0)
+            return -1;
+    }
+    return put == n ? 0 : conn_spool(c, p + put, n - put);
+}
+
+/*
+ * The client is slow (its output stayed full for CONN_SPILL_AFTER_MS):
+ * everything in the output past CONN_STREAM_KEEP moves to the spool, and
+ * the stream goes on in SPILL_FILE (or SPILL_PAUSE when no spool can be
+ * had). 0, or -1 when the stream is broken. From the loop only.
+ */
+static int conn_spill(struct conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev), *tail;
+    size_t len = evbuffer_get_length(out), done;
+    struct evbuffer_iovec v[16];
+    int i, n, rc = 0;
+
+    if (!c->set->cfg.spool_dir) {
+        conn_spill_pause(c, "off");
+        return 0;
+    }
+    c->spill = SPILL_FILE;
+    if (len <= CONN_STREAM_KEEP)
+        return 0;
+    if (!(tail = evbuffer_new())) {
+        conn_spill_pause(c, "no_memory");
+        return 0;
+    }
+    /* Move the tail out: everything out, the first CONN_STREAM_KEEP back
+     * (chains move, they are not copied). The output's start is frozen to
+     * all but its bufferevent, and its byte counter must not see this. */
+    evbuffer_cb_clear_flags(out, c->out_cb, EVBUFFER_CB_ENABLED);
+    evbuffer_unfreeze(out, 1);
+    evbuffer_remove_buffer(out, tail, len);
+    evbuffer_remove_buffer(tail, out, CONN_STREAM_KEEP);
+    evbuffer_freeze(out, 1);
+    evbuffer_cb_set_flags(out, c->out_cb, EVBUFFER_CB_ENABLED);
+    /* Into the spool, in order; what it cannot take waits in the backlog. */
+    while (rc == 0 && c->spill == SPILL_FILE && evbuffer_get_length(tail) > 0) {
+        n = evbuffer_peek(tail, -1, NULL, v, 16);
+        if (n > 16)
+            n = 16;
+        for (i = 0, done = 0; i < n && rc == 0; i++) {
+            rc = conn_spool(c, v[i].iov_base, v[i].iov_len);
+            done += v[i].iov_len; /* spooled, or in the backlog */
+            if (c->spill != SPILL_FILE)
+                break;
+        }
+        evbuffer_drain(tail, done);
+    }
+    if (rc == 0 && evbuffer_get_length(tail) > 0)
+        rc = evbuffer_add_buffer(c->backlog, tail); /* after what the backlog holds */
+    evbuffer_free(tail);
+    worker_trim_soon(c->w);
+    return rc;
+}
+
+/* event: a stream has paused on a full output for CONN_SPILL_AFTER_MS. */
+static void conn_spill_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+
+    (void)fd;
+    (void)what;
+    if (c->state != CONN_STREAM || !c->held || c->spill != SPILL_MEMORY || c->gone ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) < CONN_OUTPUT_LOW)
+        return;
+    if (conn_spill(c) < 0) {
+        wh_cancel(c->req);
+        c->req = NULL;
+        c->end_how = WH_END_BROKEN;
+        c->news |= NEWS_END;
+        conn_kick(c);
+        return;
+    }
+    if (c->spill == SPILL_FILE && c->req) {
+        c->held = 0;
+        wh_resume(c->req); /* the rest goes to the spool at the backend's speed */
+    }
 }
 
 /* wh_start(), inside curl: body bytes of a retrieve, converted and queued
- * for the client (conn_sink). Touches no session state. */
+ * for the client. Touches no session state. */
 static int conn_wh_data(void *ctx, const char *p, size_t n)
 {
     struct conn *c = ctx;
@@ -336,13 +430,17 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
     }
     out = bufferevent_get_output(c->bev);
     len = evbuffer_get_length(out);
-    if (!c->set->cfg.spool_dir)
-        conn_spill_pause(c, "off");
-    if (c->spill_pause && (conn_waiting(c) || len >= CONN_OUTPUT_HIGH)) {
-        c->held = 1; /* conn_write_cb resumes it once everything waiting has left */
+    if (c->spill != SPILL_FILE && (conn_waiting(c) || len >= CONN_OUTPUT_HIGH)) {
+        /* conn_write_cb resumes it once the client has read enough; a
+         * client that does not is spooled for (conn_spill_cb) */
+        c->held = 1;
+        if (c->spill == SPILL_MEMORY && !evtimer_pending(c->spill_timer, NULL)) {
+            struct timeval tv = util_tv_ms(CONN_SPILL_AFTER_MS);
+            evtimer_add(c->spill_timer, &tv);
+        }
         return WH_DATA_FULL;
     }
-    if (!conn_waiting(c) && (c->spill_pause || len + CONV_OUT_MAX(n) <= CONN_STREAM_KEEP)) {
+    if (c->spill != SPILL_FILE || (!conn_waiting(c) && len + CONV_OUT_MAX(n) <= CONN_STREAM_KEEP)) {
         /* Straight into the output. */
         if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1)
             goto broken;
@@ -385,7 +483,9 @@ static int conn_refill(struct conn *c)
     size_t len = evbuffer_get_length(out);
     long k;
 
-    while (spool_pending(&c->spool) > 0 && len < CONN_OUTPUT_LOW) {
+    /* Segments cost no memory; a TLS output holds copies, so it is kept
+     * as short as a spooling stream's memory. */
+    while (spool_pending(&c->spool) > 0 && len < (c->tls ? CONN_STREAM_KEEP : CONN_OUTPUT_LOW)) {
         k = spool_feed(&c->spool, out, c->tls ? CONN_TLS_REFILL : CONN_SEGMENT_MAX, !c->tls);
         if (k <= 0) {
             log_kv(LOG_ERROR, c->id, "cannot read the spool: closing", "client=%s error=%s", c->ip,
@@ -648,7 +748,10 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
         }
     }
     c->held = c->stopped = 0;
-    c->spill_pause = 0;
+    if (c->spill != SPILL_MEMORY)
+        worker_trim_soon(c->w); /* the transfer's buffers are free now */
+    c->spill = SPILL_MEMORY;
+    evtimer_del(c->spill_timer);
     pop3_retrieve_end(c->s, ok);
     if (ok && (conn_waiting(c) || c->spool.fd >= 0)) {
         /* conn_write_cb hands the rest over; the spool file is closed once
@@ -923,6 +1026,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         if (c->held && c->req && rc == 1 &&
             evbuffer_get_length(bufferevent_get_output(bev)) < CONN_OUTPUT_LOW) {
             c->held = 0;
+            evtimer_del(c->spill_timer);
             wh_resume(c->req);
         }
         return;
@@ -1112,7 +1216,7 @@ static void conn_setup_bev(struct conn *c)
     const struct cfg *cfg = &c->set->cfg;
     struct timeval send_tv = util_tv(cfg->send_timeout);
 
-    evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
@@ -1311,10 +1415,11 @@ void conn_accept(struct worker *w, int fd, const struct sockaddr *sa, int sockle
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->timer = evtimer_new(w->base, conn_timer_cb, c);
     c->delay = evtimer_new(w->base, conn_delay_cb, c);
+    c->spill_timer = evtimer_new(w->base, conn_spill_cb, c);
     c->kick = event_new(w->base, -1, 0, conn_kick_cb, c);
     TAILQ_INSERT_TAIL(&w->conns, c, link);
     w->n_conns++;
-    if (!c->timer || !c->delay || !c->kick) {
+    if (!c->timer || !c->delay || !c->kick || !c->spill_timer) {
         conn_free(c); /* the constructor's error path: no callback has it yet */
         return;
     }
@@ -1386,6 +1491,8 @@ static void conn_free(struct conn *c)
         event_free(c->timer);
     if (c->delay)
         event_free(c->delay);
+    if (c->spill_timer)
+        event_free(c->spill_timer);
     if (c->kick)
         event_free(c->kick);
     if (c->proxy_ev)

@@ -15,6 +15,7 @@
 #include "gateway/server.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
@@ -543,6 +544,28 @@ int worker_admit(struct worker *w, int max_connections)
     return 0;
 }
 
+#define SERVER_TRIM_AFTER_MS 200 /* worker_trim_soon(): after the last call this long */
+
+void worker_trim_soon(struct worker *w)
+{
+    struct timeval tv = util_tv_ms(SERVER_TRIM_AFTER_MS);
+
+    evtimer_add(w->trim_ev, &tv); /* re-armed by every call: it runs once things settle */
+}
+
+/* event: hand freed heap memory back. Streams keep up to a megabyte of
+ * buffers in flight; for a fast reader the heap reuses them, but a slow
+ * reader's move to the spool leaves them free at once, and without this
+ * the process would keep them (the allocator only trims the top of the
+ * heap past a high threshold, which main() sets for speed). */
+static void server_trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    malloc_trim(0);
+}
+
 int worker_scratch(struct worker *w, size_t n)
 {
     char *p;
@@ -629,9 +652,10 @@ static int server_worker_init(struct server *srv, struct worker *w, int index)
     w->query_ev = event_new(w->base, -1, 0, server_query_cb, w);
     w->reload_ev = event_new(w->base, -1, 0, server_reload_cb, w);
     w->balance_ev = evtimer_new(w->base, server_balance_cb, w);
+    w->trim_ev = evtimer_new(w->base, server_trim_cb, w);
     pthread_mutex_init(&w->qlock, NULL);
     if (!w->wh || !w->stop_ev || !w->grace_ev || !w->drain_ev || !w->accept_retry || !w->query_ev ||
-        !w->reload_ev || !w->balance_ev)
+        !w->reload_ev || !w->balance_ev || !w->trim_ev)
         return -1;
     for (k = 0; k < srv->n_specs; k++) {
         int *fd = &srv->fds[index * srv->n_specs + k];
@@ -710,6 +734,8 @@ static void server_worker_free(struct worker *w)
         event_free(w->reload_ev);
     if (w->balance_ev)
         event_free(w->balance_ev);
+    if (w->trim_ev)
+        event_free(w->trim_ev);
     settings_unref(w->new_set);
     settings_unref(w->set);
     free(w->scratch);

@@ -58,6 +58,7 @@ struct worker {
     int accept_paused;            /* listeners off: out of descriptors */
     atomic_int balance_out;       /* listeners off: more than its share (worker_balance) */
     struct event *balance_ev;     /* looks again while balance_out */
+    struct event *trim_ev;        /* returns freed heap memory to the system (worker_trim_soon) */
 };
 
 /* Counts a new connection against max_connections. 0, or -1 (nothing
@@ -66,6 +67,11 @@ int worker_admit(struct worker *w, int max_connections);
 
 /* A connection counted by worker_admit() has ended. */
 void worker_release(struct worker *w);
+
+/* A slow client's stream has moved its buffers to the spool: shortly, once
+ * things settle, hand the freed heap memory back to the system (one
+ * malloc_trim for any number of calls in a short while). */
+void worker_trim_soon(struct worker *w);
 
 /* Makes w->scratch hold at least n bytes. 0, or -1 when memory runs out. */
 int worker_scratch(struct worker *w, size_t n);
