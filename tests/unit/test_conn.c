@@ -850,6 +850,30 @@ static void msg_free(struct msg *m)
     free(m->wire);
 }
 
+/* The +OK of a RETR of m. */
+static void msg_ok_line(const struct msg *m, char *out, size_t n)
+{
+    snprintf(out, n, "+OK %llu octets\r\n", (unsigned long long)m->size);
+}
+
+/* RETR n: the retrieve call, begun with WH_OK and let flow by conn. */
+static struct wh_req *fx_retr_begin(uint32_t n)
+{
+    char line[32];
+    size_t calls = fx.n_reqs;
+    struct wh_req *r;
+
+    snprintf(line, sizeof(line), "RETR %u\r\n", (unsigned)n);
+    cl_send(line);
+    DRIVE(fx.n_reqs == calls + 1);
+    r = fake_last(WH_RETRIEVE);
+    assert_int_equal(r->message, n);
+    assert_int_equal(r->lines, -1);
+    fake_begin(r, WH_OK);
+    DRIVE(r->resumes == 1); /* after +OK, conn lets the body flow */
+    return r;
+}
+
 /* ---- greeting, login, pipelining ----------------------------------------- */
 
 /* The greeting, a command, QUIT before login; what /sessions shows. */
@@ -1118,6 +1142,121 @@ static void test_top_stops_the_transfer(void **state)
     fx_finish();
 }
 
+/* ---- backpressure and the spool ------------------------------------------ */
+
+/*
+ * Spooling off: a client that does not read makes the stream answer
+ * WH_DATA_FULL once conn holds its share, and the transfer stays paused
+ * (no wh_resume) until the client reads; then it resumes. The client gets
+ * every byte, in order.
+ */
+static void test_backpressure_pauses_without_spool(void **state)
+{
+    struct fx_opts o = {0};
+    struct msg m;
+    uint64_t sizes[1];
+    struct wh_req *r;
+    size_t at = 0, n, chunk = 32 * 1024, wire_at = 0, fulls = 0, i;
+    unsigned long fallbacks = METRIC_GET(spool_fallbacks);
+    char ok[64];
+    int rc, resumes;
+
+    (void)state;
+    msg_make(&m, 3 * 1024 * 1024);
+    sizes[0] = m.size;
+    msg_ok_line(&m, ok, sizeof(ok));
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 1);
+    r = fx_retr_begin(1);
+    while (at < m.raw_len) {
+        n = m.raw_len - at < chunk ? m.raw_len - at : chunk;
+        rc = fake_data(r, m.raw + at, n);
+        if (rc == WH_DATA_TAKEN) {
+            for (i = at; i < at + n; i++) /* what conn made of it: CRLF, dot-stuffed */
+                wire_at +=
+                    1 + (m.raw[i] == '\n') + (i > 0 && m.raw[i] == '.' && m.raw[i - 1] == '\n');
+            at += n;
+            fx_settle();
+            continue;
+        }
+        assert_int_equal(rc, WH_DATA_FULL);
+        fulls++;
+        /* Held for the client (its output and the socket's buffer):
+         * bounded, whatever the message's size. */
+        assert_true(strlen(ok) + wire_at - (fx.got_len - fx.seen) <=
+                    FX_OUTPUT_MAX + 2 * chunk + (size_t)fx.sndbuf);
+        /* Paused while the client reads nothing. */
+        resumes = r->resumes;
+        fx_settle();
+        assert_int_equal(r->resumes, resumes);
+        assert_false(r->flowing);
+        /* Resumed once it reads. */
+        DRIVE((cl_pull(), r->resumes == resumes + 1));
+    }
+    assert_true(fulls >= 2);
+    fake_end(r, WH_END_OK);
+    cl_expect(ok);
+    cl_expect_n(m.wire, m.wire_len);
+    cl_expect_nothing();
+    assert_int_equal(METRIC_GET(spool_fallbacks), fallbacks + 1); /* counted once per stream */
+    cl_send("NOOP\r\n");
+    cl_expect("+OK\r\n");
+    fx_quit();
+    msg_free(&m);
+    fx_finish();
+}
+
+/*
+ * Spooling on: the stream takes everything at the backend's pace while
+ * the client reads nothing (no pause: wh_resume only once, after +OK);
+ * the spool file is unlinked; a command sent meanwhile waits; then the
+ * client gets the message byte-exact, and the command's reply after it.
+ */
+static void test_spool_takes_the_stream(void **state)
+{
+    struct fx_opts o = {.spool = 1};
+    struct msg m;
+    uint64_t sizes[2];
+    struct wh_req *r;
+    size_t at = 0, n, chunk = 50001;
+    unsigned long spooled = METRIC_GET(spool_bytes_total);
+    char ok[64];
+
+    (void)state;
+    msg_make(&m, 3 * 1024 * 1024);
+    sizes[0] = 10;
+    sizes[1] = m.size;
+    msg_ok_line(&m, ok, sizeof(ok));
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 2);
+    r = fx_retr_begin(2);
+    while (at < m.raw_len) {
+        n = m.raw_len - at < chunk ? m.raw_len - at : chunk;
+        assert_int_equal(fake_data(r, m.raw + at, n), WH_DATA_TAKEN);
+        at += n;
+        fx_settle();
+    }
+    assert_int_equal((long)METRIC_GET(spool_files), fx.spool_files0 + 1);
+    assert_int_equal(fx_dir_entries(fx.spool_dir), 0); /* unlinked from birth */
+    assert_true(METRIC_GET(spool_bytes_total) - spooled >= m.wire_len - FX_OUTPUT_MAX);
+    fx_expect_state("TRANSACTION", "RETR");
+    fake_end(r, WH_END_OK);
+    fx_settle();
+    assert_int_equal(r->resumes, 1);
+    fx_expect_state("TRANSACTION", ""); /* the backend is done; the spool drains */
+    cl_send("NOOP\r\n");
+    cl_expect(ok);
+    cl_expect_n(m.wire, m.wire_len);
+    cl_expect("+OK\r\n");
+    cl_expect_nothing();
+    assert_int_equal((long)METRIC_GET(spool_files), fx.spool_files0);
+    fx_quit();
+    msg_free(&m);
+    fx_finish();
+}
+
 /* -------------------------------------------------------------------------- */
 
 int main(void)
@@ -1129,6 +1268,8 @@ int main(void)
         cmocka_unit_test_teardown(test_pipelining_and_split_commands, fx_teardown),
         cmocka_unit_test_teardown(test_retrieve_holds_the_commands_behind_it, fx_teardown),
         cmocka_unit_test_teardown(test_top_stops_the_transfer, fx_teardown),
+        cmocka_unit_test_teardown(test_backpressure_pauses_without_spool, fx_teardown),
+        cmocka_unit_test_teardown(test_spool_takes_the_stream, fx_teardown),
     };
     const char *level = getenv("POP3GW_TEST_LOG"); /* e.g. debug: conn's state changes */
     int rc;
