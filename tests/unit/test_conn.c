@@ -36,6 +36,10 @@
  * with the connection freed once: worker_release() once per admit, the
  * connection and session gauges back where they were, the spool directory
  * empty.
+ *
+ * STLS: the test makes a throwaway self-signed certificate with OpenSSL's
+ * API at its start; tests/integration/test_tls.py probes the same injection
+ * through a real TCP listener.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -578,6 +582,28 @@ static void cl_close(void)
     if (fx.fd >= 0)
         close(fx.fd);
     fx.fd = -1;
+}
+
+/* STLS from the client's side: a TLS handshake over the same socket. The
+ * certificate is a throwaway one: the handshake is what counts here. */
+static void cl_start_tls(void)
+{
+    double dl = util_mono() + FX_WAIT;
+    int rc, e;
+
+    fx.ssl_ctx = SSL_CTX_new(TLS_client_method());
+    assert_non_null(fx.ssl_ctx);
+    SSL_CTX_set_verify(fx.ssl_ctx, SSL_VERIFY_NONE, NULL);
+    fx.ssl = SSL_new(fx.ssl_ctx);
+    assert_non_null(fx.ssl);
+    assert_int_equal(SSL_set_fd(fx.ssl, fx.fd), 1);
+    while ((rc = SSL_connect(fx.ssl)) != 1) {
+        e = SSL_get_error(fx.ssl, rc);
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+            fail_msg("TLS handshake failed (SSL error %d)", e);
+        assert_true(util_mono() < dl);
+        fx_loop_once(dl);
+    }
 }
 
 /* ---- fixture ------------------------------------------------------------- */
@@ -1257,6 +1283,80 @@ static void test_spool_takes_the_stream(void **state)
     fx_finish();
 }
 
+/* ---- STLS ---------------------------------------------------------------- */
+
+/* Writes a throwaway self-signed certificate and its key. 0 or -1. */
+static int tls_make_cert(const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name;
+    FILE *f;
+    int rc = -1;
+
+    if (!pkey || !x)
+        goto done;
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, pkey);
+    name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"pop.test", -1, -1,
+                               0);
+    X509_set_issuer_name(x, name);
+    if (!X509_sign(x, pkey, EVP_sha256()))
+        goto done;
+    if (!(f = fopen(cert_path, "w")))
+        goto done;
+    rc = PEM_write_X509(f, x) == 1 ? 0 : -1;
+    fclose(f);
+    if (rc < 0 || !(f = fopen(key_path, "w")))
+        goto done;
+    rc = PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL) == 1 ? 0 : -1;
+    fclose(f);
+done:
+    X509_free(x);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+/*
+ * STLS with commands appended in the same write, before the handshake
+ * (the STARTTLS command-injection attack): none of them may run, before
+ * TLS or inside it. After the handshake the session is still at the start
+ * of AUTHORIZATION, and calls say tls.
+ */
+static void test_stls_discards_input_sent_before_the_handshake(void **state)
+{
+    struct fx_opts o = {.tls = 1};
+    const uint64_t sizes[] = {42};
+    unsigned long handshakes = METRIC_GET(tls_handshakes);
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    cl_send("STLS\r\nUSER alice\r\nCAPA\r\n");
+    cl_expect("+OK begin TLS negotiation\r\n");
+    cl_expect_nothing();
+    cl_start_tls();
+    DRIVE(METRIC_GET(tls_handshakes) == handshakes + 1);
+    assert_int_equal(fx_snapshot().tls, 1);
+    cl_expect_nothing();
+
+    /* USER was not taken: PASS has no user to go with. */
+    cl_send("PASS secret\r\n");
+    cl_expect("-ERR send USER first\r\n");
+    cl_send("STLS\r\n");
+    cl_expect("-ERR TLS is already active\r\n");
+    assert_int_equal(fx.n_reqs, 0);
+
+    fx_login(sizes, 1);
+    assert_int_equal(fx.reqs[0]->client_tls, 1);
+    fx_quit(); /* the close includes TLS's close_notify, read as the end */
+    fx_finish();
+}
+
 /* -------------------------------------------------------------------------- */
 
 int main(void)
@@ -1270,7 +1370,10 @@ int main(void)
         cmocka_unit_test_teardown(test_top_stops_the_transfer, fx_teardown),
         cmocka_unit_test_teardown(test_backpressure_pauses_without_spool, fx_teardown),
         cmocka_unit_test_teardown(test_spool_takes_the_stream, fx_teardown),
+        cmocka_unit_test_teardown(test_stls_discards_input_sent_before_the_handshake, fx_teardown),
     };
+    char dir[200], cert[300], key[300];
+    const char *tmp = getenv("TMPDIR");
     const char *level = getenv("POP3GW_TEST_LOG"); /* e.g. debug: conn's state changes */
     int rc;
 
@@ -1278,7 +1381,23 @@ int main(void)
     log_init(0, level && log_level_parse(level) >= 0 ? log_level_parse(level) : LOG_ERROR);
     limits_init(0, 0);
     fx.fd = -1;
+    snprintf(dir, sizeof(dir), "%s/pop3gw-test-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    rc = tls_make_cert(cert, key) == 0 ? tls_init(cert, key, 12) : -1;
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+    if (rc != 0) {
+        fprintf(stderr, "cannot make a TLS certificate for the STLS test\n");
+        return 1;
+    }
     rc = cmocka_run_group_tests(tests, NULL, NULL);
+    tls_cleanup();
     limits_cleanup();
     return rc;
 }
