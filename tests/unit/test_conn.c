@@ -344,6 +344,16 @@ static void fake_end(struct wh_req *r, enum wh_end how)
     r->h->end(r->ctx, how);
 }
 
+/* How many calls of event ev were made. */
+static size_t fake_count(enum wh_event ev)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < fx.n_reqs; i++)
+        n += fx.reqs[i]->event == ev;
+    return n;
+}
+
 /* ---- the worker's side that server.c would provide ----------------------- */
 
 int worker_admit(struct worker *w, int max_connections)
@@ -419,6 +429,13 @@ static void fx_loop_once(double deadline)
             fx_loop_once(dl_);                                                                     \
         }                                                                                          \
     } while (0)
+
+/* Turns of the loop until the monotonic clock reaches t. */
+static void fx_run_until(double t)
+{
+    while (util_mono() < t)
+        fx_loop_once(t);
+}
 
 /* Lets everything that is due without time passing run: ready sockets,
  * kicks, callbacks that activate others. */
@@ -1357,6 +1374,107 @@ static void test_stls_discards_input_sent_before_the_handshake(void **state)
     fx_finish();
 }
 
+/* ---- timeouts ------------------------------------------------------------ */
+
+/* login_timeout counts from the connection's start, however the client
+ * drips its commands: a command at 0.6 s does not move a 1 s deadline. */
+static void test_login_timeout(void **state)
+{
+    struct fx_opts o = {.login_timeout = 1.0};
+    unsigned long timeouts = METRIC_GET(timeouts);
+    double t0 = util_mono(), t;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_run_until(t0 + 0.6);
+    cl_send("USER alice\r\n");
+    cl_expect("+OK send PASS\r\n");
+    cl_expect(AUTOLOGOUT);
+    cl_expect_eof();
+    t = util_mono() - t0;
+    assert_true(t >= 1.0 - FX_SLACK);
+    assert_true(t < 1.55); /* a timer from the last command would fire at 1.6 s */
+    assert_int_equal(METRIC_GET(timeouts), timeouts + 1);
+    assert_int_equal(fx.n_reqs, 0);
+    fx_finish();
+}
+
+/* idle_timeout after login counts from the last command: the autologout
+ * reply, the close, and the disconnect event saying why. */
+static void test_idle_timeout(void **state)
+{
+    struct fx_opts o = {.idle_timeout = 0.5, .disconnect = 1};
+    const uint64_t sizes[] = {10};
+    unsigned long timeouts = METRIC_GET(timeouts);
+    struct wh_req *r;
+    double t1;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 1);
+    fx_run_until(fx.t_login + 0.2);
+    t1 = util_mono();
+    cl_send("NOOP\r\n");
+    cl_expect("+OK\r\n");
+    cl_expect(AUTOLOGOUT);
+    cl_expect_eof();
+    assert_true(util_mono() - t1 >= 0.5 - FX_SLACK);
+    assert_int_equal(METRIC_GET(timeouts), timeouts + 1);
+    fx_finish();
+    assert_int_equal(fx.n_reqs, 3);
+    r = fake_last(WH_DISCONNECT);
+    assert_string_equal(r->reason, "timeout");
+    assert_string_equal(r->user, "alice");
+}
+
+/* send_timeout: a client that stops reading in the middle of a message is
+ * cut off; it has received a part of the message and never the final
+ * dot. */
+static void test_send_timeout(void **state)
+{
+    struct fx_opts o = {.spool = 1, .send_timeout = 0.5, .disconnect = 1};
+    struct msg m;
+    uint64_t sizes[1];
+    struct wh_req *r;
+    size_t at = 0, n, chunk = 65536, got;
+    unsigned long send_timeouts = METRIC_GET(send_timeouts);
+    char ok[64];
+    double t0;
+
+    (void)state;
+    msg_make(&m, 2 * 1024 * 1024);
+    sizes[0] = m.size;
+    msg_ok_line(&m, ok, sizeof(ok));
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 1);
+    t0 = util_mono();
+    r = fx_retr_begin(1);
+    while (at < m.raw_len) {
+        n = m.raw_len - at < chunk ? m.raw_len - at : chunk;
+        assert_int_equal(fake_data(r, m.raw + at, n), WH_DATA_TAKEN);
+        at += n;
+    }
+    fake_end(r, WH_END_OK);
+    DRIVE(fx.w.n_conns == 0); /* the client reads nothing */
+    assert_true(util_mono() - t0 >= 0.5 - FX_SLACK);
+    assert_int_equal(METRIC_GET(send_timeouts), send_timeouts + 1);
+    DRIVE(cl_eof());
+    got = fx.got_len - fx.seen;
+    assert_true(got > strlen(ok));
+    assert_true(got < strlen(ok) + m.wire_len);
+    assert_memory_equal(fx.got + fx.seen, ok, strlen(ok));
+    assert_memory_equal(fx.got + fx.seen + strlen(ok), m.wire, got - strlen(ok));
+    fx.seen = fx.got_len;
+    assert_int_equal(fake_count(WH_DISCONNECT), 1);
+    r = fake_last(WH_DISCONNECT);
+    assert_string_equal(r->reason, "timeout");
+    msg_free(&m);
+    fx_finish();
+}
+
 /* -------------------------------------------------------------------------- */
 
 int main(void)
@@ -1371,6 +1489,9 @@ int main(void)
         cmocka_unit_test_teardown(test_backpressure_pauses_without_spool, fx_teardown),
         cmocka_unit_test_teardown(test_spool_takes_the_stream, fx_teardown),
         cmocka_unit_test_teardown(test_stls_discards_input_sent_before_the_handshake, fx_teardown),
+        cmocka_unit_test_teardown(test_login_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_idle_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_send_timeout, fx_teardown),
     };
     char dir[200], cert[300], key[300];
     const char *tmp = getenv("TMPDIR");
