@@ -1475,6 +1475,151 @@ static void test_send_timeout(void **state)
     fx_finish();
 }
 
+/* ---- the client leaves during a call ------------------------------------- */
+
+/* A reset while authenticate runs: the call is cancelled and the
+ * connection freed, once; nothing else is called. */
+static void test_reset_during_authenticate_cancels_it(void **state)
+{
+    struct fx_opts o = {.disconnect = 1};
+    struct wh_req *r;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    cl_send("USER alice\r\nPASS secret\r\n");
+    DRIVE(fx.n_reqs == 1);
+    r = fake_last(WH_AUTHENTICATE);
+    cl_close(); /* "+OK send PASS" is unread: a reset */
+    DRIVE(fx.w.n_conns == 0);
+    assert_int_equal(r->state, REQ_CANCELLED);
+    assert_int_equal(wh_client_inflight(&fx.wh), 0);
+    assert_int_equal(fx.n_reqs, 1); /* not logged in: no disconnect event */
+    fx_finish();
+}
+
+/* The answer and the reset in the same turn of the loop: the finished call
+ * is not cancelled (the fake would count a breach), the connection is freed
+ * once, and whatever conn started after it is cancelled. */
+static void test_answer_and_reset_in_one_turn(void **state)
+{
+    struct fx_opts o = {0};
+    struct wh_req *r;
+    size_t i;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    cl_send("USER alice\r\nPASS secret\r\n");
+    DRIVE(fx.n_reqs == 1);
+    r = fake_last(WH_AUTHENTICATE);
+    fake_auth_ok(r, NULL);
+    cl_close();
+    DRIVE(fx.w.n_conns == 0);
+    assert_int_equal(r->state, REQ_FINISHED);
+    for (i = 1; i < fx.n_reqs; i++)
+        assert_int_equal(fx.reqs[i]->state, REQ_CANCELLED);
+    assert_int_equal(wh_client_inflight(&fx.wh), 0);
+    fx_finish();
+}
+
+/* The client half-closes after PASS (EOF, no reset): what it sent is
+ * answered, the call runs to its end, then the connection closes. */
+static void test_eof_during_authenticate_is_answered(void **state)
+{
+    struct fx_opts o = {.disconnect = 1};
+    const uint64_t sizes[] = {10};
+    struct wh_req *r;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    cl_send("USER alice\r\nPASS secret\r\n");
+    cl_expect("+OK send PASS\r\n");
+    DRIVE(fx.n_reqs == 1);
+    assert_int_equal(shutdown(fx.fd, SHUT_WR), 0);
+    fx_settle();
+    r = fake_last(WH_AUTHENTICATE);
+    assert_int_equal(fx.w.n_conns, 1);
+    fake_auth_ok(r, NULL);
+    DRIVE(fx.n_reqs == 2);
+    fake_list(fake_last(WH_LIST), sizes, 1);
+    cl_expect("+OK maildrop has 1 message (10 octets)\r\n");
+    cl_expect_eof();
+    fx_finish();
+    r = fake_last(WH_DISCONNECT);
+    assert_string_equal(r->reason, "client_closed");
+}
+
+/* QUIT read, then a reset while quit runs: the quit is not cancelled, its
+ * result is taken after the client left (the deletion is committed), and
+ * the connection is freed after it; no disconnect event follows a quit
+ * that succeeded. */
+static void test_quit_commits_after_the_client_left(void **state)
+{
+    struct fx_opts o = {.disconnect = 1};
+    const uint64_t sizes[] = {10, 20};
+    unsigned long deleted = METRIC_GET(messages_deleted);
+    struct wh_req *r;
+
+    (void)state;
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 2);
+    cl_send("DELE 2\r\nQUIT\r\n");
+    DRIVE(fx.n_reqs == 3);
+    r = fake_last(WH_QUIT);
+    assert_int_equal(r->n_deleted, 1);
+    assert_int_equal(r->deleted[0], 2);
+    assert_string_equal(r->deleted_uid[0], "u2");
+    fx_expect_state("UPDATE", "QUIT");
+    cl_close(); /* "+OK message 2 deleted" is unread: a reset */
+    fx_settle();
+    assert_int_equal(r->state, REQ_RUNNING);
+    assert_int_equal(fx.w.n_conns, 1);
+    fake_status(r, WH_OK);
+    DRIVE(fx.w.n_conns == 0);
+    assert_int_equal(METRIC_GET(messages_deleted), deleted + 1);
+    assert_int_equal(fx.n_reqs, 3);
+    fx_finish();
+}
+
+/* A reset while a retrieve is paused for the client: the transfer is
+ * cancelled, the connection freed, and one disconnect event sent. */
+static void test_reset_during_retrieve_cancels_it(void **state)
+{
+    struct fx_opts o = {.disconnect = 1};
+    struct msg m;
+    uint64_t sizes[1];
+    struct wh_req *r, *d;
+    size_t at = 0, n, chunk = 65536;
+    int rc = WH_DATA_TAKEN;
+
+    (void)state;
+    msg_make(&m, 2 * 1024 * 1024);
+    sizes[0] = m.size;
+    fx_start(&o);
+    cl_expect(GREETING);
+    fx_login(sizes, 1);
+    r = fx_retr_begin(1);
+    while (rc == WH_DATA_TAKEN) {
+        assert_true(at < m.raw_len);
+        n = m.raw_len - at < chunk ? m.raw_len - at : chunk;
+        rc = fake_data(r, m.raw + at, n);
+        at += n;
+        fx_settle();
+    }
+    assert_int_equal(rc, WH_DATA_FULL);
+    cl_close();
+    DRIVE(fx.w.n_conns == 0);
+    assert_int_equal(r->state, REQ_CANCELLED);
+    assert_int_equal(fake_count(WH_DISCONNECT), 1);
+    d = fake_last(WH_DISCONNECT);
+    assert_true(strcmp(d->reason, "client_closed") == 0 || strcmp(d->reason, "error") == 0);
+    msg_free(&m);
+    fx_finish();
+}
+
 /* -------------------------------------------------------------------------- */
 
 int main(void)
@@ -1492,6 +1637,11 @@ int main(void)
         cmocka_unit_test_teardown(test_login_timeout, fx_teardown),
         cmocka_unit_test_teardown(test_idle_timeout, fx_teardown),
         cmocka_unit_test_teardown(test_send_timeout, fx_teardown),
+        cmocka_unit_test_teardown(test_reset_during_authenticate_cancels_it, fx_teardown),
+        cmocka_unit_test_teardown(test_answer_and_reset_in_one_turn, fx_teardown),
+        cmocka_unit_test_teardown(test_eof_during_authenticate_is_answered, fx_teardown),
+        cmocka_unit_test_teardown(test_quit_commits_after_the_client_left, fx_teardown),
+        cmocka_unit_test_teardown(test_reset_during_retrieve_cancels_it, fx_teardown),
     };
     char dir[200], cert[300], key[300];
     const char *tmp = getenv("TMPDIR");
