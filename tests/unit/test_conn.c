@@ -1620,6 +1620,58 @@ static void test_reset_during_retrieve_cancels_it(void **state)
     fx_finish();
 }
 
+/* ---- what /sessions shows ------------------------------------------------ */
+
+/* CONNECTING while the PROXY header is awaited (and no greeting before
+ * it); the address it carries afterwards; CLOSING while the last replies
+ * wait for a client that does not read them. */
+static void test_snapshot_connecting_and_closing(void **state)
+{
+    struct fx_opts o = {.proxy = 1, .sndbuf = 4096};
+    struct adm_session s;
+    char *batch, *capa;
+    size_t capa_len, i, n;
+
+    (void)state;
+    fx_start(&o);
+    fx_settle();
+    s = fx_snapshot();
+    assert_string_equal(s.state, "CONNECTING");
+    assert_string_equal(s.ip, "127.0.0.1");
+    cl_expect_nothing();
+    cl_send("PROXY TCP4 203.0.113.7 192.0.2.1 51522 110\r\n");
+    cl_expect(GREETING);
+    s = fx_snapshot();
+    assert_string_equal(s.state, "AUTHORIZATION");
+    assert_string_equal(s.ip, "203.0.113.7");
+    assert_int_equal(s.port, 51522);
+
+    /* One CAPA's reply, then enough of them to stay in the output. */
+    cl_send("CAPA\r\n");
+    cl_expect("+OK capability list follows\r\n");
+    DRIVE(cl_has(fx.seen + 3) && memcmp(fx.got + fx.got_len - 5, "\r\n.\r\n", 5) == 0);
+    capa_len = fx.got_len - fx.seen + strlen("+OK capability list follows\r\n");
+    capa = malloc(capa_len);
+    assert_non_null(capa);
+    memcpy(capa, fx.got + fx.seen - strlen("+OK capability list follows\r\n"), capa_len);
+    fx.seen = fx.got_len;
+    n = 8 * (size_t)fx.sndbuf / capa_len + 1;
+    batch = malloc(6 * n + 7);
+    assert_non_null(batch);
+    for (i = 0; i < n; i++)
+        memcpy(batch + 6 * i, "CAPA\r\n", 6);
+    memcpy(batch + 6 * n, "QUIT\r\n", 6);
+    cl_send_n(batch, 6 * n + 6);
+    DRIVE(strcmp(fx_snapshot().state, "CLOSING") == 0);
+    for (i = 0; i < n; i++)
+        cl_expect_n(capa, capa_len);
+    cl_expect("+OK bye\r\n");
+    cl_expect_eof();
+    free(batch);
+    free(capa);
+    fx_finish();
+}
+
 /* -------------------------------------------------------------------------- */
 
 int main(void)
@@ -1642,6 +1694,7 @@ int main(void)
         cmocka_unit_test_teardown(test_eof_during_authenticate_is_answered, fx_teardown),
         cmocka_unit_test_teardown(test_quit_commits_after_the_client_left, fx_teardown),
         cmocka_unit_test_teardown(test_reset_during_retrieve_cancels_it, fx_teardown),
+        cmocka_unit_test_teardown(test_snapshot_connecting_and_closing, fx_teardown),
     };
     char dir[200], cert[300], key[300];
     const char *tmp = getenv("TMPDIR");
