@@ -56,6 +56,15 @@ $(B)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	$(if $(Q),@echo "  CC+LD   $@")
 	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(PKG_LIBS) $(CMOCKA_LIBS)
 
+# test_conn brings its own webhook client and worker functions (fakes that
+# record every call): it links without the real ones and the server.
+CONN_TEST_OBJ := $(filter-out $(B)/obj/webhook/wh_client.o $(B)/obj/gateway/server.o \
+	$(B)/obj/gateway/report.o,$(LIB_OBJ))
+$(B)/tests/test_conn: tests/unit/test_conn.c $(CONN_TEST_OBJ)
+	@mkdir -p $(dir $@)
+	$(if $(Q),@echo "  CC+LD   $@")
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(CONN_TEST_OBJ) $(PKG_LIBS) $(CMOCKA_LIBS)
+
 # Install the Debian packages needed to build and run the demo (deps), and
 # also everything the tests use (test-deps).
 deps:
