@@ -1,7 +1,7 @@
 /*
  * Unit tests for webhook/wh_json: request bodies for every event, reply
- * parsing against the contract, retrieve content, message sanitising, UTF-8
- * and uid checks.
+ * parsing against the contract, retrieve content, message sanitising and
+ * uid checks (UTF-8 itself: test_util.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,7 +14,6 @@
 #include <cmocka.h>
 
 #include "webhook/wh_json.h"
-#include "lib/util.h"
 
 /* ------------------------------------------------------------ building */
 
@@ -904,46 +903,6 @@ static void test_sanitize(void **state)
     free(got);
 }
 
-static void test_utf8(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *s;
-        int ok;
-    } t[] = {
-        {"", 1},
-        {"plain ascii", 1},
-        {"\xc3\xa9", 1},         /* U+00E9 */
-        {"\xe2\x82\xac", 1},     /* U+20AC */
-        {"\xef\xbf\xbf", 1},     /* U+FFFF */
-        {"\xf0\x9f\x98\x80", 1}, /* U+1F600 */
-        {"\xf4\x8f\xbf\xbf", 1}, /* U+10FFFF */
-        {"\xed\x9f\xbf", 1},     /* U+D7FF */
-        {"\xc0\xaf", 0},         /* overlong '/' */
-        {"\xc1\xbf", 0},         /* overlong */
-        {"\xe0\x80\xaf", 0},     /* overlong */
-        {"\xe0\x9f\xbf", 0},     /* overlong U+07FF */
-        {"\xf0\x80\x80\xaf", 0}, /* overlong */
-        {"\xf0\x8f\xbf\xbf", 0}, /* overlong U+FFFF */
-        {"\xed\xa0\x80", 0},     /* U+D800 */
-        {"\xed\xbf\xbf", 0},     /* U+DFFF */
-        {"\xf4\x90\x80\x80", 0}, /* U+110000 */
-        {"\xf5\x80\x80\x80", 0},
-        {"\xff", 0},
-        {"\x80", 0},
-        {"a\xc3", 0}, /* truncated */
-        {"\xe2\x82", 0},
-        {"\xc3\x28", 0}, /* bad continuation */
-        {"\xf0\x9f\x98", 0},
-    };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (util_utf8_valid(t[i].s, strlen(t[i].s)) != t[i].ok)
-            fail_msg("case %zu: expected %d", i, t[i].ok);
-    assert_true(util_utf8_valid("a\0b", 3));
-    assert_true(util_utf8_valid(NULL, 0));
-    assert_false(util_utf8_valid("\xc3\xa9", 1));
-}
-
 static void test_uid_valid(void **state)
 {
     (void)state;
@@ -1002,7 +961,6 @@ int main(void)
         cmocka_unit_test(test_content),
         cmocka_unit_test(test_check_content),
         cmocka_unit_test(test_sanitize),
-        cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_uid_valid),
         cmocka_unit_test(test_refused_statuses),
         cmocka_unit_test(test_result_free),
