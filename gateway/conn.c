@@ -910,7 +910,9 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (c->state == CONN_DRAIN) {
-            if (rc == 1 && empty)
+            /* Over once the output is empty after the refill: the spool's
+             * last segment holds the file until the client has it all. */
+            if (rc == 1 && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
                 conn_drained(c);
             return;
         }
