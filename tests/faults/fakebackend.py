@@ -337,6 +337,120 @@ def stream_message(total, chunk=65536, interval=0.0):
     return act
 
 
+# A message of 76-octet lines (75 and LF) for the JSON retrieve tests: text
+# that needs JSON escapes (quotes, backslashes, tabs, non-ASCII as \u
+# escapes and as raw UTF-8) and dot lines that need stuffing.
+JSON_HEAD = ("From: json@example.com\nSubject: a big JSON retrieve \u00e9\u20ac\n\n").encode()
+
+
+def _json_block():
+    lines = []
+    for i in range(860):
+        r = i % 43
+        if r == 5:
+            t = ".a dot line %d" % i
+        elif r == 17:
+            t = "quotes \"and\" back\\slashes\tand a tab, caf\u00e9 %d" % i
+        elif r == 29:
+            t = "."
+        else:
+            t = "line %06d " % i + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        b = t.encode()
+        b = (b + b"-" * 75)[:75] if len(b) < 75 else b[:75]
+        lines.append(b + b"\n")
+    return b"".join(lines)
+
+
+JSON_BLOCK = _json_block()
+
+
+def json_message_chunks(total):
+    """The message json_content_stream(total) carries: JSON_HEAD, then
+    whole JSON_BLOCKs until at least `total` octets."""
+    yield JSON_HEAD
+    n = len(JSON_HEAD)
+    while n < total:
+        yield JSON_BLOCK
+        n += len(JSON_BLOCK)
+
+
+def json_message_digest(total):
+    """(length, sha256 hex) of what a POP3 client receives for
+    json_message_chunks(total), unstuffed: every LF as CRLF."""
+    h = hashlib.sha256()
+    n = 0
+    for part in json_message_chunks(total):
+        out = part.replace(b"\n", b"\r\n")
+        h.update(out)
+        n += len(out)
+    return n, h.hexdigest()
+
+
+def _json_doc_parts(total, b64):
+    """The pieces of {"content": "..."} or {"content_base64": "..."} for
+    json_message_chunks(total), produced lazily (a few hundred KB at a
+    time). content: JSON escapes (\n, \", \\, \t, \u00e9); the head keeps
+    its non-ASCII as raw UTF-8. content_base64: 76-character lines joined
+    by \r\n escapes, as MIME writes them."""
+    if not b64:
+        yield b'{"content":"'
+        block = json.dumps(JSON_BLOCK.decode()).encode()[1:-1]
+        first = True
+        for part in json_message_chunks(total):
+            if first:
+                yield json.dumps(part.decode(), ensure_ascii=False).encode()[1:-1]
+                first = False
+            else:
+                yield block
+        yield b'"}'
+        return
+    yield b'{"content_base64":"'
+    carry = b""
+    unit = 57 * 1024  # a multiple of 57 octets: 1024 whole 76-character lines
+    lines_out = 0
+    for part in json_message_chunks(total):
+        carry += part
+        if len(carry) < unit:
+            continue
+        cut = len(carry) - len(carry) % unit
+        enc = base64.b64encode(carry[:cut])
+        carry = carry[cut:]
+        out = b"\\r\\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+        yield (b"\\r\\n" if lines_out else b"") + out
+        lines_out += 1
+    if carry:
+        enc = base64.b64encode(carry)
+        out = b"\\r\\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+        yield (b"\\r\\n" if lines_out else b"") + out
+    yield b'"}'
+
+
+def json_content_stream(total, base64=False):
+    """retrieve: 200, application/json, a JSON document of the content (or
+    content_base64) form for a message of at least `total` octets of
+    76-octet lines (json_message_digest(total) says what the client must
+    get), written as it is made: never whole in memory. Content-Length is
+    counted in a first pass. Records in req.sent the octets written."""
+    @named("json %s %d" % ("content_base64" if base64 else "content", total))
+    def act(h, req):
+        length = sum(len(p) for p in _json_doc_parts(total, base64))
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(length))
+        h.end_headers()
+        req.sent = 0
+        try:
+            for part in _json_doc_parts(total, base64):
+                h.wfile.write(part)
+                req.sent += len(part)
+            h.wfile.flush()
+        except OSError as e:
+            req.outcome = "broken: %s" % e.__class__.__name__
+            req.t_end = time.monotonic()
+            h.close_now()
+    return act
+
+
 # ---------------------------------------------------------------- server
 
 
