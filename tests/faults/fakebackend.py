@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -334,6 +335,49 @@ def stream_message(total, chunk=65536, interval=0.0):
             req.outcome = "broken: %s" % e.__class__.__name__
             req.t_end = time.monotonic()
             h.close_now()
+    return act
+
+
+def close_delimited(data=None, fraction=0.5, http10=True, ctype="message/rfc822"):
+    """retrieve: a body without Content-Length or chunking, which only the
+    closing of the connection ends: an HTTP/1.0 reply (http10), or an
+    HTTP/1.1 one with neither header. Sends `fraction` of the message (1.0:
+    all of it), then closes, as a backend that dies mid-message does."""
+    @named("close-delimited %s %.2f" % ("1.0" if http10 else "1.1", fraction))
+    def act(h, req):
+        body = data if data is not None else h.backend.message_for(req)
+        n = len(body) if fraction >= 1 else max(1, int(len(body) * fraction))
+        head = (b"HTTP/1.0 200 OK\r\n" if http10 else b"HTTP/1.1 200 OK\r\n")
+        head += b"Content-Type: " + ctype.encode() + b"\r\n\r\n"
+        h.wfile.write(head + body[:n])
+        h.wfile.flush()
+        h.close_now()
+    return act
+
+
+def no_content_with_body(body=b'{"ok":true}', wait=10.0):
+    """A 204 that carries a body anyway (with its Content-Length). A 204
+    has no body, so a client takes the reply as over after its headers and
+    may reuse the connection. The body is sent when the next request
+    arrives on the connection (after the client's own checks of a reused
+    connection), so it lands in front of that request's reply: the
+    connection is poisoned for whoever uses it next."""
+    @named("204 with a body")
+    def act(h, req):
+        h.send_response(204)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.flush()
+        req.t_end = time.monotonic()  # the reply as the client sees it is over
+        deadline = time.monotonic() + upper(wait)
+        while time.monotonic() < deadline and not h.backend.stopping.is_set():
+            r, _, _ = select.select([h.connection], [], [], 0.05)
+            if r:
+                break
+        if h.peer_gone():
+            return
+        h.wfile.write(body)
+        h.wfile.flush()
     return act
 
 
@@ -671,6 +715,12 @@ class FakeBackend:
     def open_connections(self):
         with self._lock:
             return len(self._conns)
+
+    def is_open(self, conn_id):
+        """Whether connection `conn_id` (a Request's conn_id) is still open
+        on the backend's side."""
+        with self._lock:
+            return conn_id in self._conns
 
     def _record(self, req):
         with self._cond:
