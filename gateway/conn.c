@@ -326,6 +326,7 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
     struct evbuffer *out;
     struct evbuffer_iovec v;
     size_t len;
+    int off;
 
     if (c->gone || c->state != CONN_STREAM) {
         c->req = NULL; /* no callback follows a stop */
@@ -334,13 +335,16 @@ static int conn_wh_data(void *ctx, const char *p, size_t n)
     }
     out = bufferevent_get_output(c->bev);
     len = evbuffer_get_length(out);
-    if (!c->set->cfg.spool_dir)
-        conn_spill_pause(c, "off");
-    if (c->spill_pause && (conn_waiting(c) || len >= CONN_OUTPUT_HIGH)) {
+    /* Spooling off: the output takes up to its high mark, then the transfer
+     * pauses; only a stream that does pause is a fallback (logged, counted). */
+    off = !c->set->cfg.spool_dir;
+    if ((c->spill_pause || off) && (conn_waiting(c) || len >= CONN_OUTPUT_HIGH)) {
+        if (off)
+            conn_spill_pause(c, "off");
         c->held = 1; /* conn_write_cb resumes it once everything waiting has left */
         return WH_DATA_FULL;
     }
-    if (!conn_waiting(c) && (c->spill_pause || len + CONV_OUT_MAX(n) <= CONN_STREAM_KEEP)) {
+    if (!conn_waiting(c) && (c->spill_pause || off || len + CONV_OUT_MAX(n) <= CONN_STREAM_KEEP)) {
         /* Straight into the output. */
         if (evbuffer_reserve_space(out, (ev_ssize_t)CONV_OUT_MAX(n), &v, 1) < 1)
             goto broken;

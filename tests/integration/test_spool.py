@@ -8,9 +8,10 @@ stalled readers delays anyone else.
   and each reader that finally reads gets its message byte-exact.
 - Spool files and their descriptors are gone after a normal end (plain
   and over TLS), a client drop and `kill -9` of the gateway.
-- A full disk (a 1 MB tmpfs) and spool_max reached fall back to pausing the
-  transfer: logged, counted, the message still arrives whole, and everyone
-  else is served meanwhile.
+- A full disk (a 1 MB tmpfs), spool_max reached and spooling off fall back
+  to pausing the transfer: logged, counted, the message still arrives
+  whole, and everyone else is served meanwhile; with spooling off, a
+  message that never pauses is no fallback.
 
 Each gateway has a private spool_dir and its admin endpoint on for the
 spool metrics. The tmpfs tests mount a filesystem, which needs root (CI
@@ -82,11 +83,12 @@ class SpoolCase(unittest.TestCase):
         self.backend = Backend(self.root)
         self.addCleanup(self.backend.stop_clean)
         self.backend.start()
-        self.spool_dir = spool_dir or new_dir("spool")
+        # spool_dir="" turns spooling off (self.spool_dir is then None).
+        self.spool_dir = new_dir("spool") if spool_dir is None else spool_dir or None
         self.admin_port = free_port()
         opts = {
             "admin_listen": "%s:%d" % (HOST, self.admin_port),
-            "spool_dir": self.spool_dir,
+            "spool_dir": self.spool_dir or "",
             # Stalled readers read nothing for a while on purpose.
             "send_timeout": "300",
         }
@@ -184,6 +186,8 @@ class SpoolCase(unittest.TestCase):
         a file in spool_dir, spool_dir empty."""
         self.wait_metric("pop3gw_spool_files", lambda v: v == 0)
         self.wait_metric("pop3gw_spool_bytes", lambda v: v == 0)
+        if self.spool_dir is None:
+            return
         poll(lambda: not spool_fds(self.gw.pid, self.spool_dir),
              "the gateway's spool descriptors to close")
         self.assertEqual(os.listdir(self.spool_dir), [])
@@ -417,6 +421,17 @@ class SpoolFallbackTests(SpoolCase):
         self.start(spool_dir=tmp)
         self.check_fallback("disk_full")
         self.assertEqual(used_bytes(tmp), 0)
+
+    def test_spooling_off(self):
+        # Only a stream that does pause is a fallback: small messages
+        # leave no line and count nothing.
+        self.start(spool_dir="")
+        for _ in range(3):
+            self.fresh_session()
+        self.assertEqual(self.metric("pop3gw_spool_fallbacks_total"), 0)
+        self.assertNotIn("cannot spool", self.gw.log())
+        self.check_fallback("off")
+        self.assertEqual(self.metric("pop3gw_spool_written_bytes_total"), 0)
 
     def test_spool_max(self):
         self.start(spool_max="1M")
