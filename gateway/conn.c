@@ -609,14 +609,20 @@ static void conn_end_spool(struct conn *c)
 static void conn_stream_end(struct conn *c, enum wh_end how)
 {
     const struct wh_call *call = pop3_call(c->s);
-    uint64_t listed = call && call->lines < 0 ? pop3_msg_size(c->s, call->message) : 0;
+    uint64_t listed = call ? pop3_msg_size(c->s, call->message) : 0;
     int ok = how != WH_END_BROKEN;
     char tail[8];
-    size_t n;
+    size_t n = 0;
 
-    if (ok && how == WH_END_UNSIZED && call && call->lines < 0 && c->conv.octets < listed) {
+    /* The final CRLF an unterminated last line gets counts in the octets,
+     * as it does in the listed size. */
+    if (ok)
+        n = conv_finish(&c->conv, tail);
+    if (ok && how == WH_END_UNSIZED && call && !c->stopped && c->conv.octets < listed) {
         /* The backend closed a body that had no length before the listed
-         * size: it may have died mid-message. Never present it as whole. */
+         * size: it may have died mid-message. Never present it as whole.
+         * (A TOP ends this way only when its cut was not reached: the
+         * whole message went through.) */
         METRIC_INC(webhook_errors[WH_RETRIEVE][MWE_BROKEN]);
         log_kv(LOG_WARN, c->id, "retrieve ended by close short of its listed size: closing",
                "message=%u listed=%llu sent=%llu", (unsigned)call->message,
@@ -626,7 +632,6 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
         log_kv(LOG_WARN, c->id, "retrieve broke after +OK: closing", "client=%s", c->ip);
     }
     if (ok) {
-        n = conv_finish(&c->conv, tail);
         if (c->gone)
             ; /* nothing more can be written */
         else if (conn_waiting(c))

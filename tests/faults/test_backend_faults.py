@@ -838,14 +838,31 @@ class StreamTests(BackendFaultCase):
                 self.assert_no_quit(session=sid)
                 self.assert_not_deleted()
                 self.normal_session()
-        # Close-delimited and whole: delivered with its final dot.
-        for http10 in (True, False):
-            with self.subTest(http10=http10, whole=True):
-                self.be.plan("retrieve", fb.close_delimited(fraction=1.0, http10=http10))
+        # TOP of more lines than the message has: the same.
+        self.be.plan("retrieve", fb.close_delimited(fraction=0.5))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("TOP 1 100").startswith(b"+OK"))
+        rest = self.expect_closed(r, timeout=5)
+        self.assertNotIn(b"\r\n.\r\n", b"\r\n" + rest, "a short message must not look complete")
+        self.assert_fault_logged(sid, "retrieve ended by close short of its listed size")
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
+        self.normal_session()
+        # Close-delimited and whole: delivered with its final dot, also
+        # when the stored message has no final line end (the listed size
+        # counts the CRLF the gateway adds), and by TOP.
+        for http10, stored in ((True, data), (False, data), (True, data.rstrip(b"\n"))):
+            with self.subTest(http10=http10, whole=True, final_lf=stored.endswith(b"\n")):
+                self.be.plan("retrieve", fb.close_delimited(stored, fraction=1.0, http10=http10))
+                self.be.plan("retrieve", fb.close_delimited(stored, fraction=1.0, http10=http10))
                 r = self.login_and_stat()
                 m0 = self.metrics()
                 st, body = r.multi("RETR 1")
                 self.assertEqual(st, b"+OK %d octets\r\n" % len(crlf(data)))
+                self.assertEqual(body, crlf(data))
+                st, body = r.multi("TOP 1 100")
+                self.assertTrue(st.startswith(b"+OK"), st)
                 self.assertEqual(body, crlf(data))
                 self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
                 self.assertEqual(self.errors(self.metrics(), "retrieve"), self.errors(m0, "retrieve"))
