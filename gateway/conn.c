@@ -707,14 +707,20 @@ static void conn_end_spool(struct conn *c)
 static void conn_stream_end(struct conn *c, enum wh_end how)
 {
     const struct wh_call *call = pop3_call(c->s);
-    uint64_t listed = call && call->lines < 0 ? pop3_msg_size(c->s, call->message) : 0;
+    uint64_t listed = call ? pop3_msg_size(c->s, call->message) : 0;
     int ok = how != WH_END_BROKEN;
     char tail[8];
-    size_t n;
+    size_t n = 0;
 
-    if (ok && how == WH_END_UNSIZED && call && call->lines < 0 && c->conv.octets < listed) {
+    /* The final CRLF an unterminated last line gets counts in the octets,
+     * as it does in the listed size. */
+    if (ok)
+        n = conv_finish(&c->conv, tail);
+    if (ok && how == WH_END_UNSIZED && call && !c->stopped && c->conv.octets < listed) {
         /* The backend closed a body that had no length before the listed
-         * size: it may have died mid-message. Never present it as whole. */
+         * size: it may have died mid-message. Never present it as whole.
+         * (A TOP ends this way only when its cut was not reached: the
+         * whole message went through.) */
         METRIC_INC(webhook_errors[WH_RETRIEVE][MWE_BROKEN]);
         log_kv(LOG_WARN, c->id, "retrieve ended by close short of its listed size: closing",
                "message=%u listed=%llu sent=%llu", (unsigned)call->message,
@@ -724,7 +730,6 @@ static void conn_stream_end(struct conn *c, enum wh_end how)
         log_kv(LOG_WARN, c->id, "retrieve broke after +OK: closing", "client=%s", c->ip);
     }
     if (ok) {
-        n = conv_finish(&c->conv, tail);
         if (c->gone)
             ; /* nothing more can be written */
         else if (conn_waiting(c))
@@ -1019,7 +1024,9 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
             return;
         }
         if (c->state == CONN_DRAIN) {
-            if (rc == 1 && empty)
+            /* Over once the output is empty after the refill: the spool's
+             * last segment holds the file until the client has it all. */
+            if (rc == 1 && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
                 conn_drained(c);
             return;
         }

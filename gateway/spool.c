@@ -14,6 +14,8 @@
 
 #include "lib/metrics.h"
 
+#define SPOOL_COPY_MAX (64 * 1024) /* bytes copied at a time when no segment can be made */
+
 void spool_init(struct spool *sp)
 {
     sp->fd = -1;
@@ -109,17 +111,17 @@ long spool_feed(struct spool *sp, struct evbuffer *out, size_t most, int segment
     size_t n = left < most ? (size_t)left : most;
     struct evbuffer_iovec v;
     ssize_t k;
+    int fd;
 
     if (n == 0 || sp->fd < 0)
         return 0;
-    if (segments) {
-        /* The segment owns a duplicate of the descriptor, so the spool may
-         * close its own while the segment waits in the output. */
-        int fd = fcntl(sp->fd, F_DUPFD_CLOEXEC, 0);
+    /* The segment owns a duplicate of the descriptor, so the spool may
+     * close its own while the segment waits in the output. With no
+     * descriptor to spare (EMFILE), a copy goes instead. */
+    fd = segments ? fcntl(sp->fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd >= 0) {
         struct evbuffer_file_segment *seg;
 
-        if (fd < 0)
-            return -1;
         seg = evbuffer_file_segment_new(fd, (ev_off_t)sp->queued, (ev_off_t)n,
                                         EVBUF_FS_CLOSE_ON_FREE | EVBUF_FS_DISABLE_LOCKING);
         if (!seg) {
@@ -131,6 +133,8 @@ long spool_feed(struct spool *sp, struct evbuffer *out, size_t most, int segment
         if (k < 0)
             return -1;
     } else {
+        if (segments && n > SPOOL_COPY_MAX)
+            n = SPOOL_COPY_MAX; /* `most` was sized for segments */
         if (evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1) < 1)
             return -1;
         do

@@ -54,7 +54,8 @@ enum spool_rc spool_append(struct spool *sp, const char *dir, uint64_t max, cons
 /*
  * Hands up to `most` pending bytes to `out`: a file segment (sent with
  * sendfile, no copy in memory) when `segments` is true, else a copy read
- * from the file. Returns the bytes handed over, 0 when none is pending, -1
+ * from the file (also when no descriptor is left for a segment: then at
+ * most 64 KB). Returns the bytes handed over, 0 when none is pending, -1
  * on a read or memory error.
  */
 long spool_feed(struct spool *sp, struct evbuffer *out, size_t most, int segments);

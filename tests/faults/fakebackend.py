@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -364,6 +365,163 @@ def stream_message(total, chunk=65536, interval=0.0):
     return act
 
 
+def close_delimited(data=None, fraction=0.5, http10=True, ctype="message/rfc822"):
+    """retrieve: a body without Content-Length or chunking, which only the
+    closing of the connection ends: an HTTP/1.0 reply (http10), or an
+    HTTP/1.1 one with neither header. Sends `fraction` of the message (1.0:
+    all of it), then closes, as a backend that dies mid-message does."""
+    @named("close-delimited %s %.2f" % ("1.0" if http10 else "1.1", fraction))
+    def act(h, req):
+        body = data if data is not None else h.backend.message_for(req)
+        n = len(body) if fraction >= 1 else max(1, int(len(body) * fraction))
+        head = (b"HTTP/1.0 200 OK\r\n" if http10 else b"HTTP/1.1 200 OK\r\n")
+        head += b"Content-Type: " + ctype.encode() + b"\r\n\r\n"
+        h.wfile.write(head + body[:n])
+        h.wfile.flush()
+        h.close_now()
+    return act
+
+
+def no_content_with_body(body=b'{"ok":true}', wait=10.0):
+    """A 204 that carries a body anyway (with its Content-Length). A 204
+    has no body, so a client takes the reply as over after its headers and
+    may reuse the connection. The body is sent when the next request
+    arrives on the connection (after the client's own checks of a reused
+    connection), so it lands in front of that request's reply: the
+    connection is poisoned for whoever uses it next."""
+    @named("204 with a body")
+    def act(h, req):
+        h.send_response(204)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.flush()
+        req.t_end = time.monotonic()  # the reply as the client sees it is over
+        deadline = time.monotonic() + upper(wait)
+        while time.monotonic() < deadline and not h.backend.stopping.is_set():
+            r, _, _ = select.select([h.connection], [], [], 0.05)
+            if r:
+                break
+        if h.peer_gone():
+            return
+        h.wfile.write(body)
+        h.wfile.flush()
+    return act
+
+
+# A message of 76-octet lines (75 and LF) for the JSON retrieve tests: text
+# that needs JSON escapes (quotes, backslashes, tabs, non-ASCII as \u
+# escapes and as raw UTF-8) and dot lines that need stuffing.
+JSON_HEAD = ("From: json@example.com\nSubject: a big JSON retrieve \u00e9\u20ac\n\n").encode()
+
+
+def _json_block():
+    lines = []
+    for i in range(860):
+        r = i % 43
+        if r == 5:
+            t = ".a dot line %d" % i
+        elif r == 17:
+            t = "quotes \"and\" back\\slashes\tand a tab, caf\u00e9 %d" % i
+        elif r == 29:
+            t = "."
+        else:
+            t = "line %06d " % i + "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        b = t.encode()
+        b = (b + b"-" * 75)[:75] if len(b) < 75 else b[:75]
+        lines.append(b + b"\n")
+    return b"".join(lines)
+
+
+JSON_BLOCK = _json_block()
+
+
+def json_message_chunks(total):
+    """The message json_content_stream(total) carries: JSON_HEAD, then
+    whole JSON_BLOCKs until at least `total` octets."""
+    yield JSON_HEAD
+    n = len(JSON_HEAD)
+    while n < total:
+        yield JSON_BLOCK
+        n += len(JSON_BLOCK)
+
+
+def json_message_digest(total):
+    """(length, sha256 hex) of what a POP3 client receives for
+    json_message_chunks(total), unstuffed: every LF as CRLF."""
+    h = hashlib.sha256()
+    n = 0
+    for part in json_message_chunks(total):
+        out = part.replace(b"\n", b"\r\n")
+        h.update(out)
+        n += len(out)
+    return n, h.hexdigest()
+
+
+def _json_doc_parts(total, b64):
+    """The pieces of {"content": "..."} or {"content_base64": "..."} for
+    json_message_chunks(total), produced lazily (a few hundred KB at a
+    time). content: JSON escapes (\n, \", \\, \t, \u00e9); the head keeps
+    its non-ASCII as raw UTF-8. content_base64: 76-character lines joined
+    by \r\n escapes, as MIME writes them."""
+    if not b64:
+        yield b'{"content":"'
+        block = json.dumps(JSON_BLOCK.decode()).encode()[1:-1]
+        first = True
+        for part in json_message_chunks(total):
+            if first:
+                yield json.dumps(part.decode(), ensure_ascii=False).encode()[1:-1]
+                first = False
+            else:
+                yield block
+        yield b'"}'
+        return
+    yield b'{"content_base64":"'
+    carry = b""
+    unit = 57 * 1024  # a multiple of 57 octets: 1024 whole 76-character lines
+    lines_out = 0
+    for part in json_message_chunks(total):
+        carry += part
+        if len(carry) < unit:
+            continue
+        cut = len(carry) - len(carry) % unit
+        enc = base64.b64encode(carry[:cut])
+        carry = carry[cut:]
+        out = b"\\r\\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+        yield (b"\\r\\n" if lines_out else b"") + out
+        lines_out += 1
+    if carry:
+        enc = base64.b64encode(carry)
+        out = b"\\r\\n".join(enc[i:i + 76] for i in range(0, len(enc), 76))
+        yield (b"\\r\\n" if lines_out else b"") + out
+    yield b'"}'
+
+
+def json_content_stream(total, base64=False):
+    """retrieve: 200, application/json, a JSON document of the content (or
+    content_base64) form for a message of at least `total` octets of
+    76-octet lines (json_message_digest(total) says what the client must
+    get), written as it is made: never whole in memory. Content-Length is
+    counted in a first pass. Records in req.sent the octets written."""
+    @named("json %s %d" % ("content_base64" if base64 else "content", total))
+    def act(h, req):
+        length = sum(len(p) for p in _json_doc_parts(total, base64))
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(length))
+        h.end_headers()
+        req.sent = 0
+        try:
+            for part in _json_doc_parts(total, base64):
+                h.wfile.write(part)
+                req.sent += len(part)
+            h.wfile.flush()
+        except OSError as e:
+            req.outcome = "broken: %s" % e.__class__.__name__
+            req.t_end = time.monotonic()
+            h.close_now()
+    return act
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -584,6 +742,12 @@ class FakeBackend:
     def open_connections(self):
         with self._lock:
             return len(self._conns)
+
+    def is_open(self, conn_id):
+        """Whether connection `conn_id` (a Request's conn_id) is still open
+        on the backend's side."""
+        with self._lock:
+            return conn_id in self._conns
 
     def _record(self, req):
         with self._cond:

@@ -20,7 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 
 import harness  # noqa: E402
-from harness import HOST, Gateway, Raw, fd_kinds, free_port, sanitized, upper  # noqa: E402,F401
+from harness import (HOST, Gateway, Raw, fd_kinds, free_port, parse_prom,  # noqa: E402,F401
+                     sanitized, upper)
 
 from fakebackend import FakeBackend, crlf  # noqa: E402,F401
 
@@ -44,26 +45,6 @@ def dot_stuff(data):
 
 
 # ---------------------------------------------------------------- metrics
-
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)$')
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_prom(text):
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        labels = frozenset(_LABEL.findall(m.group(3) or ""))
-        try:
-            out[(m.group(1), labels)] = float(m.group(4))
-        except ValueError:
-            pass
-    return out
-
 
 def admin_get(port, path, timeout=5):
     c = http.client.HTTPConnection(HOST, port, timeout=timeout)
@@ -133,6 +114,7 @@ class FaultCase(unittest.TestCase):
 
     GATEWAY_ARGS = {}
     BACKEND_KW = {}
+    EXTRA_ASAN = None  # ASAN_OPTIONS for the gateway (as StackTestCase)
 
     def setUp(self):
         super().setUp()
@@ -142,7 +124,7 @@ class FaultCase(unittest.TestCase):
         args = dict(FAULT_DEFAULTS)
         args["admin_listen"] = "%s:%d" % (HOST, self.admin_port)
         args.update(self.GATEWAY_ARGS)
-        self.gw = Gateway(self.be, args=args)
+        self.gw = Gateway(self.be, args=args, extra_asan=self.EXTRA_ASAN)
         self.addCleanup(self.gw.stop_clean)
         self.gw.start()
         self._wait_admin()

@@ -1,7 +1,9 @@
 """Backend faults: a backend that is down, slow past the deadline, answers
 500, 429, garbage, the wrong JSON shape, an oversized or too deep body, a
-uid list of the wrong length, or cuts a stream halfway; retries with the
-same webhook-id; the circuit breaker.
+listing whose octet total wraps, a uid list of the wrong length, cuts a
+stream halfway (with a length, or close-delimited short of the listed
+size), or poisons a kept-alive connection with a 204 that has a body;
+retries with the same webhook-id; the circuit breaker.
 
 Each fault case asserts what the client received, that the fault left a log
 line naming the session and moved a metric, that the gateway serves a normal
@@ -18,6 +20,7 @@ import socket
 import time
 
 import fakebackend as fb
+import harness
 from faultlib import FaultCase, crlf, read_until_close, rst_close, upper
 
 SYS_TEMP_AUTH = b"-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"
@@ -566,6 +569,30 @@ class BodyTests(BackendFaultCase):
         self.normal_session()
 
 
+    def test_octet_total_wraps(self):
+        """2,048 messages of 2^53-1 octets and one of 2,048 add up to 2^64,
+        which a 64-bit sum wraps to 0: a backend error at PASS, never
+        "+OK ... (0 octets)". One octet less (2^64-1) still fits."""
+        big = [{"size": 2 ** 53 - 1, "uid": "w%04d" % i} for i in range(2048)]
+        self.be.plan("list", fb.reply_json({"messages": big + [{"size": 2048, "uid": "last"}]}))
+        r = self.raw()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.expect_closed(r)
+        self.assert_metric_grew(m0, ERRORS, event="list", reason="body")
+        self.assert_fault_logged(sid, "list failed.*more than 2\\^64-1 octets")
+        # The largest total that fits is served as it is.
+        self.be.plan("list", fb.reply_json({"messages": big + [{"size": 2047, "uid": "last"}]}))
+        r = self.raw()
+        self.assertEqual(self.pass_reply(r),
+                         b"+OK maildrop has 2049 messages (18446744073709551615 octets)\r\n")
+        self.assertEqual(r.cmd("STAT"), b"+OK 2049 18446744073709551615\r\n")
+        self.assertEqual(r.cmd("LIST 2049"), b"+OK 2049 2047\r\n")
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
+
+
 class ChunkedReplyTests(BackendFaultCase):
     """Replies without Content-Length, in the chunked transfer coding (what
     many frameworks send for a body they stream): every event works, and the
@@ -631,7 +658,7 @@ class SizeAndDepthTests(BackendFaultCase):
 
     def test_json_retrieve_over_1mib_arrives(self):
         # The JSON form is decoded as it streams: unlike the other replies
-        # it has no 1 MiB limit (a 50 MB one is in the spool tests).
+        # it has no 1 MiB limit (a 50 MB one is in test_big_replies.py).
         content = "Subject: big json\n\n" + ("x" * 75 + "\n") * (1100 * 1024 // 76)
         self.be.plan("retrieve", fb.status(200, {"content": content}))
         r = self.login_and_stat()
@@ -786,6 +813,61 @@ class StreamTests(BackendFaultCase):
         self.normal_session()
 
 
+    def test_close_delimited_body_short_of_listing(self):
+        """A body that only the closing of the connection ends (HTTP/1.0, or
+        HTTP/1.1 with neither Content-Length nor chunking), cut before its
+        listed size: the backend may have died mid-message, so the client
+        sees the connection closed, never the final dot."""
+        data = self.be.mailboxes["alice"][0][1]
+        for http10 in (True, False):
+            with self.subTest(http10=http10):
+                self.be.plan("retrieve", fb.close_delimited(fraction=0.5, http10=http10))
+                r = self.login_and_stat()
+                sid = self.session_id(r)
+                m0 = self.metrics()
+                self.assertTrue(r.cmd("DELE 3").startswith(b"+OK"))
+                st = r.cmd("RETR 1")
+                self.assertEqual(st, b"+OK %d octets\r\n" % len(crlf(data)))
+                rest = self.expect_closed(r, timeout=5)
+                self.assertNotIn(b"\r\n.\r\n", b"\r\n" + rest,
+                                 "a short message must not look complete")
+                self.assertTrue(crlf(data).startswith(rest), rest)
+                self.assertLess(len(rest), len(crlf(data)))
+                self.assert_fault_logged(sid, "retrieve ended by close short of its listed size")
+                self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
+                self.assert_no_quit(session=sid)
+                self.assert_not_deleted()
+                self.normal_session()
+        # TOP of more lines than the message has: the same.
+        self.be.plan("retrieve", fb.close_delimited(fraction=0.5))
+        r = self.login_and_stat()
+        sid = self.session_id(r)
+        m0 = self.metrics()
+        self.assertTrue(r.cmd("TOP 1 100").startswith(b"+OK"))
+        rest = self.expect_closed(r, timeout=5)
+        self.assertNotIn(b"\r\n.\r\n", b"\r\n" + rest, "a short message must not look complete")
+        self.assert_fault_logged(sid, "retrieve ended by close short of its listed size")
+        self.assert_metric_grew(m0, ERRORS, event="retrieve", reason="broken")
+        self.normal_session()
+        # Close-delimited and whole: delivered with its final dot, also
+        # when the stored message has no final line end (the listed size
+        # counts the CRLF the gateway adds), and by TOP.
+        for http10, stored in ((True, data), (False, data), (True, data.rstrip(b"\n"))):
+            with self.subTest(http10=http10, whole=True, final_lf=stored.endswith(b"\n")):
+                self.be.plan("retrieve", fb.close_delimited(stored, fraction=1.0, http10=http10))
+                self.be.plan("retrieve", fb.close_delimited(stored, fraction=1.0, http10=http10))
+                r = self.login_and_stat()
+                m0 = self.metrics()
+                st, body = r.multi("RETR 1")
+                self.assertEqual(st, b"+OK %d octets\r\n" % len(crlf(data)))
+                self.assertEqual(body, crlf(data))
+                st, body = r.multi("TOP 1 100")
+                self.assertTrue(st.startswith(b"+OK"), st)
+                self.assertEqual(body, crlf(data))
+                self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+                self.assertEqual(self.errors(self.metrics(), "retrieve"), self.errors(m0, "retrieve"))
+
+
 class IdleConnectionTests(BackendFaultCase):
     """Kept-alive backend connections that the backend closes while they
     sit idle between calls (a restart, a short keep-alive timeout)."""
@@ -895,6 +977,50 @@ class RetryTests(BackendFaultCase):
         self.be.clear()
         self.normal_session()
 
+
+
+class PoisonedConnectionTests(BackendFaultCase):
+    """A reply that breaks its kept-alive connection (a 204 with a body)
+    must not hurt the next, unrelated call on it: an idempotent call that
+    fails on a reused connection before any response byte is retried on a
+    fresh one, and the poisoned connection is dropped. backend_pool=1, so
+    the next call reuses that connection."""
+    GATEWAY_ARGS = {"backend_pool": "1"}
+
+    def test_next_call_retried_on_fresh_connection(self):
+        b = self.login_and_stat()
+        sid_b = self.session_id(b)
+        a = self.login_and_stat()
+        self.assertTrue(a.cmd("DELE 2").startswith(b"+OK"))
+        # A's quit gets a 204 (committed) with a body that lands in front
+        # of the next reply on that connection.
+        self.be.plan("quit", fb.no_content_with_body())
+        self.assertRegex(a.cmd("QUIT"), rb"^\+OK")
+        self.expect_closed(a)
+        quit_req = self.be.requests("quit")[-1]
+        self.assertEqual(quit_req.body["deleted"], [{"message": 2, "uid": "uid-a2"}])
+        m0 = self.metrics()
+        n0 = len(self.log_lines())
+        since = self.be.mark()
+        # B's next call is unrelated and idempotent: it must just work.
+        st, body = b.multi("RETR 1")
+        self.assertEqual(st, b"+OK %d octets\r\n" % len(crlf(self.be.mailboxes["alice"][0][1])))
+        self.assertEqual(body, crlf(self.be.mailboxes["alice"][0][1]))
+        self.assertTrue(b.cmd("QUIT").startswith(b"+OK"))
+        rets = self.be.requests("retrieve", since)
+        self.assertEqual(len(rets), 2, rets)
+        self.assertEqual(rets[0].conn_id, quit_req.conn_id, "the first try reused the connection")
+        self.assertNotEqual(rets[1].conn_id, quit_req.conn_id, "the retry used a fresh one")
+        self.assertEqual(rets[0].webhook_id, rets[1].webhook_id)
+        self.assert_metric_grew(m0, "pop3gw_webhook_retries_total", event="retrieve")
+        self.assertEqual(self.errors(self.metrics(), "retrieve"), self.errors(m0, "retrieve"))
+        self.assert_fault_logged(sid_b, "webhook retry.*event=retrieve", since=n0)
+        # The poisoned connection was dropped, and never used again.
+        harness.poll(lambda: not self.be.is_open(quit_req.conn_id),
+                     "the poisoned connection to be closed", timeout=5)
+        self.assertEqual([q for q in self.be.requests(since=since)
+                          if q.conn_id == quit_req.conn_id], [rets[0]])
+        self.normal_session()
 
 class CircuitBreakerTests(BackendFaultCase):
 

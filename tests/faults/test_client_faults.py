@@ -238,7 +238,7 @@ class FailedLoginPerAddressTests(FailedLoginTests):
 class SlowReaderTests(FaultCase):
     """The fallback when a slow client's message cannot be spooled (here:
     spooling is off): the backend transfer pauses while the client's output
-    is full. Spooling itself is covered by the spool tests."""
+    is full. Spooling itself is covered by tests/integration/test_spool.py."""
     BIG = 40 * 1024 * 1024
     GATEWAY_ARGS = {"spool_dir": ""}
     # RSS growth allowed for the stalled reader, in kB. A stream holds up to

@@ -894,6 +894,104 @@ class StackTestCase(unittest.TestCase):
         return resp
 
 
+# ------------------------------------------------------------ reading bodies
+
+
+def read_body_digest(r, chunk=1 << 20):
+    """Reads a multi-line body from Raw client r (its status line already
+    read) in big pieces, unstuffing as it goes, without keeping it: returns
+    (length, sha256 hex) of the body as the client sees it (CRLF lines,
+    without the terminator). Raises ProtocolError on an unstuffed dot line
+    and EOFError when the server closes before the terminator."""
+    h = hashlib.sha256()
+    total = 0
+    tail = b""
+    while True:
+        data = r.recv_some(chunk)
+        if not data:
+            raise EOFError("connection closed after %d body octets (pending %r)"
+                           % (total, tail[:100]))
+        data = tail + data
+        cut = data.rfind(b"\n") + 1
+        region, tail = data[:cut], data[cut:]
+        if not region:
+            continue
+        # region holds whole lines and starts at a line start.
+        end = -1
+        if region.startswith(b".\r\n"):
+            end = 0
+        else:
+            i = region.find(b"\r\n.\r\n")
+            if i >= 0:
+                end = i + 2
+        if end >= 0:
+            # Whatever follows the terminator belongs to the next reply.
+            r.buf[:0] = region[end + 3:] + tail
+            region = region[:end]
+        starts = region.count(b"\n.") + region.startswith(b".")
+        stuffed = region.count(b"\n..") + region.startswith(b"..")
+        if starts != stuffed:
+            raise ProtocolError("unstuffed dot line within %d octets of octet %d"
+                                % (len(region), total))
+        if region.startswith(b".."):
+            region = region[1:]
+        region = region.replace(b"\n..", b"\n.")
+        h.update(region)
+        total += len(region)
+        if end >= 0:
+            return total, h.hexdigest()
+
+
+# ---------------------------------------------------------------- metrics
+
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?\s+(\S+)$')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prom(text):
+    """Prometheus text to {(name, frozenset of (label, value)): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = frozenset(_LABEL.findall(m.group(3) or ""))
+        try:
+            out[(m.group(1), labels)] = float(m.group(4))
+        except ValueError:
+            pass
+    return out
+
+
+def admin_metrics(port, timeout=5):
+    """GET /metrics from an admin endpoint (no token), parsed."""
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        c.request("GET", "/metrics")
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise AssertionError("/metrics answered %d" % r.status)
+        return parse_prom(body.decode())
+    finally:
+        c.close()
+
+
+def poll(pred, what, timeout=10.0, interval=0.02):
+    """Calls pred() until it returns something true, and returns that;
+    fails after `timeout` seconds (scaled by PGW_TIME_SCALE)."""
+    deadline = time.monotonic() + upper(timeout)
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (upper(timeout), what))
+        time.sleep(interval)
+
+
 # ---------------------------------------------------------------- a process's sockets
 # Used by the fault suite and the soak test.
 
@@ -937,6 +1035,22 @@ def fd_kinds(pid, backend_port):
         else:
             kinds["other"] += 1
     return kinds
+
+
+def spool_fds(pid, spool_dir):
+    """[(fd, target)] of a process's descriptors open on files in
+    spool_dir. A spool file has no name: it shows as "DIR/#INODE (deleted)"
+    when made with O_TMPFILE, "DIR/NAME (deleted)" when made and unlinked."""
+    prefix = os.path.realpath(spool_dir) + "/"
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith(prefix):
+            out.append((int(fd), link))
+    return out
 
 
 # ---------------------------------------------------------------- running suites
