@@ -889,8 +889,14 @@ static void conn_run(struct conn *c)
     case POP3_WANT_CLOSE:
         /* The gateway itself ends this session (QUIT, bad commands, a
          * failed call): flush, then close. */
-        if (!c->reason)
-            c->reason = pop3_quit_done(c->s) ? "quit" : c->w->draining ? "shutdown" : "error";
+        {
+            struct pop3_summary sum;
+            pop3_summary(c->s, &sum);
+            if (sum.quit) /* the client quit, whatever happened to the socket since */
+                c->reason = "quit";
+            else if (!c->reason)
+                c->reason = c->w->draining ? "shutdown" : "error";
+        }
         conn_linger(c);
         return;
     default:
@@ -1078,7 +1084,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         c->reason = "timeout";
     } else if (what & BEV_EVENT_ERROR) {
         unsigned long e = bufferevent_get_openssl_error(c->bev);
-        c->reason = "error";
+        int err = EVUTIL_SOCKET_ERROR();
+        /* A reset or a broken pipe is the client leaving, as an EOF is. */
+        c->reason = !e && (err == ECONNRESET || err == EPIPE) ? "client_closed" : "error";
         if (e) {
             char buf[256];
             ERR_error_string_n(e, buf, sizeof(buf));
@@ -1456,7 +1464,9 @@ static void conn_send_disconnect(struct conn *c)
     call.mailbox = pop3_mailbox(c->s);
     call.utf8 = pop3_utf8(c->s);
     call.lines = -1;
-    call.reason = c->reason ? c->reason : "error";
+    /* A QUIT whose quit call failed ends here too: the contract's reason
+     * for it is error. */
+    call.reason = c->reason && strcmp(c->reason, "quit") != 0 ? c->reason : "error";
     wh_start(c->w->wh, &call, &conn_fire_and_forget, NULL);
 }
 

@@ -70,6 +70,7 @@ struct pop3_session {
     int logged_in, quit_done, committing, utf8;
     int draining;        /* the server is stopping: only QUIT is still done (pop3_drain) */
     unsigned n_commands; /* command lines handled (pop3_summary) */
+    int quit_asked;      /* the client sent QUIT (pop3_summary) */
 
     /* SASL (AUTH) */
     struct sasl sasl;
@@ -357,6 +358,7 @@ void pop3_summary(const struct pop3_session *s, struct pop3_summary *out)
     out->commands = s->n_commands;
     out->dele = s->n_deleted;
     out->committed = s->quit_done;
+    out->quit = s->quit_asked;
 }
 
 int pop3_quit_done(const struct pop3_session *s)
@@ -629,6 +631,7 @@ static void pop3_cmd_quit(struct pop3_session *s, int argc, char **argv)
 {
     (void)argc;
     (void)argv;
+    s->quit_asked = 1;
     if (s->state == POP3_AUTHORIZATION) {
         pop3_reply(s, "+OK bye");
         pop3_close(s);

@@ -159,6 +159,7 @@ struct pop3_summary {
     unsigned commands; /* command lines handled */
     size_t dele;       /* messages marked deleted at the end */
     int committed;     /* a QUIT was answered and its deletions committed */
+    int quit;          /* the client sent QUIT */
 };
 void pop3_summary(const struct pop3_session *s, struct pop3_summary *out);
 
