@@ -355,7 +355,10 @@ static int conn_spill(struct conn *c)
         return 0;
     }
     c->spill = SPILL_FILE;
-    if (len <= CONN_STREAM_KEEP)
+    /* Over TLS what is queued stays: OpenSSL must retry an unfinished
+     * write with the same bytes, and the TLS bufferevent may be in the
+     * middle of one. Only what comes next is spooled. */
+    if (len <= CONN_STREAM_KEEP || c->tls)
         return 0;
     if (!(tail = evbuffer_new())) {
         conn_spill_pause(c, "no_memory");

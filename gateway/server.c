@@ -544,7 +544,7 @@ int worker_admit(struct worker *w, int max_connections)
     return 0;
 }
 
-#define SERVER_TRIM_AFTER_MS 200 /* worker_trim_soon(): after the last call this long */
+#define SERVER_TRIM_AFTER_MS 50 /* worker_trim_soon(): after the last call this long */
 
 void worker_trim_soon(struct worker *w)
 {
