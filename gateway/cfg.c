@@ -31,6 +31,8 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -39,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #ifndef POP3GW_VERSION
@@ -876,8 +879,12 @@ static const struct cfg_key cfg_keys[] = {
      .note = "backend_url/EVENT", .help = "URL for one event"},
     {"backend_secret", STR(cfg_set_secret, backend_secret), .secret = 1,
      .help = "whsec_ keys for Standard Webhooks signatures, space-separated (rotation)"},
+    {"backend_secret_file", STR(cfg_set_path, backend_secret_file),
+     .help = "file holding backend_secret (one line; read again on SIGHUP)"},
     {"backend_token", STR(cfg_set_word, backend_token), .secret = 1,
      .help = "bearer token sent to the backend"},
+    {"backend_token_file", STR(cfg_set_path, backend_token_file),
+     .help = "file holding backend_token (one line; read again on SIGHUP)"},
     {"spool_dir", STR(cfg_set_path, spool_dir),
      .note = "the system's temporary directory ($TMPDIR, else /tmp)",
      .help = "where slow clients' messages wait, in unlinked files; empty turns spooling off"},
@@ -904,6 +911,8 @@ static const struct cfg_key cfg_keys[] = {
      .help = "admin HTTP endpoint, host:port; empty disables it"},
     {"admin_token", STR(cfg_set_word, admin_token), .secret = 1,
      .help = "bearer token for the admin endpoint (not needed for /healthz, /readyz)"},
+    {"admin_token_file", STR(cfg_set_path, admin_token_file),
+     .help = "file holding admin_token (one line; read again on SIGHUP)"},
     {"workers", .set = cfg_set_workers, .print = cfg_print_int, .off = F(workers), .def = "auto",
      .help = "event-loop threads: auto (one per core) or 1 to 64"},
     {"user", STR(cfg_set_word, user),
@@ -1440,6 +1449,107 @@ static void cfg_walk_args(struct cfg_loader *ld, struct cfg_args *a, int argc, c
     }
 }
 
+/* ---- secrets from files -------------------------------------------------- */
+
+#define CFG_SECRET_FILE_MAX 65536 /* bytes a secret file may hold */
+
+/* The secret keys that may come from a file, and the key naming the file. */
+static const struct {
+    const char *key, *file_key;
+    size_t file_off; /* the file key's field in struct cfg */
+} cfg_secret_files[] = {
+    {"backend_secret", "backend_secret_file", F(backend_secret_file)},
+    {"backend_token", "backend_token_file", F(backend_token_file)},
+    {"admin_token", "admin_token_file", F(admin_token_file)},
+};
+
+/*
+ * Reads one secret file into *out (a heap string the caller wipes and
+ * frees): a regular file of at most CFG_SECRET_FILE_MAX bytes holding one
+ * line; the line's end (LF or CRLF) is dropped. Opened without blocking,
+ * so a FIFO or a device named by mistake is refused instead of waited on.
+ * 0, or -1 with a message naming the file key and the path.
+ */
+static int cfg_read_secret_file(const char *file_key, const char *path, char **out, char *err,
+                                size_t errlen)
+{
+    char q[400], *buf = NULL;
+    const char *why = NULL;
+    struct stat st;
+    ssize_t n = 0, got;
+    int fd;
+
+    *out = NULL;
+    cfg_quote(path, q, sizeof q);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
+        return cfg_fail(err, errlen, "%s: cannot read \"%s\": %s", file_key, q, strerror(errno));
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (st.st_size > CFG_SECRET_FILE_MAX)
+        why = "larger than 64 KiB: it should hold one value";
+    else if (!(buf = malloc(CFG_SECRET_FILE_MAX + 1)))
+        why = "out of memory";
+    while (!why && (got = read(fd, buf + n, (size_t)(CFG_SECRET_FILE_MAX + 1 - n))) != 0) {
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            why = strerror(errno);
+        else if ((n += got) > CFG_SECRET_FILE_MAX)
+            why = "larger than 64 KiB: it should hold one value";
+    }
+    close(fd);
+    if (!why) {
+        buf[n] = '\0';
+        if (n > 0 && buf[n - 1] == '\n')
+            buf[--n] = '\0';
+        if (n > 0 && buf[n - 1] == '\r')
+            buf[--n] = '\0';
+        if (n == 0)
+            why = "empty: it should hold the value on one line";
+        else if (memchr(buf, '\n', (size_t)n) || memchr(buf, '\r', (size_t)n) ||
+                 strlen(buf) != (size_t)n)
+            why = "more than one line: it should hold the value on one line";
+    }
+    if (why) {
+        if (buf)
+            util_wipe(buf, CFG_SECRET_FILE_MAX + 1);
+        free(buf);
+        return cfg_fail(err, errlen, "%s: \"%s\": %s", file_key, q, why);
+    }
+    *out = buf;
+    return 0;
+}
+
+/* Each secret given as a file is read and set through its key's own setter
+ * (so it is checked as if given directly, and masked in messages). A key
+ * set both directly and as a file, in any sources, is an error. */
+static int cfg_read_secret_files(struct cfg *c, char *err, size_t errlen)
+{
+    char msg[CFG_MSG_MAX], q[400], *v;
+    int ev, rc;
+
+    for (size_t i = 0; i < sizeof cfg_secret_files / sizeof cfg_secret_files[0]; i++) {
+        const char *path = *(char **)((char *)c + cfg_secret_files[i].file_off);
+        const struct cfg_key *k = cfg_key_find(cfg_secret_files[i].key, &ev);
+        if (!path)
+            continue;
+        if (*(char **)cfg_field(c, k, -1, sizeof(char *)))
+            return cfg_fail(err, errlen,
+                            "%s and %s are both set: set one of them (an empty value unsets a "
+                            "key an earlier source set)",
+                            cfg_secret_files[i].key, cfg_secret_files[i].file_key);
+        if (cfg_read_secret_file(cfg_secret_files[i].file_key, path, &v, err, errlen) < 0)
+            return -1;
+        rc = cfg_set(c, k->name, v, msg, sizeof msg);
+        util_free_secret(&v);
+        if (rc < 0) {
+            cfg_quote(path, q, sizeof q);
+            return cfg_fail(err, errlen, "%s: \"%s\": %s", cfg_secret_files[i].file_key, q, msg);
+        }
+    }
+    return 0;
+}
+
 static void cfg_usage(FILE *out)
 {
     char name[CFG_KEY_MAX];
@@ -1510,5 +1620,5 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, int *exit_now, c
     if (!ld.listeners_given && c->n_listen == 0 && c->n_listen_tls == 0 &&
         cfg_set(c, "listen", CFG_LISTEN, err, errlen) < 0)
         return -1;
-    return 0;
+    return cfg_read_secret_files(c, err, errlen);
 }

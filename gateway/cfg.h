@@ -42,6 +42,8 @@ struct cfg {
     char *backend_url_event[WH_N_EVENTS]; /* per-event override or NULL */
     char *backend_secret;                 /* space-separated whsec_ keys or NULL */
     char *backend_token;                  /* bearer token or NULL */
+    char *backend_secret_file;            /* where backend_secret is read from, or NULL */
+    char *backend_token_file;             /* where backend_token is read from, or NULL */
     char *backend_ca_file, *backend_cert, *backend_key;
     double backend_timeout;                    /* seconds, default 10 */
     double backend_timeout_event[WH_N_EVENTS]; /* 0 = use backend_timeout */
@@ -51,8 +53,9 @@ struct cfg {
 
     struct cfg_addr admin_listen; /* port 0 = disabled */
     char *admin_token;
-    int workers; /* resolved: auto = number of cores */
-    char *user;  /* drop privileges to this user, or NULL */
+    char *admin_token_file; /* where admin_token is read from, or NULL */
+    int workers;            /* resolved: auto = number of cores */
+    char *user;             /* drop privileges to this user, or NULL */
 
     int max_connections, max_connections_per_ip;
     double login_timeout, idle_timeout, send_timeout;
@@ -81,6 +84,9 @@ struct cfg {
  * and returns 0). Returns 0 on success, -1 after writing a clear message to
  * `err` (a buffer of errlen bytes). The caller frees with cfg_free().
  * When no source names listen or listen_tls, listen becomes 0.0.0.0:110.
+ * Last, each secret key given as a file (backend_secret_file, ...) is read
+ * from that file into its key (cfg_read_secret_files in cfg.c); a key set
+ * both ways is an error.
  * It does not call cfg_validate(); the caller does, after it.
  */
 int cfg_load(struct cfg *c, int argc, char **argv, char **envp, int *exit_now, char *err,

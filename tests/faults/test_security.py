@@ -1,5 +1,6 @@
 """Security checks: no password, token or secret in the logs at any level
-(logfmt and JSON, debug included) or in --check-config; a backend
+(logfmt and JSON, debug included), in --check-config or in /status, with
+the secrets given as values or read from files; a backend
 `message` with CR/LF or control bytes cannot inject a line into the
 client's stream nor forge a response code; privileges are dropped after
 the ports are bound when started as root with `user`."""
@@ -65,10 +66,13 @@ class SecretsCase(FaultCase):
     BACKEND_KW = {"users": {"alice": PASSWORD}, "tokens": {"alice": TOKEN}}
 
     def setUp(self):
-        self.GATEWAY_ARGS = {"backend_secret": BACKEND_SECRET, "backend_token": BACKEND_TOKEN,
-                             "admin_token": ADMIN_TOKEN, "log_level": "debug",
-                             "log_format": self.LOG_FORMAT}
+        self.GATEWAY_ARGS = dict(self.secret_args(), log_level="debug",
+                                 log_format=self.LOG_FORMAT)
         super().setUp()
+
+    def secret_args(self):
+        return {"backend_secret": BACKEND_SECRET, "backend_token": BACKEND_TOKEN,
+                "admin_token": ADMIN_TOKEN}
 
     def _wait_admin(self):
         deadline = time.monotonic() + 10
@@ -195,6 +199,32 @@ class SecretsJsonTests(SecretsCase):
                 json.loads(line)
 
     test_no_secret_in_check_config = None
+
+
+class SecretsFileTests(SecretsCase):
+    """The same with every secret read from a file (*_file keys): the
+    requests still carry them, --check-config shows the paths only."""
+
+    def secret_args(self):
+        folder = harness.new_dir("secrets")
+        self.files = {}
+        for key, value in (("backend_secret", BACKEND_SECRET), ("backend_token", BACKEND_TOKEN),
+                           ("admin_token", ADMIN_TOKEN)):
+            path = os.path.join(folder, key)
+            with open(path, "w") as f:
+                f.write(value + "\n")
+            self.files[key + "_file"] = path
+        return self.files
+
+    def test_no_secret_in_check_config(self):
+        out = subprocess.run(self.gw.argv() + ["--check-config"], capture_output=True,
+                             timeout=10)
+        text = (out.stdout + out.stderr).decode("utf-8", "replace")
+        self.assertEqual(out.returncode, 0, text)
+        self.assert_no_secret(text, "--check-config")
+        for key, path in self.files.items():
+            self.assertIn("\n%s = %s\n" % (key, path), text)
+            self.assertIn("\n%s = ***\n" % key[:-len("_file")], text)
 
 
 # ---------------------------------------------------------------- injection

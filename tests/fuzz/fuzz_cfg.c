@@ -10,8 +10,10 @@
  *   2     cfg_load() of a config file whose content is the rest (a memfd);
  *   3     cfg_load() with three parts separated by NUL bytes: file content,
  *         environment lines, command-line arguments (one per line; -c,
- *         --config, --help and --version are dropped: no other files are
- *         read and nothing is printed).
+ *         --config, --help and --version are dropped: no other
+ *         configuration file is read and nothing is printed; a *_file key
+ *         may name a file, which cfg_load() reads only when it is a regular
+ *         file of at most 64 KiB).
  * Then cfg_validate(), cfg_print() into memory, cfg_free().
  *
  * Checks: an error comes with a message; a value a setter took is within

@@ -278,6 +278,47 @@ class AdminTokenTests(AdminMixin, StackTestCase):
             c.close()
 
 
+class AdminTokenFileTests(unittest.TestCase):
+    """admin_token_file: the token is read from a file at start and again
+    on SIGHUP; a file that no longer reads leaves the running token."""
+
+    def test_token_from_file_and_sighup(self):
+        root = MailRoot()
+        self.addCleanup(root.remove)
+        backend = Backend(root)
+        self.addCleanup(backend.stop_clean)
+        backend.start()
+        path = os.path.join(new_dir("admin-token"), "token")
+        with open(path, "w") as f:
+            f.write("first-token\n")
+        port = free_port()
+        gw = Gateway(backend, name="gateway-token-file", args={
+            "admin_listen": "%s:%d" % (HOST, port), "admin_token_file": path})
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, "/readyz")
+        self.assertEqual(http_get(port, "/status", token="first-token")[0], 200)
+        self.assertEqual(http_get(port, "/status", token="second-token")[0], 401)
+        self.assertEqual(http_get(port, "/status")[0], 401)
+
+        def sighup(expect):
+            before = gw.log().count(expect)
+            os.kill(gw.pid, signal.SIGHUP)
+            wait_until(lambda: gw.log().count(expect) > before, expect)
+        with open(path, "w") as f:
+            f.write("second-token\r\n")
+        sighup("SIGHUP: configuration reloaded")
+        self.assertEqual(http_get(port, "/status", token="second-token")[0], 200)
+        self.assertEqual(http_get(port, "/status", token="first-token")[0], 401)
+        os.unlink(path)
+        sighup("SIGHUP: configuration refused")
+        self.assertIn("admin_token_file: cannot read", gw.log())
+        self.assertEqual(http_get(port, "/status", token="second-token")[0], 200)
+        log = "\n".join(l for l in gw.log().splitlines() if not l.startswith("$ "))
+        self.assertNotIn("first-token", log)
+        self.assertNotIn("second-token", log)
+
+
 # ------------------------------------------------------------- the counters
 
 

@@ -1,12 +1,15 @@
 """How the gateway uses its backend: when uidl is called, outages,
-keep-alive reuse, and webhook signatures."""
+keep-alive reuse, webhook signatures and tokens (given as values or read
+from files, and read again on SIGHUP)."""
 
 import json
 import os
 import re
+import signal
 import time
 
-from harness import HOST, SECRET, Backend, Gateway, StackTestCase, free_port, login, pop
+from harness import (HOST, SECRET, Backend, Gateway, StackTestCase, free_port, login, new_dir,
+                     pop)
 from test_admin import http_get, metric, parse_metrics, wait_until
 
 
@@ -291,6 +294,99 @@ class TokenTests(RefusedWebhookMixin, StackTestCase):
 
     def test_wrong_token_is_a_refused_webhook(self):
         self.assert_refused_not_failed_login({"backend_token": "nope"}, "gateway-wrong-token")
+
+
+class SecretFileMixin:
+    """Secrets read from files (backend_secret_file, backend_token_file):
+    used at start, read again on SIGHUP, and a file that no longer reads
+    leaves the running secret in place."""
+
+    RELOADED = "SIGHUP: configuration reloaded"
+    REFUSED_RELOAD = "SIGHUP: configuration refused; the running one stays"
+
+    def write_secret(self, path, value):
+        with open(path, "w") as f:
+            f.write(value + "\n")
+
+    def sighup(self, gw, expect):
+        """SIGHUP, then waits for one more `expect` line in the log."""
+        before = gw.log().count(expect)
+        os.kill(gw.pid, signal.SIGHUP)
+        wait_until(lambda: gw.log().count(expect) > before, "%r after SIGHUP" % expect)
+
+    def assert_login_works(self, gw):
+        p = login(gw)
+        try:
+            self.assertEqual(p.stat()[0], len(self.msgs()))
+        finally:
+            p.quit()
+
+    def assert_refused(self, gw):
+        p = pop(gw)
+        try:
+            p.user("alice")
+            self.assertErr(p.pass_, "secret1", code="SYS/TEMP")
+        finally:
+            p.quit()
+
+    def check_file_key(self, key, good, wrong, env=False):
+        path = os.path.join(new_dir("secret"), key)
+        self.write_secret(path, good)
+        gw = Gateway(self.backend, args={} if env else {key: path}, name="gateway-" + key)
+        if env:
+            gw.env["POP3GW_" + key.upper()] = path
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        self.assert_login_works(gw)
+        # A new value in the file is taken on SIGHUP: a wrong one is refused
+        # by the backend (401: a refused webhook, -ERR [SYS/TEMP]).
+        self.write_secret(path, wrong)
+        self.sighup(gw, self.RELOADED)
+        self.assert_refused(gw)
+        self.write_secret(path, good)
+        self.sighup(gw, self.RELOADED)
+        self.assert_login_works(gw)
+        # A file that cannot be read any more: the reload is refused, the
+        # running secret stays.
+        os.unlink(path)
+        self.sighup(gw, self.REFUSED_RELOAD)
+        self.assertIn("%s: cannot read" % key, gw.log())
+        self.assert_login_works(gw)
+        # Neither the secret nor a part of it is logged; the path may be.
+        log = "\n".join(l for l in gw.log().splitlines() if not l.startswith("$ "))
+        for v in (good, wrong):
+            self.assertNotIn(v.replace("whsec_", ""), log)
+
+
+class SecretFileTests(SecretFileMixin, StackTestCase):
+    BACKEND_ARGS = ("--secret=" + SECRET,)
+    WRONG = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+
+    def test_backend_secret_file(self):
+        self.check_file_key("backend_secret_file", SECRET, self.WRONG)
+
+    def test_backend_secret_file_from_environment(self):
+        self.check_file_key("backend_secret_file", SECRET, self.WRONG, env=True)
+
+    def test_secret_and_file_both_set(self):
+        path = os.path.join(new_dir("secret"), "s")
+        self.write_secret(path, SECRET)
+        gw = Gateway(self.backend, args={"backend_secret": SECRET, "backend_secret_file": path},
+                     name="gateway-both")
+        with self.assertRaises(AssertionError) as cm:
+            gw.start()
+        self.assertIn("backend_secret and backend_secret_file are both set", str(cm.exception))
+        self.assertEqual(gw.returncode, 2)
+
+
+class TokenFileTests(SecretFileMixin, StackTestCase):
+    BACKEND_ARGS = ("--token=tok-file-123",)
+
+    def test_backend_token_file(self):
+        self.check_file_key("backend_token_file", "tok-file-123", "tok-wrong-456")
+
+    def test_backend_token_file_from_environment(self):
+        self.check_file_key("backend_token_file", "tok-file-123", "tok-wrong-456", env=True)
 
 
 class KeptListingTests(StackTestCase):

@@ -208,6 +208,9 @@ static const struct {
     {"backend_secret", SECRET1 "  " SECRET2, "***"},
     {"backend_secret", "", ""},
     {"backend_token", "tok-123", "***"},
+    {"backend_secret_file", "/run/secrets/backend_secret", "/run/secrets/backend_secret"},
+    {"backend_token_file", "token file", "token file"},
+    {"admin_token_file", "", ""},
     {"backend_ca_file", "/etc/ssl/ca.pem", "/etc/ssl/ca.pem"},
     {"backend_cert", "c.pem", "c.pem"},
     {"backend_key", "k.pem", "k.pem"},
@@ -578,6 +581,105 @@ static void test_precedence(void **state)
     cfg_free(&c);
     unlink(path);
     free(path);
+}
+
+/* ---- secrets from files -------------------------------------------------- */
+
+/* Loads with args plus `file_flag` naming a file that holds `content`;
+ * returns cfg_load's result (err has the message). */
+static int load_secret_file(struct cfg *c, const char *file_flag, const char *content,
+                            const char *extra, char *err, size_t errlen)
+{
+    char *path = write_temp(content), flag[256];
+    const char *args[] = {"--backend_url=http://b.example", flag, extra, NULL};
+    int exit_now, rc;
+
+    snprintf(flag, sizeof flag, "--%s=%s", file_flag, path);
+    rc = load(c, args, NULL, &exit_now, err, errlen);
+    unlink(path);
+    free(path);
+    return rc;
+}
+
+static void test_secret_files(void **state)
+{
+    struct cfg c;
+    char err[1024] = "";
+    char *out;
+
+    (void)state;
+    /* One value; the line's end (LF or CRLF) is dropped; the path is shown,
+     * the secret masked. */
+    if (load_secret_file(&c, "backend_secret_file", SECRET1 " " SECRET2 "\n", NULL, err,
+                         sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.backend_secret, SECRET1 " " SECRET2);
+    out = print_cfg(&c);
+    assert_contains(out, "\nbackend_secret = ***\n");
+    assert_contains(out, "\nbackend_secret_file = /tmp/test_cfg_");
+    assert_null(strstr(out, SECRET1 + 6));
+    free(out);
+    cfg_free(&c);
+    if (load_secret_file(&c, "backend_token_file", "tok-from-file\r\n", NULL, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.backend_token, "tok-from-file");
+    cfg_free(&c);
+    if (load_secret_file(&c, "admin_token_file", "adm-from-file", NULL, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.admin_token, "adm-from-file");
+    cfg_free(&c);
+}
+
+static void test_secret_file_errors(void **state)
+{
+    static const struct {
+        const char *flag, *content;
+        size_t len; /* of content, NUL bytes included */
+        const char *extra, *want;
+    } bad[] = {
+        {"admin_token_file", "adm\n", 4, "--admin_token=other",
+         "admin_token and admin_token_file are both set"},
+        {"backend_token_file", "a\nb\n", 4, NULL, "backend_token_file: \"/tmp/test_cfg_"},
+        {"backend_token_file", "a\nb\n", 4, NULL, "more than one line"},
+        {"backend_token_file", "a\0b", 3, NULL, "more than one line"},
+        {"admin_token_file", "", 0, NULL, "empty"},
+        {"admin_token_file", "\n", 1, NULL, "empty"},
+        {"backend_secret_file", "whsec_x\n", 8, NULL, "backend_secret: bad value \"***\""},
+        {"admin_token_file", "has space\n", 10, NULL, "admin_token: bad value \"***\""},
+    };
+    const char *args_missing[] = {"--backend_url=http://b.example",
+                                  "--backend_secret_file=/nonexistent/secret", NULL};
+    const char *args_dir[] = {"--backend_url=http://b.example", "--admin_token_file=/tmp", NULL};
+    struct cfg c;
+    char err[1024];
+    int exit_now;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *path = write_temp(""), flag[256];
+        const char *args[] = {"--backend_url=http://b.example", flag, bad[i].extra, NULL};
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(bad[i].content, 1, bad[i].len, f), bad[i].len);
+        fclose(f);
+        snprintf(flag, sizeof flag, "--%s=%s", bad[i].flag, path);
+        err[0] = '\0';
+        if (load(&c, args, NULL, &exit_now, err, sizeof err) != -1)
+            fail_msg("%s = %s was accepted", bad[i].flag, bad[i].content);
+        if (!strstr(err, bad[i].want))
+            fail_msg("%s: expected \"%s\" in: %s", bad[i].flag, bad[i].want, err);
+        assert_null(strstr(err, "whsec_x"));
+        assert_null(strstr(err, "has space"));
+        cfg_free(&c);
+        unlink(path);
+        free(path);
+    }
+    assert_int_equal(load(&c, args_missing, NULL, &exit_now, err, sizeof err), -1);
+    assert_contains(err, "backend_secret_file: cannot read \"/nonexistent/secret\": No such file");
+    cfg_free(&c);
+    assert_int_equal(load(&c, args_dir, NULL, &exit_now, err, sizeof err), -1);
+    assert_contains(err, "admin_token_file: \"/tmp\": not a regular file");
+    cfg_free(&c);
 }
 
 static void test_flag_forms(void **state)
@@ -996,6 +1098,8 @@ int main(void)
         cmocka_unit_test(test_bad_value_is_quoted),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_secret_file_errors),
         cmocka_unit_test(test_flag_forms),
         cmocka_unit_test(test_file_features),
         cmocka_unit_test(test_file_errors),
