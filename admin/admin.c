@@ -8,18 +8,26 @@
  *   GET /sessions  JSON: copies of the live sessions
  *   GET /          the dashboard page (admin/dashboard.c)
  *
- * Threads: libmicrohttpd runs its own listening thread and one thread per
- * admin connection (MHD_USE_THREAD_PER_CONNECTION), at most
- * ADMIN_MAX_CONNECTIONS of them. /healthz, /readyz and /sessions ask the
- * gateway through struct adm_source (admin.h), which asks every worker
- * through its own event loop and blocks *this connection's thread* for at
- * most ADMIN_PING_MS or ADMIN_QUERY_MS.
- * Workers never wait for the admin side: they answer when their loop gets
- * to it and drop their reference. (DESIGN.md describes suspending the MHD
- * connection and resuming it from the worker; a thread per admin connection
- * gives the same guarantee with less machinery, since admin traffic is a few
- * requests a second.) Counters are read with relaxed loads (snapshot.c); the
- * admin side never touches a worker's sessions directly.
+ * Threads: libmicrohttpd runs the endpoint on one internal thread with
+ * epoll (or poll), so a connection that is slow to send its request costs a
+ * descriptor, not a thread. Nothing on that thread waits: /healthz, /readyz
+ * and /sessions, which ask the gateway through struct adm_source (admin.h)
+ * and may wait for the workers up to ADMIN_PING_MS or ADMIN_QUERY_MS, are
+ * suspended (MHD_suspend_connection) and handed to a lane (admin/lane.h), a
+ * helper thread that asks once for every request queued so far and resumes
+ * each with its answer. Probes and session copies have a lane each, so a
+ * probe never waits behind a session listing. Workers never wait for the
+ * admin side: they answer when their loop gets to it and drop their
+ * reference. Counters are read with relaxed loads (snapshot.c); the admin
+ * side never touches a worker's sessions directly.
+ *
+ * A slow client cannot hold the endpoint: a connection has ADMIN_HEAD_S
+ * seconds from its accept, or from the end of its previous response, to
+ * send a complete request head (a deadline for the whole head, not per
+ * read); the probe lane's tick shuts down the ones that do not. At most
+ * ADMIN_MAX_CONNECTIONS connections are open at once, ADMIN_MAX_PER_IP of
+ * them from one address, and one that reads nothing for ADMIN_CONN_TIMEOUT_S
+ * is closed.
  *
  * With admin_token set, every path but /healthz and /readyz needs
  * `Authorization: Bearer TOKEN` (compared in constant time); the dashboard
@@ -45,6 +53,7 @@
 #include <time.h>
 
 #include "admin/dashboard.h"
+#include "admin/lane.h"
 #include "admin/render.h"
 #include "admin/snapshot.h"
 #include "lib/util.h"
@@ -55,9 +64,15 @@
  * usual 1 s timeout). */
 #define ADMIN_QUERY_MS 1000
 #define ADMIN_PING_MS 500
-#define ADMIN_MAX_CONNECTIONS 32 /* admin connections (threads) at once */
-#define ADMIN_CONN_TIMEOUT_S 10  /* idle admin connection */
-#define ADMIN_TOKEN_DIGEST 32    /* SHA-256 */
+#define ADMIN_MAX_PER_IP 16     /* admin connections from one client address */
+#define ADMIN_HEAD_S 5          /* seconds to send a whole request head */
+#define ADMIN_CONN_TIMEOUT_S 10 /* an admin connection that reads or sends nothing */
+#define ADMIN_TICK_MS 1000      /* the probe lane's tick: the head deadline */
+#define ADMIN_TOKEN_DIGEST 32   /* SHA-256 */
+/* Connections the kernel holds until the endpoint takes them: a burst from
+ * a flood must not fill it, or a probe's handshake waits for a SYN
+ * retransmission (a second). The kernel caps it at net.core.somaxconn. */
+#define ADMIN_BACKLOG 1024
 
 #define TYPE_JSON "application/json"
 #define TYPE_PROM "text/plain; version=0.0.4; charset=utf-8"
@@ -69,13 +84,41 @@
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "              \
     "frame-ancestors 'none'"
 
+/* One admin connection, from accept to close (libmicrohttpd's socket
+ * context), on the list the head deadline walks. */
+struct adm_conn {
+    struct adm_conn *prev, *next; /* admin.conns, under admin.conns_lock */
+    int fd;
+    double since; /* monotonic: accepted, or its previous response ended */
+    int waiting;  /* no complete request head since `since` */
+    int cut;      /* shut down for missing the head deadline */
+};
+
+/* What a parked request waits for. */
+enum adm_park { PARK_NONE, PARK_HEALTHZ, PARK_READYZ, PARK_SESSIONS };
+
+/* One request (libmicrohttpd's con_cls), from its head to its end. */
+struct adm_req {
+    struct adm_job job; /* when parked on a lane; job.arg = this */
+    struct MHD_Connection *c;
+    enum adm_park park; /* PARK_NONE: answered on the spot */
+    int answered;       /* the lane's answer is below */
+    unsigned int status;
+    const char *type;
+    char *body; /* heap; NULL with answered: out of memory */
+};
+
 static struct {
     struct MHD_Daemon *daemon;
     const struct adm_source *src;
     int has_token;
     unsigned char token_digest[ADMIN_TOKEN_DIGEST];
     struct sockaddr_storage addr;
-} admin;
+    struct adm_lane *probes;   /* /healthz, /readyz; the tick */
+    struct adm_lane *sessions; /* /sessions */
+    pthread_mutex_t conns_lock;
+    struct adm_conn *conns;
+} admin = {.conns_lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- responses ------------------------------------------------------- */
 
@@ -124,72 +167,223 @@ static enum MHD_Result reply_owned(struct MHD_Connection *c, const char *type, c
     return resp_send(c, MHD_HTTP_OK, resp_new(body, 1, type));
 }
 
-/* ---- asking the workers ------------------------------------------------ */
+/* ---- parked requests: answered on a lane -------------------------------- */
 
-/* How many workers answered a ping in time (*asked: how many were asked). */
-static int ping_workers(int *asked)
+/* Gives a parked request its answer and resumes it. `body` is a heap
+ * string or NULL (out of memory). The request is not touched afterwards:
+ * once resumed, libmicrohttpd's thread may finish and free it. */
+static void park_answer(struct adm_req *q, unsigned int status, const char *type, char *body)
 {
-    return admin.src->ping(admin.src->arg, ADMIN_PING_MS, asked);
+    struct MHD_Connection *c = q->c;
+
+    q->status = status;
+    q->type = type;
+    q->body = body;
+    q->answered = 1;
+    MHD_resume_connection(c);
 }
 
-/* ---- handlers ---------------------------------------------------------- */
-
-/* 200 when every worker answered a ping in time. While the server drains,
- * workers whose sessions are done leave their loops and cannot answer, so a
- * draining process is reported alive ("draining") without a ping: it exits
- * by itself within shutdown_grace, and a liveness probe must not kill the
- * sessions that are finishing. */
-static enum MHD_Result h_healthz(struct MHD_Connection *c)
+/* The same answer, a copy each, to every request of a batch. */
+static void park_answer_all(struct adm_job *batch, unsigned int status, const char *type,
+                            const char *body)
 {
-    int asked, answered, ok;
-    char body[128];
+    struct adm_job *j, *next;
 
-    if (admin.src->draining(admin.src->arg)) {
-        struct adm_snapshot snap;
-        admin.src->snapshot(admin.src->arg, &snap);
-        snprintf(body, sizeof body, "{\"status\":\"draining\",\"workers\":%d}", snap.v.workers);
-        return reply(c, MHD_HTTP_OK, TYPE_JSON, body);
+    for (j = batch; j; j = next) {
+        next = j->next;
+        park_answer(j->arg, status, type, body ? strdup(body) : NULL);
     }
-    answered = ping_workers(&asked);
-    ok = asked > 0 && answered >= asked;
-    snprintf(body, sizeof body, "{\"status\":\"%s\",\"workers\":%d,\"answered\":%d}",
-             ok ? "ok" : "unhealthy", asked, answered);
-    if (!ok)
-        log_kv(LOG_WARN, NULL, "admin: /healthz failing", "workers=%d answered=%d", asked,
-               answered);
-    return reply(c, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON, body);
 }
 
-/* Why the server is not ready, or NULL when it is. */
-static const char *not_ready_reason(int *asked, int *answered)
+static char *park_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *park_printf(const char *fmt, ...)
 {
+    char buf[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return strdup(buf);
+}
+
+/* The probe lane's batch: one ping answers every /healthz and /readyz
+ * queued. While the server drains, workers whose sessions are done leave
+ * their loops and cannot answer, so a draining process is reported alive
+ * ("draining") without a ping: it exits by itself within shutdown_grace,
+ * and a liveness probe must not kill the sessions that are finishing. */
+static void park_run_probes(void *arg, struct adm_job *batch, int stopping)
+{
+    int asked = 0, answered = 0, draining = 0, pinged = 0, listening = 1, ok;
     struct adm_snapshot snap;
+    struct adm_job *j, *next;
 
-    *asked = *answered = 0;
-    if (admin.src->draining(admin.src->arg))
-        return "draining";
+    (void)arg;
+    if (stopping) {
+        park_answer_all(batch, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON,
+                        "{\"status\":\"stopping\"}");
+        return;
+    }
+    draining = admin.src->draining(admin.src->arg);
     admin.src->snapshot(admin.src->arg, &snap);
-    if (snap.v.n_listeners <= 0)
-        return "not listening";
-    *answered = ping_workers(asked);
-    if (*asked <= 0 || *answered < *asked)
-        return "workers not answering";
-    return NULL;
+    listening = snap.v.n_listeners > 0;
+    if (!draining) {
+        answered = admin.src->ping(admin.src->arg, ADMIN_PING_MS, &asked);
+        pinged = 1;
+    }
+    ok = pinged && asked > 0 && answered >= asked;
+    if (pinged && !ok)
+        log_kv(LOG_WARN, NULL, "admin: workers not answering", "workers=%d answered=%d", asked,
+               answered);
+    for (j = batch; j; j = next) {
+        struct adm_req *q = j->arg;
+        int healthz = q->park == PARK_HEALTHZ;
+        next = j->next;
+        if (healthz && draining)
+            park_answer(q, MHD_HTTP_OK, TYPE_JSON,
+                        park_printf("{\"status\":\"draining\",\"workers\":%d}", snap.v.workers));
+        else if (healthz)
+            park_answer(q, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON,
+                        park_printf("{\"status\":\"%s\",\"workers\":%d,\"answered\":%d}",
+                                    ok ? "ok" : "unhealthy", asked, answered));
+        else if (!draining && listening && ok)
+            park_answer(q, MHD_HTTP_OK, TYPE_JSON, strdup("{\"status\":\"ready\"}"));
+        else
+            park_answer(q, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON,
+                        park_printf("{\"status\":\"not ready\",\"reason\":\"%s\","
+                                    "\"workers\":%d,\"answered\":%d}",
+                                    draining     ? "draining"
+                                    : !listening ? "not listening"
+                                                 : "workers not answering",
+                                    asked, answered));
+    }
 }
-
-static enum MHD_Result h_readyz(struct MHD_Connection *c)
+/* Oldest session first, then by id, so the list reads the same each time. */
+static int session_cmp(const void *a, const void *b)
 {
-    int asked, answered;
-    const char *why = not_ready_reason(&asked, &answered);
-    char body[160];
+    const struct adm_session *x = a, *y = b;
 
-    if (!why)
-        return reply(c, MHD_HTTP_OK, TYPE_JSON, "{\"status\":\"ready\"}");
-    snprintf(body, sizeof body,
-             "{\"status\":\"not ready\",\"reason\":\"%s\",\"workers\":%d,\"answered\":%d}", why,
-             asked, answered);
-    return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON, body);
+    if (x->since != y->since)
+        return x->since < y->since ? -1 : 1;
+    return strcmp(x->id, y->id);
 }
+
+/* The sessions lane's batch: one copy of the sessions answers every
+ * /sessions queued. */
+static void park_run_sessions(void *arg, struct adm_job *batch, int stopping)
+{
+    struct sessions_view sv = {NULL, 0, 0, 0};
+    struct adm_session *list = NULL;
+    size_t n = 0;
+    char *body;
+
+    (void)arg;
+    if (stopping) {
+        park_answer_all(batch, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON, "{\"error\":\"stopping\"}");
+        return;
+    }
+    sv.answered = admin.src->sessions(admin.src->arg, ADMIN_QUERY_MS, &list, &n, &sv.workers);
+    if (sv.answered < 0) {
+        park_answer_all(batch, MHD_HTTP_INTERNAL_SERVER_ERROR, TYPE_JSON,
+                        "{\"error\":\"out of memory\"}");
+        return;
+    }
+    if (list)
+        qsort(list, n, sizeof(*list), session_cmp);
+    sv.list = list;
+    sv.n = n;
+    body = render_sessions_json(&sv, (long long)time(NULL));
+    free(list);
+    park_answer_all(batch, MHD_HTTP_OK, TYPE_JSON, body);
+    free(body);
+}
+
+/* ---- the head deadline ---------------------------------------------------- */
+
+/* The probe lane's tick: shuts down every connection that has not sent a
+ * complete request head within ADMIN_HEAD_S of its accept or of the end of
+ * its previous response. libmicrohttpd then reads the end of the stream
+ * and closes it. A connection leaves the list (notify_conn, CLOSED) before
+ * libmicrohttpd closes its descriptor, and both happen under conns_lock
+ * here, so the descriptor shut down is always still this connection's. */
+static void conns_reap(void *arg)
+{
+    double now = util_mono();
+    struct adm_conn *a;
+    int cut = 0;
+
+    (void)arg;
+    pthread_mutex_lock(&admin.conns_lock);
+    for (a = admin.conns; a; a = a->next) {
+        if (!a->waiting || a->cut || now - a->since < ADMIN_HEAD_S)
+            continue;
+        shutdown(a->fd, SHUT_RDWR);
+        a->cut = 1;
+        cut++;
+    }
+    pthread_mutex_unlock(&admin.conns_lock);
+    if (cut)
+        log_kv(LOG_WARN, NULL, "admin: closed connections that sent no whole request in time",
+               "connections=%d deadline=%d", cut, ADMIN_HEAD_S);
+}
+
+/* libmicrohttpd (MHD_OPTION_NOTIFY_CONNECTION): a connection starts or
+ * ends. Runs on its thread. */
+static void conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                         enum MHD_ConnectionNotificationCode toe)
+{
+    const union MHD_ConnectionInfo *ci;
+    struct adm_conn *a = *socket_context;
+
+    (void)cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || !(a = calloc(1, sizeof(*a))))
+            return; /* no deadline for this one: it still has the idle timeout */
+        a->fd = ci->connect_fd;
+        a->since = util_mono();
+        a->waiting = 1;
+        pthread_mutex_lock(&admin.conns_lock);
+        a->next = admin.conns;
+        if (a->next)
+            a->next->prev = a;
+        admin.conns = a;
+        pthread_mutex_unlock(&admin.conns_lock);
+        *socket_context = a;
+        return;
+    }
+    if (!a)
+        return;
+    pthread_mutex_lock(&admin.conns_lock);
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        admin.conns = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    pthread_mutex_unlock(&admin.conns_lock);
+    free(a);
+    *socket_context = NULL;
+}
+
+/* Marks the connection of c as having sent a whole request head (waiting
+ * 0), or as waiting for the next one from now (waiting 1). */
+static void conns_mark(struct MHD_Connection *c, int waiting)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct adm_conn *a = ci ? ci->socket_context : NULL;
+
+    if (!a)
+        return;
+    pthread_mutex_lock(&admin.conns_lock);
+    a->waiting = waiting;
+    a->since = util_mono();
+    pthread_mutex_unlock(&admin.conns_lock);
+}
+
+/* ---- handlers answered on the spot ------------------------------------- */
 
 static enum MHD_Result h_status(struct MHD_Connection *c)
 {
@@ -205,35 +399,6 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c)
 
     admin.src->snapshot(admin.src->arg, &snap);
     return reply_owned(c, TYPE_PROM, render_prometheus(&snap));
-}
-
-/* Oldest session first, then by id, so the list reads the same each time. */
-static int session_cmp(const void *a, const void *b)
-{
-    const struct adm_session *x = a, *y = b;
-
-    if (x->since != y->since)
-        return x->since < y->since ? -1 : 1;
-    return strcmp(x->id, y->id);
-}
-
-static enum MHD_Result h_sessions(struct MHD_Connection *c)
-{
-    struct sessions_view sv = {NULL, 0, 0, 0};
-    struct adm_session *list = NULL;
-    size_t n = 0;
-    char *body;
-
-    sv.answered = admin.src->sessions(admin.src->arg, ADMIN_QUERY_MS, &list, &n, &sv.workers);
-    if (sv.answered < 0)
-        return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, TYPE_JSON, "{\"error\":\"out of memory\"}");
-    if (list)
-        qsort(list, n, sizeof(*list), session_cmp);
-    sv.list = list;
-    sv.n = n;
-    body = render_sessions_json(&sv, (long long)time(NULL));
-    free(list);
-    return reply_owned(c, TYPE_JSON, body);
 }
 
 static enum MHD_Result h_dashboard(struct MHD_Connection *c)
@@ -256,14 +421,16 @@ static enum MHD_Result h_dashboard(struct MHD_Connection *c)
 
 struct route {
     const char *path;
-    int open;        /* no token needed */
-    int query_token; /* ?token= accepted */
+    int open;           /* no token needed */
+    int query_token;    /* ?token= accepted */
+    enum adm_park park; /* answered on a lane (fn NULL) */
     enum MHD_Result (*fn)(struct MHD_Connection *c);
 };
 
 static const struct route routes[] = {
-    {"/healthz", 1, 0, h_healthz}, {"/readyz", 1, 0, h_readyz},     {"/status", 0, 0, h_status},
-    {"/metrics", 0, 0, h_metrics}, {"/sessions", 0, 0, h_sessions}, {"/", 0, 1, h_dashboard},
+    {"/healthz", 1, 0, PARK_HEALTHZ, NULL},   {"/readyz", 1, 0, PARK_READYZ, NULL},
+    {"/status", 0, 0, PARK_NONE, h_status},   {"/metrics", 0, 0, PARK_NONE, h_metrics},
+    {"/sessions", 0, 0, PARK_SESSIONS, NULL}, {"/", 0, 1, PARK_NONE, h_dashboard},
 };
 
 static const struct route *route_find(const char *url)
@@ -359,22 +526,59 @@ static enum MHD_Result unauthorized(struct MHD_Connection *c, const struct route
     return resp_send(c, MHD_HTTP_UNAUTHORIZED, r);
 }
 
-/* libmicrohttpd: called once when a request's headers arrive (*con_cls is
+/* Suspends the request and hands it to its lane; the lane's answer comes
+ * back through admin_request() once it is resumed. When the lane stops,
+ * answers at once. */
+static enum MHD_Result park(struct MHD_Connection *c, struct adm_req *q, enum adm_park kind)
+{
+    struct adm_lane *lane = kind == PARK_SESSIONS ? admin.sessions : admin.probes;
+
+    q->c = c;
+    q->park = kind;
+    q->job.arg = q;
+    MHD_suspend_connection(c); /* first: the lane may resume it at once */
+    if (adm_lane_submit(lane, &q->job) < 0) {
+        MHD_resume_connection(c);
+        return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, TYPE_JSON, "{\"error\":\"stopping\"}");
+    }
+    return MHD_YES;
+}
+
+/* A parked request is back with its lane's answer. */
+static enum MHD_Result park_reply(struct MHD_Connection *c, struct adm_req *q)
+{
+    char *body = q->body;
+
+    q->body = NULL;
+    if (!body)
+        return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, TYPE_JSON, "{\"error\":\"out of memory\"}");
+    return resp_send(c, q->status, resp_new(body, 1, q->type));
+}
+
+/* libmicrohttpd: called once when a request's head has arrived (*con_cls is
  * still NULL), then for any body, then once more with *upload_size 0. A GET
- * or HEAD is answered on that last call: one queued earlier makes
- * libmicrohttpd close the connection instead of keeping it alive for the
- * next poll. Other methods get 405 at once (their body is never read). */
+ * or HEAD is answered on that last call (one queued earlier makes
+ * libmicrohttpd close the connection instead of keeping it alive), or
+ * parked on a lane and answered when the lane resumes it. Other methods get
+ * 405 at once (their body is never read). */
 static enum MHD_Result admin_request(void *cls, struct MHD_Connection *c, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
 {
+    struct adm_req *q = *con_cls;
     const struct route *rt;
     struct MHD_Response *r;
 
     (void)cls;
     (void)version;
     (void)upload_data;
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
+    if (!q) {
+        conns_mark(c, 0); /* the head is in */
+        if (!(q = calloc(1, sizeof(*q))))
+            return MHD_NO;
+        *con_cls = q;
+        if (strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0)
+            return MHD_YES;
         log_kv(LOG_DEBUG, NULL, "admin request", "method=%s path=%s status=%d", method, url,
                MHD_HTTP_METHOD_NOT_ALLOWED);
         r = resp_new("{\"error\":\"method not allowed\"}", 0, TYPE_JSON);
@@ -382,31 +586,67 @@ static enum MHD_Result admin_request(void *cls, struct MHD_Connection *c, const 
             MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
         return resp_send(c, MHD_HTTP_METHOD_NOT_ALLOWED, r);
     }
-    if (*con_cls == NULL) {
-        *con_cls = (void *)&admin; /* any non-NULL marker */
-        return MHD_YES;
-    }
     if (*upload_size != 0) {
         *upload_size = 0;
         return MHD_YES;
     }
+    if (q->answered)
+        return park_reply(c, q);
     log_kv(LOG_DEBUG, NULL, "admin request", "method=%s path=%s", method, url);
     if (!(rt = route_find(url)))
         return reply(c, MHD_HTTP_NOT_FOUND, TYPE_JSON, "{\"error\":\"not found\"}");
     if (!authorized(c, rt))
         return unauthorized(c, rt);
+    if (rt->park != PARK_NONE)
+        return park(c, q, rt->park);
     return rt->fn(c);
+}
+
+/* libmicrohttpd (MHD_OPTION_NOTIFY_COMPLETED): a request ended, answered
+ * or not. The connection, if kept alive, waits for its next head from now. */
+static void admin_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    struct adm_req *q = *con_cls;
+
+    (void)cls;
+    (void)toe;
+    if (q) {
+        free(q->body);
+        free(q);
+        *con_cls = NULL;
+    }
+    conns_mark(c, 1);
 }
 
 /* ---- start and stop ---------------------------------------------------- */
 
-/* libmicrohttpd's own error messages, as log lines. */
+/* libmicrohttpd's own error messages, as log lines: at most a few a second
+ * (a flood of refused connections would otherwise write one each). */
 static void admin_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static time_t second;
+    static int lines, dropped;
+    time_t now = time(NULL);
     char msg[512];
+    int quiet, was_dropped = 0;
     size_t n;
 
     (void)cls;
+    pthread_mutex_lock(&lock);
+    if (now != second) {
+        was_dropped = dropped;
+        second = now;
+        lines = dropped = 0;
+    }
+    quiet = ++lines > 5;
+    dropped += quiet;
+    pthread_mutex_unlock(&lock);
+    if (was_dropped)
+        log_kv(LOG_WARN, NULL, "admin: libmicrohttpd messages dropped", "count=%d", was_dropped);
+    if (quiet)
+        return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
@@ -479,7 +719,7 @@ int admin_bind(const struct adm_params *p)
         bind(fd, (struct sockaddr *)&addr,
              addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                         : sizeof(struct sockaddr_in)) < 0 ||
-        listen(fd, 64) < 0) {
+        listen(fd, ADMIN_BACKLOG) < 0) {
         log_kv(LOG_ERROR, NULL, "cannot listen on admin_listen", "host=%s port=%d error=%s hint=%s",
                p->host, p->port, strerror(errno),
                "is the port in use? set admin_listen, or empty to disable it");
@@ -491,48 +731,70 @@ int admin_bind(const struct adm_params *p)
     return 0;
 }
 
+/* Clears what admin_start() set (not the locks, which stay initialised). */
+static void admin_clear(void)
+{
+    adm_lane_free(admin.probes);
+    adm_lane_free(admin.sessions);
+    admin.probes = admin.sessions = NULL;
+    admin.daemon = NULL;
+    admin.src = NULL;
+    memset(&admin.addr, 0, sizeof admin.addr);
+    admin_set_token(NULL);
+}
+
 int admin_start(const struct adm_params *p, const struct adm_source *src)
 {
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                         MHD_USE_POLL |
-                         MHD_USE_ERROR_LOG; /* poll(), not select(): descriptors past 1024 */
+    /* libmicrohttpd's one internal thread, with epoll where there is one
+     * (else poll: descriptors past 1024), and suspended requests. */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_ALLOW_SUSPEND_RESUME |
+                         MHD_USE_ERROR_LOG;
 
     if (p->port == 0) {
         log_kv(LOG_INFO, NULL, "admin endpoint disabled", NULL);
         return 0;
     }
-    memset(&admin, 0, sizeof admin);
     admin.src = src;
     if (admin_set_token(p->token) < 0 || admin_resolve(p, &admin.addr) < 0)
-        return -1;
+        goto fail;
     if (admin_listen_fd < 0 && admin_bind(p) < 0)
-        return -1;
+        goto fail;
+    admin.probes = adm_lane_start("probes", park_run_probes, conns_reap, ADMIN_TICK_MS, NULL);
+    admin.sessions = adm_lane_start("sessions", park_run_sessions, NULL, 0, NULL);
+    if (!admin.probes || !admin.sessions)
+        goto fail;
     if (admin.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     admin.daemon = MHD_start_daemon(
         flags, (uint16_t)p->port, NULL, NULL, admin_request, NULL, MHD_OPTION_EXTERNAL_LOGGER,
         admin_mhd_log, NULL, /* first: see MHD docs */
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)admin_listen_fd, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ADMIN_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_END);
-    if (admin.daemon)
-        admin_listen_fd = -1; /* the daemon owns it now */
+        (unsigned int)ADMIN_MAX_CONNECTIONS, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)ADMIN_MAX_PER_IP, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)ADMIN_CONN_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, conns_notify, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, admin_completed, NULL, MHD_OPTION_END);
     if (!admin.daemon) {
         log_kv(LOG_ERROR, NULL, "cannot start the admin endpoint", "host=%s port=%d hint=%s",
                p->host, p->port, "is the port in use? set admin_listen, or empty to disable it");
-        memset(&admin, 0, sizeof admin);
-        return -1;
+        goto fail;
     }
+    admin_listen_fd = -1; /* the daemon owns it now */
     log_kv(LOG_INFO, NULL, "admin endpoint listening", "host=%s port=%d token=%s", p->host, p->port,
            admin.has_token ? "yes" : "no");
     return 0;
+fail:
+    admin_clear();
+    return -1;
 }
 
 void admin_stop(void)
 {
+    /* The lanes first: they answer what is parked (a batch in progress is
+     * back within ADMIN_QUERY_MS) and refuse more, so that no request is
+     * suspended when the daemon stops (libmicrohttpd requires it). */
+    adm_lane_stop(admin.probes);
+    adm_lane_stop(admin.sessions);
     if (admin.daemon) {
-        /* Waits for the admin threads; one blocked in a worker query is back
-         * within ADMIN_QUERY_MS. */
         MHD_stop_daemon(admin.daemon);
         log_kv(LOG_INFO, NULL, "admin endpoint stopped", NULL);
     }
@@ -540,6 +802,5 @@ void admin_stop(void)
         close(admin_listen_fd);
         admin_listen_fd = -1;
     }
-    util_wipe(admin.token_digest, sizeof admin.token_digest);
-    memset(&admin, 0, sizeof admin);
+    admin_clear();
 }

@@ -1,6 +1,6 @@
 /*
- * admin: the embedded admin HTTP endpoint, as a component (libmicrohttpd,
- * its own threads).
+ * admin: the embedded admin HTTP endpoint, as a component (libmicrohttpd on
+ * its own thread, and two helper threads that do the waiting).
  *
  * GET /healthz, /readyz, /status (JSON), /metrics (Prometheus text), /sessions
  * (JSON) and / (a self-contained dashboard page). Optional bearer token for
@@ -8,8 +8,9 @@
  *
  * The endpoint knows nothing of the gateway: it renders the snapshot defined
  * here and asks for one through struct adm_source, which the gateway
- * provides. Every callback runs on an admin thread and may wait a bounded
- * time for the workers; no worker ever waits on the admin side.
+ * provides. Every callback runs on an admin thread; ping and sessions may
+ * wait a bounded time for the workers (on a helper thread, never on
+ * libmicrohttpd's); no worker ever waits on the admin side.
  */
 #ifndef POP3GW_ADMIN_H
 #define POP3GW_ADMIN_H
@@ -19,6 +20,10 @@
 #include "lib/metrics.h"
 
 #define ADM_LISTENERS 16
+
+/* Admin connections open at once (each a descriptor: gateway/main.c keeps
+ * them out of max_connections' share). */
+#define ADMIN_MAX_CONNECTIONS 128
 
 struct adm_listener {
     char host[256];

@@ -34,7 +34,8 @@
 
 /* Raises the soft descriptor limit to the hard one: each client costs one
  * descriptor and each backend connection another. Then keeps max_connections
- * below what the descriptors allow after the backend pools and listeners,
+ * below what the descriptors allow after the backend pools, the listeners
+ * and the admin endpoint's connections,
  * so that extra clients are told "too many connections" at once instead of
  * starving the backend connections. */
 static void main_raise_nofile(struct cfg *cfg)
@@ -51,8 +52,9 @@ static void main_raise_nofile(struct cfg *cfg)
     }
     if (rl.rlim_cur == RLIM_INFINITY)
         return;
-    budget =
-        (long)rl.rlim_cur - (long)cfg->workers * (cfg->backend_pool + 2L * CFG_MAX_LISTEN + 8) - 64;
+    budget = (long)rl.rlim_cur -
+             (long)cfg->workers * (cfg->backend_pool + 2L * CFG_MAX_LISTEN + 8) - 64 -
+             ADMIN_MAX_CONNECTIONS;
     if (budget < 16)
         budget = 16;
     if (cfg->max_connections > budget) {

@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -33,9 +34,12 @@ WAIT = upper(10.0)  # seconds any polled condition gets (scaled by PGW_TIME_SCAL
 # ------------------------------------------------------------------ helpers
 
 
-def http_get(port, path, token=None, method="GET", headers=None, host=HOST, body=None):
-    """One request to the admin endpoint: (status, headers dict, body bytes)."""
-    c = http.client.HTTPConnection(host, port, timeout=10)
+def http_get(port, path, token=None, method="GET", headers=None, host=HOST, body=None,
+             timeout=10, source=None):
+    """One request to the admin endpoint: (status, headers dict, body bytes).
+    `source` binds the client's side to that local address."""
+    c = http.client.HTTPConnection(host, port, timeout=timeout,
+                                   source_address=(source, 0) if source else None)
     try:
         h = dict(headers or {})
         if token is not None:
@@ -688,6 +692,116 @@ class AdminDrainTests(AdminMixin, unittest.TestCase):
             pass  # the drain may close the session after its reply
         wait_until(lambda: gw.proc.poll() is not None, "the gateway to exit", timeout=15)
         self.assertEqual(gw.stop(), 0)
+
+
+# ------------------------------------------------------------ slow clients
+
+HEAD_DEADLINE = 5.0  # admin.c ADMIN_HEAD_S: seconds to send a whole request head
+PER_IP = 16  # admin.c ADMIN_MAX_PER_IP: admin connections from one address
+
+
+class SlowHeaderFlood:
+    """`n` connections from each source address, each sending a request line
+    and then one more header line every `period` seconds, never ending the
+    head. A reader thread notes when each connection is closed."""
+
+    def __init__(self, port, sources, n=40, period=3.0):
+        self.conns = []
+        self.period = period
+        self.stop = threading.Event()
+        for src in sources:
+            for _ in range(n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((src, 0))
+                s.connect((HOST, port))
+                s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+                self.conns.append({"sock": s, "src": src, "t0": time.monotonic(), "end": None})
+        self.threads = [threading.Thread(target=self._read, daemon=True),
+                        threading.Thread(target=self._drip, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self):
+        while not self.stop.is_set():
+            live = {c["sock"]: c for c in self.conns if c["end"] is None}
+            if not live:
+                return
+            ready, _, _ = select.select(list(live), [], [], 0.05)
+            for s in ready:
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    live[s]["end"] = time.monotonic() - live[s]["t0"]
+
+    def _drip(self):
+        n = 0
+        while not self.stop.wait(self.period):
+            n += 1
+            for c in self.conns:
+                if c["end"] is None:
+                    try:
+                        c["sock"].sendall(b"X-Drip-%d: y\r\n" % n)
+                    except OSError:
+                        pass
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+        for c in self.conns:
+            c["sock"].close()
+
+
+class AdminSlowClientTests(AdminMixin, StackTestCase):
+    """40 connections from each of two addresses, each sending one header
+    line every 3 seconds and never finishing its head, do not keep
+    /healthz and /readyz from answering: the endpoint runs on one thread
+    that never waits, holds at most 16 connections per address, and cuts a
+    connection whose head is not complete within 5 seconds."""
+
+    ADMIN_TOKEN = None
+
+    def probe(self, path):
+        """(status, seconds) of one request from 127.0.0.1 on a fresh connection."""
+        t0 = time.monotonic()
+        try:
+            status = http_get(self.admin_port, path, timeout=upper(1.0))[0]
+        except (OSError, http.client.HTTPException) as e:
+            status = repr(e)
+        return status, time.monotonic() - t0
+
+    def test_probes_answer_during_a_slow_header_flood(self):
+        flood = SlowHeaderFlood(self.admin_port, ["127.0.0.2", "127.0.0.3"])
+        self.addCleanup(flood.close)
+        results = []
+        until = time.monotonic() + HEAD_DEADLINE + 2.0
+        while time.monotonic() < until:
+            for path in ("/healthz", "/readyz"):
+                results.append((path,) + self.probe(path))
+            time.sleep(0.2)
+        bad = [r for r in results if r[1] != 200]
+        self.assertEqual(bad, [], "%d of %d probes failed" % (len(bad), len(results)))
+        self.assertGreaterEqual(len(results), 40)
+
+        # Each address kept PER_IP connections; the rest were closed at once.
+        wait_until(lambda: all(c["end"] is not None for c in flood.conns),
+                   "every flood connection to be closed", timeout=upper(3.0))
+        for src in ("127.0.0.2", "127.0.0.3"):
+            ends = sorted(c["end"] for c in flood.conns if c["src"] == src)
+            refused = [t for t in ends if t < 1.0]
+            held = [t for t in ends if t >= 1.0]
+            self.assertEqual(len(held), PER_IP, (src, ends))
+            self.assertEqual(len(refused), 40 - PER_IP, (src, ends))
+            # The held ones were cut at the head deadline (checked once a
+            # second), although each sent a line every 3 s.
+            self.assertGreaterEqual(held[0], HEAD_DEADLINE - 0.1, (src, ends))
+            self.assertLess(held[-1], upper(HEAD_DEADLINE + 1.5, cap=2 * 3.0 + 2.5), (src, ends))
+        self.assertIn("admin: closed connections that sent no whole request in time",
+                      self.gw.log())
+        # The endpoint serves normally afterwards.
+        self.assertEqual(http_get(self.admin_port, "/status")[0], 200)
 
 
 # ------------------------------------------------------------------- IPv6
