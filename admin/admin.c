@@ -32,7 +32,9 @@
  * With admin_token set, every path but /healthz and /readyz needs
  * `Authorization: Bearer TOKEN` (compared in constant time); the dashboard
  * page alone also accepts `?token=TOKEN`, since a browser cannot send a
- * header when it opens a URL.
+ * header when it opens a URL. Without a token, the paths that show user
+ * names and client addresses (/sessions, /) answer loopback clients only,
+ * and a listener beyond loopback is named in a start-up warning.
  */
 #include "admin/admin.h"
 
@@ -423,14 +425,16 @@ struct route {
     const char *path;
     int open;           /* no token needed */
     int query_token;    /* ?token= accepted */
+    int names_users;    /* shows user names and client addresses: without a
+                           token, loopback clients only */
     enum adm_park park; /* answered on a lane (fn NULL) */
     enum MHD_Result (*fn)(struct MHD_Connection *c);
 };
 
 static const struct route routes[] = {
-    {"/healthz", 1, 0, PARK_HEALTHZ, NULL},   {"/readyz", 1, 0, PARK_READYZ, NULL},
-    {"/status", 0, 0, PARK_NONE, h_status},   {"/metrics", 0, 0, PARK_NONE, h_metrics},
-    {"/sessions", 0, 0, PARK_SESSIONS, NULL}, {"/", 0, 1, PARK_NONE, h_dashboard},
+    {"/healthz", 1, 0, 0, PARK_HEALTHZ, NULL},   {"/readyz", 1, 0, 0, PARK_READYZ, NULL},
+    {"/status", 0, 0, 0, PARK_NONE, h_status},   {"/metrics", 0, 0, 0, PARK_NONE, h_metrics},
+    {"/sessions", 0, 0, 1, PARK_SESSIONS, NULL}, {"/", 0, 1, 1, PARK_NONE, h_dashboard},
 };
 
 static const struct route *route_find(const char *url)
@@ -506,6 +510,49 @@ static void client_ip(struct MHD_Connection *c, char *out, size_t cap)
     snprintf(out, cap, "?");
     if (sa)
         getnameinfo(sa, len, out, (socklen_t)cap, NULL, 0, NI_NUMERICHOST);
+}
+
+/* 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
+static int sockaddr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa && sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr) >> 24) ==
+               127;
+    if (sa && sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+static int client_is_loopback(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    return ci && sockaddr_is_loopback(ci->client_addr);
+}
+
+/* 403 for a path that names users and addresses, asked without a token
+ * configured from beyond loopback. */
+static enum MHD_Result forbidden(struct MHD_Connection *c, const struct route *rt)
+{
+    char ip[64];
+
+    client_ip(c, ip, sizeof ip);
+    log_kv(LOG_WARN, NULL, "admin: refused: without admin_token this path answers loopback only",
+           "client=%s path=%s", ip, rt->path);
+    if (rt->query_token)
+        return reply(c, MHD_HTTP_FORBIDDEN, TYPE_HTML,
+                     "<!doctype html><title>pop3gw: forbidden</title>"
+                     "<p>The dashboard shows user names and client addresses. Without an admin "
+                     "token it answers only clients on this machine (loopback). Set "
+                     "<code>admin_token</code> (or <code>admin_token_file</code>) and open "
+                     "<code>/?token=TOKEN</code>.");
+    return reply(c, MHD_HTTP_FORBIDDEN, TYPE_JSON,
+                 "{\"error\":\"forbidden\",\"reason\":\"without admin_token, this path answers "
+                 "loopback clients only: it shows user names and client addresses; set "
+                 "admin_token (or admin_token_file) and send Authorization: Bearer TOKEN\"}");
 }
 
 static enum MHD_Result unauthorized(struct MHD_Connection *c, const struct route *rt)
@@ -597,6 +644,8 @@ static enum MHD_Result admin_request(void *cls, struct MHD_Connection *c, const 
         return reply(c, MHD_HTTP_NOT_FOUND, TYPE_JSON, "{\"error\":\"not found\"}");
     if (!authorized(c, rt))
         return unauthorized(c, rt);
+    if (rt->names_users && !admin_has_token() && !client_is_loopback(c))
+        return forbidden(c, rt);
     if (rt->park != PARK_NONE)
         return park(c, q, rt->park);
     return rt->fn(c);
@@ -681,16 +730,37 @@ static int admin_resolve(const struct adm_params *a, struct sockaddr_storage *ou
     return 0;
 }
 
+/* Warns when the endpoint listens beyond loopback without a token: the
+ * paths that name users then answer loopback clients only, and /status and
+ * /metrics (numbers, no names) anyone who reaches the port. */
+static void admin_warn_exposed(void)
+{
+    char host[64] = "?";
+    socklen_t len =
+        admin.addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+
+    if (!admin.daemon || admin_has_token() ||
+        sockaddr_is_loopback((const struct sockaddr *)&admin.addr))
+        return;
+    getnameinfo((const struct sockaddr *)&admin.addr, len, host, sizeof host, NULL, 0,
+                NI_NUMERICHOST);
+    log_kv(LOG_WARN, NULL,
+           "admin endpoint listens beyond loopback without admin_token: /sessions and the "
+           "dashboard answer loopback clients only, /status and /metrics anyone",
+           "address=%s hint=%s", host, "set admin_token or admin_token_file");
+}
+
 int admin_set_token(const char *token)
 {
     unsigned char d[ADMIN_TOKEN_DIGEST];
-    int has = token && *token;
+    int has = token && *token, had;
 
     if (has && !token_digest(token, d)) {
         log_kv(LOG_ERROR, NULL, "cannot hash admin_token", NULL);
         return -1;
     }
     pthread_mutex_lock(&admin_token_lock);
+    had = admin.has_token;
     admin.has_token = has;
     if (has)
         memcpy(admin.token_digest, d, sizeof d);
@@ -698,6 +768,8 @@ int admin_set_token(const char *token)
         util_wipe(admin.token_digest, sizeof admin.token_digest);
     pthread_mutex_unlock(&admin_token_lock);
     util_wipe(d, sizeof d);
+    if (had && !has)
+        admin_warn_exposed(); /* SIGHUP removed it */
     return 0;
 }
 
@@ -781,6 +853,7 @@ int admin_start(const struct adm_params *p, const struct adm_source *src)
     admin_listen_fd = -1; /* the daemon owns it now */
     log_kv(LOG_INFO, NULL, "admin endpoint listening", "host=%s port=%d token=%s", p->host, p->port,
            admin.has_token ? "yes" : "no");
+    admin_warn_exposed();
     return 0;
 fail:
     admin_clear();

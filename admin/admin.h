@@ -4,7 +4,8 @@
  *
  * GET /healthz, /readyz, /status (JSON), /metrics (Prometheus text), /sessions
  * (JSON) and / (a self-contained dashboard page). Optional bearer token for
- * everything but /healthz and /readyz.
+ * everything but /healthz and /readyz; without one, /sessions and / answer
+ * loopback clients only.
  *
  * The endpoint knows nothing of the gateway: it renders the snapshot defined
  * here and asks for one through struct adm_source, which the gateway

@@ -694,6 +694,121 @@ class AdminDrainTests(AdminMixin, unittest.TestCase):
         self.assertEqual(gw.stop(), 0)
 
 
+# --------------------------------------------------- exposure without a token
+
+
+def non_loopback_ipv4():
+    """A non-loopback IPv4 address of this machine, or None. From `ip`,
+    else from the source address a UDP socket would use toward TEST-NET-1
+    (no packet is sent); it must be bindable."""
+    candidates = []
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True,
+                             timeout=5).stdout
+        candidates += re.findall(r"\binet (\d+\.\d+\.\d+\.\d+)/", out)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.connect(("192.0.2.1", 9))
+            candidates.append(u.getsockname()[0])
+    except OSError:
+        pass
+    for a in candidates:
+        if a.startswith("127.") or a == "0.0.0.0":
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind((a, 0))
+            return a
+        except OSError:
+            continue
+    return None
+
+
+EXPOSED_WARNING = "admin endpoint listens beyond loopback without admin_token"
+
+
+class AdminExposureTests(unittest.TestCase):
+    """Without admin_token, /sessions and the dashboard (which name users
+    and client addresses) answer loopback clients only, and the start-up
+    log warns when the endpoint listens beyond loopback. The endpoint
+    listens on 0.0.0.0; the remote client is this machine's own
+    non-loopback address, so the gateway sees a non-loopback peer."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.remote = non_loopback_ipv4()
+        if not cls.remote:
+            raise unittest.SkipTest("this machine has no non-loopback IPv4 address")
+        cls.root = MailRoot()
+        cls.addClassCleanup(cls.root.remove)
+        cls.backend = Backend(cls.root)
+        cls.addClassCleanup(cls.backend.stop_clean)
+        cls.backend.start()
+
+    def start_gateway(self, listen_host, token=None):
+        port = free_port()
+        args = {"admin_listen": "%s:%d" % (listen_host, port), "workers": "2"}
+        if token:
+            args["admin_token"] = token
+        gw = Gateway(self.backend, args=args, name="gateway-exposure")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, "/readyz")
+        return gw, port
+
+    def remote_get(self, port, path, token=None):
+        return http_get(port, path, token=token, host=self.remote, source=self.remote)
+
+    def test_no_token_loopback_only(self):
+        gw, port = self.start_gateway("0.0.0.0")
+        line = wait_until(lambda: [l for l in gw.log().splitlines() if EXPOSED_WARNING in l],
+                          "the start-up warning")[0]
+        self.assertIn("level=warn", line)
+        self.assertIn("hint=\"set admin_token or admin_token_file\"", line)
+        # From beyond loopback: 403, with a body that says why.
+        status, headers, body = self.remote_get(port, "/sessions")
+        self.assertEqual(status, 403, body)
+        self.assertTrue(headers["content-type"].startswith("application/json"))
+        doc = json.loads(body)
+        self.assertEqual(doc["error"], "forbidden")
+        self.assertIn("loopback", doc["reason"])
+        self.assertIn("admin_token", doc["reason"])
+        status, headers, body = self.remote_get(port, "/")
+        self.assertEqual(status, 403)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        self.assertIn(b"admin_token", body)
+        self.assertNotIn(b"<canvas", body)
+        # The paths without names answer as before.
+        for path in ("/healthz", "/readyz", "/status", "/metrics"):
+            status, _, body = self.remote_get(port, path)
+            self.assertEqual(status, 200, (path, body[:200]))
+        # From loopback: everything.
+        for path in ("/sessions", "/"):
+            self.assertEqual(http_get(port, path)[0], 200, path)
+        self.assertIn("admin: refused: without admin_token this path answers loopback only",
+                      gw.log())
+        self.assertIn("client=%s path=/sessions" % self.remote, gw.log())
+
+    def test_with_token_remote_clients_allowed(self):
+        gw, port = self.start_gateway("0.0.0.0", token=TOKEN)
+        status, _, body = self.remote_get(port, "/sessions", token=TOKEN)
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["count"], 0)
+        self.assertEqual(self.remote_get(port, "/?token=" + TOKEN)[0], 200)
+        self.assertEqual(self.remote_get(port, "/sessions")[0], 401)
+        self.assertEqual(self.remote_get(port, "/sessions", token="wrong")[0], 401)
+        self.assertIn("admin endpoint listening", gw.log())
+        self.assertNotIn(EXPOSED_WARNING, gw.log())
+
+    def test_loopback_listener_no_warning(self):
+        gw, port = self.start_gateway(HOST)
+        self.assertEqual(http_get(port, "/sessions")[0], 200)
+        self.assertIn("admin endpoint listening", gw.log())
+        self.assertNotIn(EXPOSED_WARNING, gw.log())
+
+
 # ------------------------------------------------------------ slow clients
 
 HEAD_DEADLINE = 5.0  # admin.c ADMIN_HEAD_S: seconds to send a whole request head
