@@ -46,6 +46,8 @@ struct main_opts {
     const char *users;        /* users file, or NULL for ROOT/users */
     const char *secret;       /* whsec_ secrets, or NULL */
     const char *token;        /* bearer token, or NULL */
+    const char *secret_file;  /* file holding the secrets, or NULL */
+    const char *token_file;   /* file holding the token, or NULL */
     const char *log_requests; /* request log file, or NULL */
     int threads;              /* HTTP thread pool size */
     int list_uids;            /* uids in list replies */
@@ -79,6 +81,10 @@ static void main_usage(FILE *out)
           "  --secret=whsec_...    require Standard Webhooks signatures made with this\n"
           "                        key (several space-separated keys accepted)\n"
           "  --token=TOKEN         require \"Authorization: Bearer TOKEN\"\n"
+          "  --secret-file=FILE, --token-file=FILE\n"
+          "                        the same, read from FILE (one line; a final\n"
+          "                        newline is ignored): Docker and Kubernetes\n"
+          "                        secrets, and nothing in ps\n"
           "  --threads=N           HTTP worker threads (default 2)\n"
           "  --no-list-uids        leave uids out of list replies (the gateway then\n"
           "                        calls uidl)\n"
@@ -124,6 +130,8 @@ enum {
     OPT_USERS,
     OPT_SECRET,
     OPT_TOKEN,
+    OPT_SECRET_FILE,
+    OPT_TOKEN_FILE,
     OPT_THREADS,
     OPT_NO_LIST_UIDS,
     OPT_LOCK_TIMEOUT,
@@ -151,6 +159,12 @@ static int main_option(struct main_opts *o, int c, const char *arg)
         return 0;
     case OPT_TOKEN:
         o->token = arg;
+        return 0;
+    case OPT_SECRET_FILE:
+        o->secret_file = arg;
+        return 0;
+    case OPT_TOKEN_FILE:
+        o->token_file = arg;
         return 0;
     case OPT_LOG_REQUESTS:
         o->log_requests = arg;
@@ -188,6 +202,8 @@ static int main_parse(int argc, char **argv, struct main_opts *o)
         {"users", required_argument, NULL, OPT_USERS},
         {"secret", required_argument, NULL, OPT_SECRET},
         {"token", required_argument, NULL, OPT_TOKEN},
+        {"secret-file", required_argument, NULL, OPT_SECRET_FILE},
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
         {"threads", required_argument, NULL, OPT_THREADS},
         {"no-list-uids", no_argument, NULL, OPT_NO_LIST_UIDS},
         {"lock-timeout", required_argument, NULL, OPT_LOCK_TIMEOUT},
@@ -221,6 +237,63 @@ static int main_parse(int argc, char **argv, struct main_opts *o)
         fputs("try pop3gw-maildir --help\n", stderr);
         return -1;
     }
+    return 0;
+}
+
+/* Reads a secret written on one line of `path` (a final LF or CRLF is
+ * dropped) into a heap string. NULL after a message. */
+static char *main_read_secret(const char *opt, const char *path)
+{
+    char buf[65536];
+    FILE *f = fopen(path, "rb");
+    size_t n;
+
+    if (f == NULL) {
+        note_error("%s: cannot read %s: %s", opt, path, strerror(errno));
+        return NULL;
+    }
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    if (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    if (n > 0 && buf[n - 1] == '\r')
+        buf[--n] = '\0';
+    if (n == 0 || strlen(buf) != n || strchr(buf, '\n') != NULL || strchr(buf, '\r') != NULL) {
+        note_error("%s: %s must hold the value on one line", opt, path);
+        return NULL;
+    }
+    return strdup(buf);
+}
+
+/* What --secret-file and --token-file held, wiped and freed at exit. */
+static char *main_from_files[2];
+
+static void main_free_secrets(void)
+{
+    for (int i = 0; i < 2; i++) {
+        if (main_from_files[i] != NULL)
+            memset(main_from_files[i], 0, strlen(main_from_files[i]));
+        free(main_from_files[i]);
+        main_from_files[i] = NULL;
+    }
+}
+
+/* --secret-file and --token-file: each read into its option, which must not
+ * be given too. Returns 0, or -1 after a message. */
+static int main_read_secret_files(struct main_opts *o)
+{
+    if ((o->secret_file && o->secret) || (o->token_file && o->token)) {
+        note_error("give --secret or --secret-file, --token or --token-file, not both");
+        return -1;
+    }
+    atexit(main_free_secrets);
+    if (o->secret_file &&
+        !(o->secret = main_from_files[0] = main_read_secret("--secret-file", o->secret_file)))
+        return -1;
+    if (o->token_file &&
+        !(o->token = main_from_files[1] = main_read_secret("--token-file", o->token_file)))
+        return -1;
     return 0;
 }
 
@@ -386,6 +459,8 @@ int main(int argc, char **argv)
     int rc = main_parse(argc, argv, &o);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
+    if (main_read_secret_files(&o) != 0)
+        return 2;
     note_set_quiet(o.quiet);
     json_object_seed(0); /* before any thread builds JSON */
     main_raise_fd_limit();

@@ -9,10 +9,12 @@
 #     iptables changes, no docker0), stopped by its PID on exit.
 #  4. Builds docker/Dockerfile (the gateway, the maildir demo backend and the
 #     HAProxy stage), apt inside the build using the same mirror.
-#  5. Runs the gateway as its non-root user with the reference backend and
-#     reads a message with curl over STLS (pop3://) and implicit TLS
-#     (pop3s://); checks tls-only refuses a clear-text login, the HEALTHCHECK,
-#     the capability that binds port 110, and a clean stop on SIGTERM.
+#  5. Runs the gateway as its non-root user with the reference backend, both
+#     reading their secrets from files mounted at /run/secrets, and reads a
+#     message with curl over STLS (pop3://) and implicit TLS (pop3s://);
+#     checks tls-only refuses a clear-text login, the admin token from its
+#     file, the HEALTHCHECK, the capability that binds port 110, no secret
+#     in the log, and a clean stop on SIGTERM.
 #  6. Runs docker/compose.yaml (HAProxy with PROXY v2 in front of two
 #     gateways) when a compose tool is at hand, and reads mail through it.
 #
@@ -310,12 +312,25 @@ dk run --rm --network none --user 0:0 -v "$CERTS:/certs" --entrypoint sh pop3gw-
     'openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=pop3.test -keyout /certs/tls.key -out /certs/tls.crt 2>/dev/null && chown 10110:10110 /certs/tls.key /certs/tls.crt && chmod 0400 /certs/tls.key' ||
     fail "cannot make a test certificate"
 
+# The secrets as files, the way docker/compose.yaml and the docs give them
+# (Docker secrets are such files in /run/secrets): nothing in the
+# environment or on a command line.
+SECRETS=$T/secrets
+ADMIN_TOKEN=docker-test-admin-$$
+mkdir -p "$SECRETS"
+printf '%s\n' "$SECRET" >"$SECRETS/backend_secret"
+printf '%s\n' "$ADMIN_TOKEN" >"$SECRETS/admin_token"
+chmod 0755 "$SECRETS"
+chmod 0444 "$SECRETS/backend_secret" "$SECRETS/admin_token"
+
 NET=p3gw-test-$$
 NETWORKS="$NETWORKS $(dk network create "$NET")"
 # (docker run warns that IPv4 forwarding is off: only the bridge and the
 # published ports are used, neither needs it.)
-dk run -d --name p3gw-backend --network "$NET" --network-alias backend pop3gw-maildir:latest \
-    --listen=0.0.0.0:8025 --root=/srv/mail --secret="$SECRET" >/dev/null 2>"$T/run-backend.log" ||
+dk run -d --name p3gw-backend --network "$NET" --network-alias backend \
+    -v "$SECRETS:/run/secrets:ro" pop3gw-maildir:latest \
+    --listen=0.0.0.0:8025 --root=/srv/mail --secret-file=/run/secrets/backend_secret \
+    >/dev/null 2>"$T/run-backend.log" ||
     fail "cannot start the backend: $(cat "$T/run-backend.log")"
 # ip_unprivileged_port_start=1024 undoes Docker's own relaxation, so binding
 # 110 and 995 below really takes the file capability on the binary.
@@ -323,7 +338,9 @@ dk run -d --name p3gw-gw --network "$NET" \
     --read-only --cap-drop ALL --cap-add NET_BIND_SERVICE \
     --sysctl net.ipv4.ip_unprivileged_port_start=1024 \
     --health-interval=2s --health-start-period=2s \
-    -e POP3GW_BACKEND_URL=http://backend:8025 -e POP3GW_BACKEND_SECRET="$SECRET" \
+    -e POP3GW_BACKEND_URL=http://backend:8025 \
+    -e POP3GW_BACKEND_SECRET_FILE=/run/secrets/backend_secret \
+    -e POP3GW_ADMIN_TOKEN_FILE=/run/secrets/admin_token -v "$SECRETS:/run/secrets:ro" \
     -e POP3GW_LISTEN_TLS=0.0.0.0:995 -e POP3GW_TLS_CERT=/certs/tls.crt \
     -e POP3GW_TLS_KEY=/certs/tls.key -e POP3GW_HOSTNAME=pop3.test \
     -v "$CERTS:/certs:ro" -p 127.0.0.1::110 -p 127.0.0.1::995 -p 127.0.0.1::8110 \
@@ -341,6 +358,11 @@ for _ in $(seq 1 30); do
 done
 curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$P8110/healthz" || fail "/healthz did not answer 200"
 curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$P8110/readyz" || fail "/readyz did not answer 200"
+# The admin token came from its file: /sessions wants it.
+code=$(curl -sS --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P8110/sessions")
+[ "$code" = 401 ] || fail "/sessions without the admin token answered $code, not 401"
+curl -fsS --max-time 2 -o /dev/null -H "Authorization: Bearer $ADMIN_TOKEN" \
+    "http://127.0.0.1:$P8110/sessions" || fail "/sessions with the token from admin_token_file failed"
 
 PASS=0
 ok() {
@@ -357,7 +379,7 @@ expect_mail() { # expect_mail FILE WHAT
 curl -sS --max-time 10 -k --ssl-reqd -u alice:wonderland "pop3://127.0.0.1:$P110/1" >"$T/stls.txt" ||
     fail "curl pop3:// with STLS failed"
 expect_mail "$T/stls.txt" "pop3:// with STLS"
-ok "read message 1 with curl pop3:// (STLS), $(wc -c <"$T/stls.txt") bytes"
+ok "read message 1 with curl pop3:// (STLS), $(wc -c <"$T/stls.txt") bytes (secrets read from files on both sides)"
 
 curl -sS --max-time 10 -k -u alice:wonderland "pop3s://127.0.0.1:$P995/1" >"$T/pop3s.txt" ||
     fail "curl pop3s:// failed"
@@ -401,6 +423,9 @@ ok "HEALTHCHECK (pop3gw --health) reports healthy"
 
 dk logs p3gw-gw >"$T/gw.log" 2>&1
 grep -q 'msg=login user=alice' "$T/gw.log" || fail "no login line with user=alice in the gateway's log"
+if grep -q 'without admin_token' "$T/gw.log"; then fail "the gateway warned of no admin token although admin_token_file is set"; fi
+if grep -qF "$SECRET" "$T/gw.log"; then fail "the backend secret is in the gateway's log"; fi
+if grep -qF "$ADMIN_TOKEN" "$T/gw.log"; then fail "the admin token is in the gateway's log"; fi
 t0=$(date +%s)
 dk stop -t 20 p3gw-gw >/dev/null
 took=$(($(date +%s) - t0))
@@ -472,7 +497,8 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))')
     for g in 1 2; do
         pa=$PA1
         [ $g = 2 ] && pa=$PA2
-        n=$(curl -fsS --max-time 3 "http://127.0.0.1:$pa/metrics" | awk '$1 == "pop3gw_connections_total" {print $2}')
+        n=$(curl -fsS --max-time 3 -H "Authorization: Bearer $(cat "$ROOT/docker/demo-secrets/admin_token")" \
+            "http://127.0.0.1:$pa/metrics" | awk '$1 == "pop3gw_connections_total" {print $2}')
         [ "${n:-0}" -gt 0 ] || fail "compose: gateway $g served no connection"
         log "gateway $g: pop3gw_connections_total $n"
     done

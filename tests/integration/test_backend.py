@@ -368,6 +368,22 @@ class SecretFileTests(SecretFileMixin, StackTestCase):
     def test_backend_secret_file_from_environment(self):
         self.check_file_key("backend_secret_file", SECRET, self.WRONG, env=True)
 
+    def test_backend_reads_its_secret_from_a_file(self):
+        """pop3gw-maildir --secret-file: the same key, from a file, on both sides."""
+        path = os.path.join(new_dir("secret"), "s")
+        self.write_secret(path, SECRET)
+        backend = Backend(self.root, args=("--secret-file=" + path,), name="backend-secret-file")
+        self.addCleanup(backend.stop_clean)
+        backend.start()
+        gw = Gateway(backend, args={"backend_secret_file": path}, name="gateway-secret-file")
+        self.addCleanup(gw.stop_clean)
+        gw.start()
+        self.assert_login_works(gw)
+        wrong = Gateway(backend, args={"backend_secret": self.WRONG}, name="gateway-wrong")
+        self.addCleanup(wrong.stop_clean)
+        wrong.start()
+        self.assert_refused(wrong)
+
     def test_secret_and_file_both_set(self):
         path = os.path.join(new_dir("secret"), "s")
         self.write_secret(path, SECRET)
