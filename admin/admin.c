@@ -6,6 +6,7 @@
  *   GET /status    JSON: counters, gauges, latency estimates, backend state
  *   GET /metrics   Prometheus text format
  *   GET /sessions  JSON: copies of the live sessions
+ *   GET /history   JSON: the last five minutes, sampled every 5 s (history.h)
  *   GET /          the dashboard page (admin/dashboard.c)
  *
  * Threads: libmicrohttpd runs the endpoint on one internal thread with
@@ -55,6 +56,7 @@
 #include <time.h>
 
 #include "admin/dashboard.h"
+#include "admin/history.h"
 #include "admin/lane.h"
 #include "admin/render.h"
 #include "admin/snapshot.h"
@@ -69,7 +71,7 @@
 #define ADMIN_MAX_PER_IP 16     /* admin connections from one client address */
 #define ADMIN_HEAD_S 5          /* seconds to send a whole request head */
 #define ADMIN_CONN_TIMEOUT_S 10 /* an admin connection that reads or sends nothing */
-#define ADMIN_TICK_MS 1000      /* the probe lane's tick: the head deadline */
+#define ADMIN_TICK_MS 1000      /* the probe lane's tick: head deadline, history */
 #define ADMIN_TOKEN_DIGEST 32   /* SHA-256 */
 /* Connections the kernel holds until the endpoint takes them: a burst from
  * a flood must not fill it, or a probe's handshake waits for a SYN
@@ -330,6 +332,17 @@ static void conns_reap(void *arg)
                "connections=%d deadline=%d", cut, ADMIN_HEAD_S);
 }
 
+/* The probe lane's tick: the head deadline, and a history sample when one
+ * is due (the snapshot never waits for the workers). */
+static void admin_tick(void *arg)
+{
+    struct adm_snapshot snap;
+
+    conns_reap(arg);
+    admin.src->snapshot(admin.src->arg, &snap);
+    history_offer(&snap, util_real_ms());
+}
+
 /* libmicrohttpd (MHD_OPTION_NOTIFY_CONNECTION): a connection starts or
  * ends. Runs on its thread. */
 static void conns_notify(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -403,6 +416,14 @@ static enum MHD_Result h_metrics(struct MHD_Connection *c)
     return reply_owned(c, TYPE_PROM, render_prometheus(&snap));
 }
 
+static enum MHD_Result h_history(struct MHD_Connection *c)
+{
+    static struct adm_sample samples[HISTORY_N]; /* only libmicrohttpd's thread renders */
+    size_t n = history_copy(samples);
+
+    return reply_owned(c, TYPE_JSON, render_history_json(samples, n, util_real_ms()));
+}
+
 static enum MHD_Result h_dashboard(struct MHD_Connection *c)
 {
     struct MHD_Response *r;
@@ -434,7 +455,8 @@ struct route {
 static const struct route routes[] = {
     {"/healthz", 1, 0, 0, PARK_HEALTHZ, NULL},   {"/readyz", 1, 0, 0, PARK_READYZ, NULL},
     {"/status", 0, 0, 0, PARK_NONE, h_status},   {"/metrics", 0, 0, 0, PARK_NONE, h_metrics},
-    {"/sessions", 0, 0, 1, PARK_SESSIONS, NULL}, {"/", 0, 1, 1, PARK_NONE, h_dashboard},
+    {"/sessions", 0, 0, 1, PARK_SESSIONS, NULL}, {"/history", 0, 0, 0, PARK_NONE, h_history},
+    {"/", 0, 1, 1, PARK_NONE, h_dashboard},
 };
 
 static const struct route *route_find(const char *url)
@@ -831,7 +853,8 @@ int admin_start(const struct adm_params *p, const struct adm_source *src)
         goto fail;
     if (admin_listen_fd < 0 && admin_bind(p) < 0)
         goto fail;
-    admin.probes = adm_lane_start("probes", park_run_probes, conns_reap, ADMIN_TICK_MS, NULL);
+    history_clear();
+    admin.probes = adm_lane_start("probes", park_run_probes, admin_tick, ADMIN_TICK_MS, NULL);
     admin.sessions = adm_lane_start("sessions", park_run_sessions, NULL, 0, NULL);
     if (!admin.probes || !admin.sessions)
         goto fail;

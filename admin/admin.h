@@ -3,7 +3,7 @@
  * its own thread, and two helper threads that do the waiting).
  *
  * GET /healthz, /readyz, /status (JSON), /metrics (Prometheus text), /sessions
- * (JSON) and / (a self-contained dashboard page). Optional bearer token for
+ * (JSON), /history (JSON) and / (a self-contained dashboard page). Optional bearer token for
  * everything but /healthz and /readyz; without one, /sessions and / answer
  * loopback clients only.
  *
@@ -19,6 +19,7 @@
 #include <stddef.h>
 
 #include "lib/metrics.h"
+#include "lib/recent.h"
 
 #define ADM_LISTENERS 16
 
@@ -44,10 +45,13 @@ struct adm_view {
     long inflight_limit; /* webhook calls that may run at once, all workers (0 = no limit) */
 };
 
-/* One snapshot: the counters and the view, taken together. */
+/* One snapshot: the counters, the view and the recent webhook failures,
+ * taken together. */
 struct adm_snapshot {
     struct metrics_snap m;
     struct adm_view v;
+    struct recent_failure failures[RECENT_MAX]; /* newest first */
+    size_t n_failures;
 };
 
 /* One live session, for /sessions. */
@@ -70,7 +74,8 @@ struct adm_session {
 /* The gateway's side. Each callback runs on an admin thread. */
 struct adm_source {
     void *arg;
-    /* Fills a snapshot (counters and view). */
+    /* Fills a snapshot (counters, view, recent failures); never waits for
+     * the workers. */
     void (*snapshot)(void *arg, struct adm_snapshot *out);
     /* Asks every worker to answer within timeout_ms. Returns how many
      * answered, and in *asked how many were asked. */

@@ -270,6 +270,30 @@ static void status_webhooks(struct jb *j, json_t *root, const struct metrics_sna
     put(j, o, "bucket_bounds", bounds);
 }
 
+/* The recent failed webhook calls, newest first: what failed and how, never
+ * a body, a user or an address (lib/recent.h). */
+static json_t *status_failures(struct jb *j, const struct adm_snapshot *snap)
+{
+    json_t *arr = json_array();
+    size_t i;
+
+    for (i = 0; arr && i < snap->n_failures; i++) {
+        const struct recent_failure *f = &snap->failures[i];
+        json_t *o = json_object();
+        put(j, o, "time", json_integer(f->at_ms / 1000));
+        put(j, o, "event",
+            json_string(f->event >= 0 && f->event < METRICS_EVENTS ? metrics_event_names[f->event]
+                                                                   : "?"));
+        put(j, o, "http_status", f->http_status > 0 ? json_integer(f->http_status) : json_null());
+        put(j, o, "transport_error", f->transport[0] ? json_string(f->transport) : json_null());
+        put(j, o, "duration_seconds", json_real(f->duration > 0 ? f->duration : 0));
+        put(j, o, "session", f->session[0] ? json_string(f->session) : json_null());
+        put(j, o, "reason", json_string(f->reason));
+        push(j, arr, o);
+    }
+    return arr;
+}
+
 char *render_status_json(const struct adm_snapshot *snap)
 {
     const struct metrics_snap *s = &snap->m;
@@ -289,6 +313,7 @@ char *render_status_json(const struct adm_snapshot *snap)
     status_sums(&j, root, s);
     status_webhooks(&j, root, s);
     status_put(&j, root, "backend.state", json_string(metrics_snap_backend_state(s)));
+    put(&j, root, "recent_failures", status_failures(&j, snap));
     return finish(&j, root);
 }
 
@@ -338,5 +363,67 @@ char *render_sessions_json(const struct sessions_view *sv, long long now)
     put(&j, root, "complete", json_boolean(sv->answered >= sv->workers));
     put(&j, root, "count", json_integer((json_int_t)sv->n));
     put(&j, root, "sessions", arr);
+    return finish(&j, root);
+}
+
+/* ---- /history ---------------------------------------------------------- */
+
+/* A quantile of the calls between two samples, or null when there were none. */
+static json_t *history_quantile(const struct adm_sample *prev, const struct adm_sample *x, double q)
+{
+    struct hist_snap h;
+    int i;
+
+    if (!prev)
+        return json_null();
+    memset(&h, 0, sizeof h);
+    for (i = 0; i <= METRICS_BUCKETS; i++) {
+        h.bucket[i] = x->latency[i] >= prev->latency[i] ? x->latency[i] - prev->latency[i] : 0;
+        h.count += h.bucket[i];
+    }
+    return jquantile(&h, q);
+}
+
+static json_t *history_sample(struct jb *j, const struct adm_sample *prev,
+                              const struct adm_sample *x)
+{
+    json_t *o = json_object(), *b = json_array();
+    int i;
+
+    put(j, o, "t_ms", json_integer(x->t_ms));
+    put(j, o, "connections_active", jint(x->connections_active));
+    put(j, o, "connections_total", jint(x->connections_total));
+    put(j, o, "sessions_authorization", jint(x->sessions_authorization));
+    put(j, o, "sessions_transaction", jint(x->sessions_transaction));
+    put(j, o, "commands", jint(x->commands));
+    put(j, o, "logins", jint(x->logins));
+    put(j, o, "webhook_calls", jint(x->webhook_calls));
+    put(j, o, "webhook_errors", jint(x->webhook_errors));
+    put(j, o, "webhook_inflight", jint(x->webhook_inflight));
+    put(j, o, "bytes_in", jint(x->bytes_in));
+    put(j, o, "bytes_out", jint(x->bytes_out));
+    for (i = 0; i <= METRICS_BUCKETS; i++)
+        push(j, b, jint(x->latency[i]));
+    put(j, o, "latency_buckets", b);
+    put(j, o, "latency_p50", history_quantile(prev, x, 0.50));
+    put(j, o, "latency_p99", history_quantile(prev, x, 0.99));
+    return o;
+}
+
+char *render_history_json(const struct adm_sample *samples, size_t n, long long now_ms)
+{
+    struct jb j = {0};
+    json_t *root = json_object(), *arr = json_array(), *bounds = json_array();
+    size_t i;
+
+    for (i = 0; i < METRICS_BUCKETS; i++)
+        push(&j, bounds, json_real(metrics_bucket_bounds[i]));
+    for (i = 0; arr && i < n; i++)
+        push(&j, arr, history_sample(&j, i ? &samples[i - 1] : NULL, &samples[i]));
+    put(&j, root, "now_ms", json_integer(now_ms));
+    put(&j, root, "interval_seconds", json_integer(HISTORY_INTERVAL_S));
+    put(&j, root, "keep_seconds", json_integer(HISTORY_KEEP_S));
+    put(&j, root, "bucket_bounds", bounds);
+    put(&j, root, "samples", arr);
     return finish(&j, root);
 }

@@ -11,6 +11,7 @@
 #include "admin/admin.h"
 #include "gateway/server.h"
 #include "lib/metrics.h"
+#include "lib/recent.h"
 
 static void report_snapshot(void *arg, struct adm_snapshot *out)
 {
@@ -18,6 +19,7 @@ static void report_snapshot(void *arg, struct adm_snapshot *out)
     server_view(arg, &out->v);
     out->v.version = POP3GW_VERSION;
     out->v.now = (long long)time(NULL);
+    out->n_failures = recent_copy(out->failures, RECENT_MAX);
 }
 
 static int report_ping(void *arg, int timeout_ms, int *asked)

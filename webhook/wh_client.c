@@ -49,6 +49,7 @@
 #include "lib/buf.h"
 #include "lib/log.h"
 #include "lib/metrics.h"
+#include "lib/recent.h"
 #include "lib/util.h"
 #include "webhook/wh_content.h"
 #include "webhook/wh_json.h"
@@ -976,6 +977,39 @@ static void wh_log_refused(const struct wh_req *r)
            "event=%s id=%s http_status=%ld", wh_event_names[r->event], r->id, r->code);
 }
 
+/* Keeps a failed call for /status's recent failures (lib/recent.h): its
+ * event, status or transport error, duration, session and a short reason:
+ * after a transport error, the attempts and libcurl's detail; else `what`
+ * (may be NULL) before `why`, which is this file's, wh_json's or
+ * wh_content's text, never a body (jansson's messages end with the text it
+ * stopped at, " near '...'", which may be the body's: that is cut). */
+static void wh_recent(const struct wh_req *r, const char *what, const char *why)
+{
+    struct recent_failure f;
+    const char *near = why ? strstr(why, " near ") : NULL;
+
+    memset(&f, 0, sizeof(f));
+    f.at_ms = util_real_ms();
+    f.event = (int)r->event;
+    f.http_status = r->code;
+    f.duration = util_mono() - r->started;
+    if (r->res != CURLE_OK)
+        snprintf(f.transport, sizeof(f.transport), "%s",
+                 r->fast_failed ? "circuit open" : curl_easy_strerror(r->res));
+    if (!why || !*why)
+        why = wh_json_refused(r->code) ? "the backend refused the webhook" : "failed";
+    if (!what && r->fast_failed)
+        snprintf(f.reason, sizeof(f.reason), "not sent: the backend failed too often in a row");
+    else if (!what && f.transport[0] && !r->too_large)
+        snprintf(f.reason, sizeof(f.reason), "the transfer failed, attempts: %d%s%.65s",
+                 r->attempts, r->errbuf[0] ? ": " : "", r->errbuf); /* libcurl's detail, cut */
+    else
+        snprintf(f.reason, sizeof(f.reason), "%s%s%.*s", what ? what : "", what ? ": " : "",
+                 near ? (int)(near - why) : (int)strlen(why), why);
+    snprintf(f.session, sizeof(f.session), "%s", r->session);
+    recent_add(&f);
+}
+
 /* Delivers a non-streamed result to the caller (its final callback). */
 static void wh_deliver(struct wh_req *r)
 {
@@ -1013,6 +1047,8 @@ static void wh_deliver(struct wh_req *r)
     else if (res_r.status == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=%s id=%s http_status=%ld error=%s",
                wh_event_names[r->event], r->id, r->code, res_r.error ? res_r.error : "");
+    if (res_r.status == WH_TEMP)
+        wh_recent(r, NULL, res_r.error);
     r->h = NULL;
     r->ctx = NULL;
     h->done(ctx, &res_r);
@@ -1034,6 +1070,8 @@ static void wh_retrieve_refused(struct wh_req *r, enum wh_status st, enum metric
     else if (st == WH_TEMP)
         log_kv(LOG_WARN, NULL, "webhook failed", "event=retrieve id=%s http_status=%ld error=%s",
                r->id, r->code, err);
+    if (st == WH_TEMP)
+        wh_recent(r, NULL, err);
     r->h = NULL;
     r->ctx = NULL;
     h->begin(ctx, st);
@@ -1102,6 +1140,7 @@ static int wh_deliver_retrieve(struct wh_req *r)
             METRIC_INC(webhook_errors[r->event][bad ? MWE_BODY : MWE_BROKEN]);
             log_kv(LOG_WARN, NULL, "retrieve broke after +OK", "id=%s error=%s", r->id,
                    bad ? bad : wh_errtext(r));
+            wh_recent(r, "broke after +OK", bad ? bad : wh_errtext(r));
         }
     }
 told:

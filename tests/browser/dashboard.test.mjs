@@ -7,6 +7,9 @@
 // the page is open, waits until the page shows live numbers, checks that
 // they are the numbers /status and /sessions give, and saves a screenshot to
 // tests/browser/out/dashboard.png (logs of both processes land beside it).
+// Then: webhook failures (the disconnect event goes to a port nobody
+// listens on) appear in the page's panel as /status lists them, and a page
+// opened later starts its charts with the server's samples (/history).
 //
 //   node --test tests/browser/dashboard.test.mjs     (or tests/browser/run.sh)
 //
@@ -33,7 +36,7 @@ const TOKEN = 'dash-' + randomBytes(8).toString('hex');
 const USERS = { alice: 'secret1', bob: 'hunter2' };
 
 const procs = [];
-let tmp, backendPort, popPort, adminPort, context;
+let tmp, backendPort, popPort, adminPort, deadPort, context;
 
 // ---------------------------------------------------------------- helpers
 
@@ -202,6 +205,13 @@ async function readSession() {
   assert.match(await p.quit(), /^\+OK/);
 }
 
+// A logged-in session that hangs up without QUIT (its disconnect call fails).
+async function abandonedSession() {
+  const { p, ok } = await login('alice', USERS.alice);
+  assert.ok(ok, 'alice could not log in');
+  await new Promise((resolve) => { p.sock.once('close', resolve); p.sock.destroy(); });
+}
+
 async function failedLogin() {
   const { p, ok } = await login('alice', 'wrong-password');
   assert.ok(!ok, 'a wrong password logged in');
@@ -220,7 +230,8 @@ before(async () => {
   const root = path.join(tmp, 'mail');
   fs.mkdirSync(root);
   makeMailRoot(root);
-  [backendPort, popPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  [backendPort, popPort, adminPort, deadPort] =
+    [await freePort(), await freePort(), await freePort(), await freePort()];
 
   const backend = start('backend', [path.join(BUILD, 'pop3gw-maildir'),
     `--listen=${HOST}:${backendPort}`, `--root=${root}`]);
@@ -230,7 +241,10 @@ before(async () => {
   const gw = start('gateway', [path.join(BUILD, 'pop3gw'),
     `--listen=${HOST}:${popPort}`, `--backend_url=http://${HOST}:${backendPort}`,
     `--admin_listen=${HOST}:${adminPort}`, `--admin_token=${TOKEN}`, '--workers=2',
-    '--log_level=debug', '--hostname=test.local', '--auth_failure_delay=0']);
+    '--log_level=debug', '--hostname=test.local', '--auth_failure_delay=0',
+    // A session that ends without QUIT sends disconnect to a port nobody
+    // listens on: a webhook failure on demand, without touching the others.
+    '--events=disconnect', `--backend_url_disconnect=http://${HOST}:${deadPort}/disconnect`]);
   await waitFor(async () => {
     assert.ok(!gw.exited, 'the gateway exited: see tests/browser/out/gateway.log');
     const r = await fetch(`http://${HOST}:${adminPort}/readyz`);
@@ -368,4 +382,73 @@ test('the dashboard without its token says so', async () => {
   assert.equal(r.status(), 401);
   assert.match(await page.textContent('body'), /token/);
   await page.close();
+});
+
+// Opens the dashboard with its token in a new tab and collects page errors.
+async function openDashboard(problems) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+  await page.goto(`http://${HOST}:${adminPort}/?token=${TOKEN}`);
+  await page.waitForFunction(() => Number(document.body.dataset.updates || 0) >= 1);
+  return page;
+}
+
+test('the recent failures panel lists what /status lists', async () => {
+  const problems = [];
+  const page = await openDashboard(problems);
+  const before = (await admin('/status')).recent_failures.length;
+  await abandonedSession();
+  await abandonedSession();
+  const status = await waitFor(async () => {
+    const st = await admin('/status');
+    return st.recent_failures.length >= before + 2 && st;
+  }, 'two more failures in /status');
+  const failures = status.recent_failures;
+  assert.equal(failures[0].event, 'disconnect');
+  assert.equal(failures[0].http_status, null);
+  assert.ok(failures[0].transport_error, 'no transport error');
+  assert.match(failures[0].session, /^[0-9a-f]{16}$/);
+  assert.ok(!JSON.stringify(failures).includes(USERS.alice), 'a password in the failures');
+  await page.waitForFunction((n) =>
+    Number(document.getElementById('failures-count').dataset.value) === n, failures.length);
+  const rows = await page.$$eval('#failures-body tr[data-time]', (trs) => trs.map((r) =>
+    [Number(r.dataset.time), ...Array.from(r.cells).map((c) => c.textContent)]));
+  assert.equal(rows.length, failures.length);
+  rows.forEach((row, i) => {
+    const f = failures[i];
+    assert.equal(row[0], f.time, `row ${i}: time`);
+    assert.equal(row[2], f.event, `row ${i}: event`);
+    assert.equal(row[3], f.http_status !== null ? `HTTP ${f.http_status}` : f.transport_error,
+      `row ${i}: status or error`);
+    assert.equal(row[5], f.session ?? '-', `row ${i}: session`);
+    assert.equal(row[6], f.reason, `row ${i}: reason`);
+  });
+  await page.screenshot({ path: path.join(OUT, 'dashboard-failures.png'), fullPage: true });
+  await page.close();
+  assert.deepEqual(problems, []);
+});
+
+test('a page opened later starts with the last minutes of history', async () => {
+  // The server samples every 5 s from its start: wait for two samples, the
+  // older one at least 6 s old, then open a new page.
+  const history = await waitFor(async () => {
+    const h = await admin('/history');
+    return h.samples.length >= 2 && h.now_ms - h.samples[0].t_ms >= 6000 && h;
+  }, 'two /history samples', 20000);
+  assert.equal(history.interval_seconds, 5);
+  const opened = Date.now();
+  const problems = [];
+  const page = await openDashboard(problems);
+  const loaded = Number(await page.getAttribute('body', 'data-history'));
+  const oldest = Number(await page.getAttribute('body', 'data-oldest'));
+  const pageAge = (Date.now() - opened) / 1000;
+  assert.ok(loaded >= history.samples.length, `the page loaded ${loaded} samples`);
+  // Points older than the page itself: the charts did not start empty.
+  assert.ok(oldest >= 6 && oldest > pageAge + 3, `oldest point ${oldest} s, page ${pageAge} s`);
+  // The rate charts have values from the samples already.
+  const legend = await page.$$eval('#legend-webhooks b', (bs) => bs.map((b) => b.textContent));
+  assert.ok(legend.every((t) => t !== '-'), `webhook legend: ${legend}`);
+  await page.close();
+  assert.deepEqual(problems, []);
 });

@@ -227,6 +227,45 @@ class SecretsFileTests(SecretsCase):
             self.assertIn("\n%s = ***\n" % key[:-len("_file")], text)
 
 
+class RecentFailuresTests(FaultCase):
+    """/status's recent_failures say what failed and how, never what the
+    backend's reply held: jansson quotes the text it stopped at
+    ("... near 'xyz'"), and the entry stops before that."""
+
+    MARKER = "BodyMarkerQ7" + "".join(c for c in PASSWORD if c.isalnum())
+    BACKEND_KW = {"users": {"alice": PASSWORD}}
+
+    def test_no_body_in_recent_failures(self):
+        self.be.plan("list", fb.status(200, '{"messages": %s}' % self.MARKER))
+        r = self.raw()
+        r.cmd("USER alice")
+        # The listing is fetched at login: its broken reply fails the login
+        # with [SYS/TEMP] (or the next command, were it fetched later).
+        reply = r.cmd("PASS " + PASSWORD)
+        if reply.startswith(b"+OK"):
+            reply = r.cmd("STAT")
+        self.assertTrue(reply.startswith(b"-ERR [SYS/TEMP]"), reply)
+        r.close()
+
+        def failures():
+            st = json.loads(admin_get(self.admin_port, "/status")[1])
+            return st["recent_failures"] if len(st["recent_failures"]) >= 1 else None
+        deadline = time.monotonic() + harness.upper(5)
+        while not (got := failures()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(got, "no recent failure in /status")
+        text = admin_get(self.admin_port, "/status")[1].decode()
+        self.assertNotIn("BodyMarker", text)
+        self.assertNotIn(PASSWORD, text)
+        listing = [f for f in got if f["event"] == "list"]
+        self.assertEqual(len(listing), 1, got)
+        self.assertEqual(listing[0]["http_status"], 200)
+        self.assertIsNone(listing[0]["transport_error"])
+        self.assertTrue(listing[0]["reason"].startswith("list: invalid JSON"), listing[0])
+        self.assertNotIn(" near ", listing[0]["reason"])
+        self.assertRegex(listing[0]["session"], r"^[0-9a-f]{16}$")
+
+
 # ---------------------------------------------------------------- injection
 
 SYS_TEMP_AUTH = "-ERR [SYS/TEMP] authentication is unavailable now, try again later\r\n"

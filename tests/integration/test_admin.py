@@ -27,7 +27,7 @@ import unittest
 from harness import HOST, Backend, Gateway, MailRoot, StackTestCase, free_port, new_dir, upper
 
 TOKEN = "s3cr3t-admin-token"
-PROTECTED = ("/status", "/metrics", "/sessions", "/")
+PROTECTED = ("/status", "/metrics", "/sessions", "/history", "/")
 WAIT = upper(10.0)  # seconds any polled condition gets (scaled by PGW_TIME_SCALE)
 
 
@@ -694,6 +694,99 @@ class AdminDrainTests(AdminMixin, unittest.TestCase):
         self.assertEqual(gw.stop(), 0)
 
 
+# ------------------------------------------------------------ recent failures
+
+
+class AdminRecentFailuresTests(AdminMixin, StackTestCase):
+    """/status lists the last 50 failed webhook calls, newest first: the quit
+    event goes to a path the backend does not have (404), and disconnect,
+    which follows a QUIT that failed, to a port nobody listens on (after a
+    few, the circuit breaker holds calls back: they fail too)."""
+
+    SHARED = False
+
+    @classmethod
+    def start_stack(cls, owner):
+        cls.dead_port = free_port()
+        cls.GATEWAY_ARGS = {"events": "disconnect",
+                            "backend_url_disconnect": "http://%s:%d/gone" % (HOST, cls.dead_port)}
+        return super().start_stack(owner)
+
+    def start_failing_stack(self):
+        # backend_url_quit needs the backend's port: set once it runs.
+        self.gw.stop_clean()
+        self.gw = Gateway(self.backend, name="gateway-failing", args=dict(
+            self.gw.opts, backend_url_quit=self.backend.url + "/no-such-path"))
+        self.addCleanup(self.gw.stop_clean)
+        self.gw.start()
+        self.wait_admin()
+
+    def failing_session(self):
+        c = Client(self.gw.port)
+        self.assertTrue(c.cmd("USER alice").startswith(b"+OK"))
+        self.assertTrue(c.cmd("PASS secret1").startswith(b"+OK"))
+        self.assertTrue(c.cmd("DELE 1").startswith(b"+OK"))
+        self.assertTrue(c.quit().startswith(b"-ERR"))  # quit answered 404: nothing deleted
+
+    def test_recent_failures(self):
+        self.start_failing_stack()
+        self.assertEqual(self.status()["recent_failures"], [])
+        self.failing_session()
+        got = wait_until(lambda: (lambda f: f if len(f) >= 2 else None)(
+            self.status()["recent_failures"]), "two failures in /status")
+        self.assertEqual([f["event"] for f in got], ["disconnect", "quit"])  # newest first
+        disc, quit_ = got
+        self.assertEqual(quit_["http_status"], 404)
+        self.assertIsNone(quit_["transport_error"])
+        self.assertEqual(quit_["reason"], "quit: HTTP status 404")
+        self.assertIsNone(disc["http_status"])
+        self.assertEqual(disc["transport_error"], "Couldn't connect to server")
+        self.assertRegex(disc["reason"], r"^the transfer failed, attempts: [1-9]\b")
+        self.assertEqual(disc["session"], quit_["session"])
+        self.assertRegex(disc["session"], r"^[0-9a-f]{16}$")
+        self.assertIn("session=%s" % disc["session"], self.gw.log())
+        now = self.status()["now"]
+        for f in got:
+            self.assertLessEqual(now - f["time"], upper(10))
+            self.assertGreaterEqual(f["duration_seconds"], 0)
+            self.assertLess(f["duration_seconds"], upper(6.0))
+        # 26 more sessions: 54 failures in all, the 50 newest kept.
+        for _ in range(26):
+            self.failing_session()
+        got = wait_until(lambda: (lambda st: st["recent_failures"] if st["webhooks"]["errors"] >= 54
+                                  else None)(self.status()), "54 webhook errors")
+        self.assertEqual(len(got), 50)
+        self.assertEqual({f["event"] for f in got}, {"disconnect", "quit"})
+        times = [f["time"] for f in got]
+        self.assertEqual(times, sorted(times, reverse=True))
+        self.assertNotIn(disc["session"], [f["session"] for f in got])  # the oldest are gone
+
+
+class AdminHistoryTests(AdminMixin, StackTestCase):
+    """/history: a sample every 5 seconds of the numbers /status shows."""
+
+    def test_samples_every_five_seconds(self):
+        c = Client(self.gw.port)
+        self.assertTrue(c.cmd("USER alice").startswith(b"+OK"))
+        self.assertTrue(c.cmd("PASS secret1").startswith(b"+OK"))
+        h = wait_until(lambda: (lambda d: d if len(d["samples"]) >= 3 else None)(
+            json.loads(self.get("/history")[1])), "three samples", timeout=upper(20.0))
+        self.assertEqual((h["interval_seconds"], h["keep_seconds"]), (5, 300))
+        ts = [x["t_ms"] for x in h["samples"]]
+        for a, b in zip(ts, ts[1:]):
+            self.assertGreaterEqual(b - a, 5000)
+            self.assertLess(b - a, upper(7.0) * 1000)
+        self.assertLessEqual(ts[-1], h["now_ms"])
+        last = h["samples"][-1]
+        st = self.status()
+        self.assertEqual(last["connections_active"], 1)
+        self.assertEqual(last["sessions_transaction"], 1)
+        self.assertEqual(last["logins"], st["logins"]["ok_total"] + st["logins"]["failed_total"])
+        self.assertEqual(len(last["latency_buckets"]), len(h["bucket_bounds"]) + 1)
+        self.assertEqual(sum(last["latency_buckets"]), last["webhook_calls"])
+        c.quit()
+
+
 # --------------------------------------------------- exposure without a token
 
 
@@ -781,7 +874,7 @@ class AdminExposureTests(unittest.TestCase):
         self.assertIn(b"admin_token", body)
         self.assertNotIn(b"<canvas", body)
         # The paths without names answer as before.
-        for path in ("/healthz", "/readyz", "/status", "/metrics"):
+        for path in ("/healthz", "/readyz", "/status", "/metrics", "/history"):
             status, _, body = self.remote_get(port, path)
             self.assertEqual(status, 200, (path, body[:200]))
         # From loopback: everything.
