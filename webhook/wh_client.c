@@ -167,9 +167,14 @@ struct wh_client {
     size_t streams;            /* retrieves holding a stream slot */
     size_t max_streams;
     unsigned long seq;
-    int failures;      /* calls failed in a row (transport, status, body) */
-    time_t open_until; /* circuit open: fail at once until then */
-    int probing;       /* a probe is running */
+    /* The circuit breaker, one per event: an event whose calls keep
+     * failing (its own URL may be the one that is down) does not hold the
+     * others back. */
+    struct wh_breaker {
+        int failures;      /* calls failed in a row (transport, status, body) */
+        time_t open_until; /* open: fail at once until then */
+        int probing;       /* a probe is running */
+    } breaker[WH_N_EVENTS];
     struct wh_keys keys;
     char *token;
     char user_agent[64];
@@ -408,21 +413,22 @@ static void wh_observe(struct wh_req *r, const char *result)
 /* Counts a finished call and, when it failed, why; drives the breaker. */
 static void wh_count(struct wh_req *r, int failed, enum metrics_wh_error why)
 {
-    struct wh_client *c = r->c;
+    struct wh_breaker *b = &r->c->breaker[r->event];
 
     if (r->probe)
-        c->probing = 0;
+        b->probing = 0;
     if (!r->fast_failed) {
         if (!failed) {
-            if (c->failures >= WH_BREAKER_FAILURES)
+            if (b->failures >= WH_BREAKER_FAILURES)
                 log_kv(LOG_INFO, NULL, "backend answers again: circuit closed", "event=%s",
                        wh_event_names[r->event]);
-            c->failures = 0;
-        } else if (why != MWE_BROKEN && ++c->failures >= WH_BREAKER_FAILURES) {
-            if (c->failures == WH_BREAKER_FAILURES || r->probe)
-                log_kv(LOG_WARN, NULL, "backend failing: circuit open", "failures=%d cooldown=%d",
-                       c->failures, WH_BREAKER_COOLDOWN);
-            c->open_until = time(NULL) + WH_BREAKER_COOLDOWN;
+            b->failures = 0;
+        } else if (why != MWE_BROKEN && ++b->failures >= WH_BREAKER_FAILURES) {
+            if (b->failures == WH_BREAKER_FAILURES || r->probe)
+                log_kv(LOG_WARN, NULL, "backend failing: circuit open",
+                       "event=%s failures=%d cooldown=%d", wh_event_names[r->event], b->failures,
+                       WH_BREAKER_COOLDOWN);
+            b->open_until = time(NULL) + WH_BREAKER_COOLDOWN;
         }
     }
     METRIC_INC(webhook_calls[r->event]);
@@ -872,7 +878,7 @@ static void wh_release(struct wh_req *r)
         r->noted = 0;
     }
     if (r->probe)
-        c->probing = 0; /* however the probe ended, the next call may probe */
+        c->breaker[r->event].probing = 0; /* however the probe ended, the next call may probe */
     if (r->in_queue) {
         TAILQ_REMOVE(&c->queue, r, link);
     } else {
@@ -889,9 +895,10 @@ static void wh_release(struct wh_req *r)
 static void wh_launch(struct wh_req *r)
 {
     struct wh_client *c = r->c;
+    struct wh_breaker *b = &c->breaker[r->event];
 
-    if (c->failures >= WH_BREAKER_FAILURES) {
-        if (time(NULL) < c->open_until || c->probing) {
+    if (b->failures >= WH_BREAKER_FAILURES) {
+        if (time(NULL) < b->open_until || b->probing) {
             /* Open circuit: answer at once instead of waiting on a dead backend. */
             r->fast_failed = 1;
             r->attempts = WH_RETRIES;
@@ -899,7 +906,7 @@ static void wh_launch(struct wh_req *r)
             return;
         }
         r->probe = 1; /* half open: this call tests the backend */
-        c->probing = 1;
+        b->probing = 1;
     }
     r->attempts++;
     if (r->event != WH_RETRIEVE)

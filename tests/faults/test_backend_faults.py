@@ -1079,6 +1079,28 @@ class CircuitBreakerTests(BackendFaultCase):
         self.wait_log("circuit closed", level="info")
         r.cmd("QUIT")
 
+    def test_one_failing_event_does_not_hold_the_others(self):
+        """Five failed `list` calls open the circuit for `list` only: the
+        next login still asks the backend, and its listing fails at once."""
+        self.be.plan("list", fb.status(500), times=5)
+        for _ in range(5):
+            r = self.raw()
+            self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+            self.expect_closed(r)
+        self.wait_log(r"circuit open.*event=list", level="warn")
+        n_auth = len(self.be.requests("authenticate"))
+        n_list = len(self.be.requests("list"))
+        r = self.raw()
+        self.assertEqual(self.pass_reply(r), SYS_TEMP_LIST)
+        self.assertEqual(len(self.be.requests("authenticate")), n_auth + 1,
+                         "authenticate was held back by the list circuit")
+        self.assertEqual(len(self.be.requests("list")), n_list, "no list call while open")
+        self.expect_closed(r)
+        # Past the cool-down the list probe goes through and closes it.
+        time.sleep(2.2)
+        self.normal_session()
+        self.wait_log("circuit closed.*event=list", level="info")
+
 
 class InflightTests(BackendFaultCase):
     # Time in the queue counts against a call's deadline: give it room.
