@@ -277,7 +277,7 @@ dk run --rm --network none "debian:$SUITE-slim" true >"$T/run-check.log" 2>&1 ||
 build() { # build TARGET TAG
     local target=$1 tag=$2 t0
     t0=$(elapsed)
-    tar -C "$ROOT" -cf - Makefile VERSION gateway webhook admin backends/maildir docker |
+    tar -C "$ROOT" -cf - Makefile VERSION lib gateway webhook admin backends/maildir docker |
         timeout 900 "$DOCKER" build -f docker/Dockerfile --network=host --progress=plain \
             --build-arg "DEBIAN_MIRROR=$MIRROR" --build-arg "DEBIAN_SECURITY_MIRROR=$SECURITY" \
             "${BUILD_PROXY[@]}" --target "$target" -t "$tag" - >"$CACHE/build-$target.log" 2>&1 || {
@@ -426,6 +426,14 @@ grep -q 'msg=login user=alice' "$T/gw.log" || fail "no login line with user=alic
 if grep -q 'without admin_token' "$T/gw.log"; then fail "the gateway warned of no admin token although admin_token_file is set"; fi
 if grep -qF "$SECRET" "$T/gw.log"; then fail "the backend secret is in the gateway's log"; fi
 if grep -qF "$ADMIN_TOKEN" "$T/gw.log"; then fail "the admin token is in the gateway's log"; fi
+# --read-only: the spool volume the image declares must take spool files
+# (the gateway makes one at start and warns when it cannot).
+if grep -q 'cannot make spool files' "$T/gw.log"; then
+    fail "no spool file can be made under --read-only: $(grep 'cannot make spool files' "$T/gw.log")"
+fi
+dk exec p3gw-gw sh -c 'test -d "$POP3GW_SPOOL_DIR" && test -w "$POP3GW_SPOOL_DIR"' ||
+    fail "the spool directory is not writable by the gateway under --read-only"
+ok "spool directory writable under --read-only (no spool warning at start)"
 t0=$(date +%s)
 dk stop -t 20 p3gw-gw >/dev/null
 took=$(($(date +%s) - t0))
