@@ -21,20 +21,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 IT = os.path.join(os.path.dirname(HERE), "integration")
 
 
-def _timed(base):
-    """Adds per-test wall time to a result class (printed slowest first)."""
-    class Timed(base):
-        def startTest(self, test):
-            self._t0 = time.monotonic()
-            super().startTest(test)
-
-        def stopTest(self, test):
-            super().stopTest(test)
-            self.durations = getattr(self, "durations", [])
-            self.durations.append((time.monotonic() - self._t0, test.id()))
-    return Timed
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,14 +39,11 @@ def main():
     sys.path.insert(0, HERE)
     import harness  # noqa: E402
 
-    ran = harness.run_suite(HERE, args.patterns, args.quiet, args.failfast,
-                            resultclass=_timed(harness.LogDumpingResult))
+    ran = harness.run_suite(HERE, args.patterns, args.quiet, args.failfast)
     if ran is None:
         return 130
     result, elapsed = ran
-    if args.durations:
-        for d, name in sorted(getattr(result, "durations", []), reverse=True)[:args.durations]:
-            print("%6.2fs  %s" % (d, name))
+    harness.print_durations(result, args.durations)
     passed, failed, skipped = harness.counts(result)
     return harness.report("fault tests", elapsed, passed, failed, skipped, args.keep,
                           harness.skips(result))

@@ -61,6 +61,8 @@ def main():
     ap.add_argument("-k", action="append", dest="patterns", metavar="PATTERN")
     ap.add_argument("-q", "--quiet", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep logs (valgrind's included)")
+    ap.add_argument("--durations", type=int, default=0, metavar="N",
+                    help="print the N slowest tests")
     args = ap.parse_args()
 
     if not shutil.which("valgrind"):
@@ -95,6 +97,7 @@ def main():
     if ran is None:
         return 130
     result, elapsed = ran
+    harness.print_durations(result, args.durations)
 
     # Valgrind's verdict on every gateway process.
     logs = sorted(glob.glob(os.path.join(vg_dir, "valgrind.*.log")))

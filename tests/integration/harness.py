@@ -1058,9 +1058,10 @@ def spool_fds(pid, spool_dir):
 
 class LogDumpingResult(unittest.TextTestResult):
     """Prints what the processes of a failed test wrote to their logs while
-    it ran (the tail of each log)."""
+    it ran (the tail of each log), and keeps each test's wall time."""
 
     def startTest(self, test):
+        self._t0 = time.monotonic()
         self._offsets = {}
         for name, path in known_logs():
             try:
@@ -1081,6 +1082,11 @@ class LogDumpingResult(unittest.TextTestResult):
             self.stream.writeln("---- %s log (%s) during %s ----" % (name, path, test))
             self.stream.writeln(log_tail(path, start, max_lines=60))
         self.stream.flush()
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.durations = getattr(self, "durations", [])
+        self.durations.append((time.monotonic() - self._t0, test.id()))
 
     def addError(self, test, err):
         super().addError(test, err)
@@ -1108,6 +1114,12 @@ def require_all():
     """True when PGW_REQUIRE_ALL=1 (set by .ci/run): a skipped test, such
     as one whose tool is missing, counts as a failure."""
     return os.environ.get("PGW_REQUIRE_ALL") == "1"
+
+
+def print_durations(result, n):
+    """Prints the n slowest tests of a run, slowest first."""
+    for d, name in sorted(getattr(result, "durations", []), reverse=True)[:n]:
+        print("%6.2fs  %s" % (d, name))
 
 
 def report(what, elapsed, passed, failed, skipped, keep, skipped_tests=()):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Runs pop3gw's integration tests.
 
-    python3 tests/integration/run.py --build build [-k PATTERN] [-q] [-x]
+    python3 tests/integration/run.py --build build [-k PATTERN] [-q] [-x] [--durations N]
 
 --build is the directory with the binaries pop3gw and pop3gw-maildir
 (`make integration` passes build, the sanitizer build passes build/san).
@@ -31,6 +31,8 @@ def main():
     ap.add_argument("-q", "--quiet", action="store_true", help="less output")
     ap.add_argument("-x", "--failfast", action="store_true", help="stop at the first failure")
     ap.add_argument("--keep", action="store_true", help="keep logs and mail roots")
+    ap.add_argument("--durations", type=int, default=0, metavar="N",
+                    help="print the N slowest tests")
     args = ap.parse_args()
 
     build = os.path.abspath(args.build)
@@ -47,6 +49,7 @@ def main():
     if ran is None:
         return 130
     result, elapsed = ran
+    harness.print_durations(result, args.durations)
     passed, failed, skipped = harness.counts(result)
     return harness.report("integration tests", elapsed, passed, failed, skipped, args.keep,
                           harness.skips(result))
