@@ -57,6 +57,10 @@ def upper(seconds, cap=None):
 
 
 START_DEADLINE = upper(15.0)  # seconds a process gets to become ready
+# No test may hang a run: one that takes longer than this fails with
+# TestTimeout (raised from SIGALRM, whatever it was waiting on). The slowest
+# test takes about 11 s under valgrind; PGW_TEST_TIMEOUT overrides.
+TEST_TIMEOUT = int(os.environ.get("PGW_TEST_TIMEOUT") or upper(300))
 STOP_DEADLINE = upper(15.0)  # seconds a process gets to exit after SIGTERM
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # Standard Webhooks test key
 
@@ -1056,12 +1060,22 @@ def spool_fds(pid, spool_dir):
 # ---------------------------------------------------------------- running suites
 # Shared by tests/integration/run.py and the fault suite's runners.
 
+class TestTimeout(Exception):
+    """A test ran past TEST_TIMEOUT."""
+
+
+def _on_alarm(signum, frame):
+    raise TestTimeout("the test ran for more than %d s (PGW_TEST_TIMEOUT)" % TEST_TIMEOUT)
+
+
 class LogDumpingResult(unittest.TextTestResult):
     """Prints what the processes of a failed test wrote to their logs while
     it ran (the tail of each log), and keeps each test's wall time."""
 
     def startTest(self, test):
         self._t0 = time.monotonic()
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.alarm(TEST_TIMEOUT)
         self._offsets = {}
         for name, path in known_logs():
             try:
@@ -1084,6 +1098,7 @@ class LogDumpingResult(unittest.TextTestResult):
         self.stream.flush()
 
     def stopTest(self, test):
+        signal.alarm(0)
         super().stopTest(test)
         self.durations = getattr(self, "durations", [])
         self.durations.append((time.monotonic() - self._t0, test.id()))

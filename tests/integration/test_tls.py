@@ -383,6 +383,9 @@ class ImplicitTlsTests(TlsStackTestCase):
                 line = line[1:]
             h.update(line)
             n += len(line)
+            if n > self.big.size:
+                self.fail("more than the message's %d octets before the final dot"
+                          % self.big.size)
         self.assertEqual(n, self.big.size)
         self.assertEqual(h.hexdigest(), self.big.sha256)
         self.assertTrue(c.cmd("QUIT").startswith(b"+OK"))
