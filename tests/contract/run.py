@@ -327,6 +327,11 @@ class TestCheckerPassesBackends(Case):
         r = subprocess.run([sys.executable, CHECKER, "http://x"], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT)
         self.assertEqual(r.returncode, 2, r.stdout)
+        r = subprocess.run([sys.executable, CHECKER, "http://x", "--user=u", "--password=p",
+                            "--max-messages=0"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        self.assertEqual(r.returncode, 2, r.stdout)
+        self.assertIn(b"--max-messages: at least 1", r.stdout)
 
 
 # -------------------------------------------------- the three agree
@@ -519,6 +524,26 @@ class TestCheckerCatchesBrokenBackends(Case):
         self.assertIn("after the headers", line)
         self.assertIn("Nagle", line)
         self.assertIn("TCP_NODELAY", line)
+
+    def test_listing_over_1_mib(self):
+        """20,000 messages: list and uidl bodies over 1 MiB, which the
+        gateway takes with its default max_messages. The checker passes
+        them, and refuses the list where the gateway would: with
+        --max-messages=1000 (1 MiB plus 128 KB)."""
+        b = self.start_backend("big_listing")
+        code, out, v = self.check(b.url, "--allow-delete")
+        self.assertEqual(code, 0, out)
+        self.assertNotIn("FAIL", out)
+        self.assertIn("PASS", v["list"], out)
+        self.assertIn("PASS", v["uidl"], out)
+        self.assertIn("only the first 20 of 20000 messages", out)
+        code, out, v = self.check(b.url, "--max-messages=1000")
+        self.assertEqual(code, 1, out)
+        self.assertEqual({k for k, x in v.items() if "FAIL" in x}, {"list"}, out)
+        line = next(l for l in out.splitlines() if l.startswith("FAIL"))
+        self.assertIn("longer than the %d octets the gateway accepts" % ((1 << 20) + 128 * 1000),
+                      line)
+        b.stop()
 
     def test_broken(self):
         for kind, (must, may) in sorted(self.EXPECTED.items()):
