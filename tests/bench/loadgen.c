@@ -20,6 +20,8 @@
  *   stall     like idle, but each connection (with a 4 KB receive buffer)
  *             sends RETR k after STAT, reads its +OK and then nothing more:
  *             slow readers that hold a message in the server's hands.
+ *             Both read the server's RSS --settle seconds (1) after the
+ *             last login (stall: after the last +OK of RETR).
  *   retr      one connection: log in, LIST k, RETR k timed (bytes/s), octet
  *             count checked against LIST k; samples the server's RSS during
  *             the transfer (--pid).
@@ -76,6 +78,7 @@ static struct {
     double warmup;     /* seconds before measuring */
     double timeout;    /* seconds for one session (idle: to get logged in) */
     double hold;       /* idle: seconds to hold after all logged in */
+    double settle;     /* idle, stall: seconds before reading the RSS */
     const char *user, *pass;
     int msg;           /* message number for RETR / retrieve */
     int srcs;          /* loopback source addresses to spread over */
@@ -1267,7 +1270,7 @@ static void run_idle(void)
     }
     t_ready = now_ns();
     /* settle, then read the gateway's memory */
-    uint64_t settle = now_ns() + 1000000000ull;
+    uint64_t settle = now_ns() + (uint64_t)(opt.settle * 1e9);
     while (now_ns() < settle && !got_signal)
         loop_once(50);
     long rss1 = proc_rss_kb(opt.pid);
@@ -1392,7 +1395,7 @@ static void usage(void)
     fputs("usage: loadgen MODE [options]\n"
           "  modes: sessions | idle | stall | retr | http | get PATH | mkmsg FILE BYTES [SEED]\n"
           "  --host=IP (127.0.0.1) --port=N  -c N (concurrency) -n N (count)\n"
-          "  -t SECS (duration) --warmup=SECS --timeout=SECS --hold=SECS\n"
+          "  -t SECS (duration) --warmup=SECS --timeout=SECS --hold=SECS --settle=SECS\n"
           "  --user=U --pass=P --msg=K (1) --src=N (loopback sources, 16)\n"
           "  --pid=GATEWAY_PID --bpid=BACKEND_PID -v\n",
           stderr);
@@ -1426,6 +1429,7 @@ int main(int argc, char **argv)
     opt.conc = 1;
     opt.duration = 5;
     opt.timeout = 30;
+    opt.settle = 1;
     opt.user = "u";
     opt.pass = "p";
     opt.msg = 1;
@@ -1464,6 +1468,8 @@ int main(int argc, char **argv)
             opt.timeout = atof(v);
         else if ((v = arg_val(argc, argv, &i, "--hold")))
             opt.hold = atof(v);
+        else if ((v = arg_val(argc, argv, &i, "--settle")))
+            opt.settle = atof(v);
         else if ((v = arg_val(argc, argv, &i, "--user")))
             opt.user = v;
         else if ((v = arg_val(argc, argv, &i, "--pass")))
