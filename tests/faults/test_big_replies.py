@@ -34,8 +34,7 @@ class JsonRetrieveTests(FaultCase):
         up to 4 MB of freed memory here. Measured growth with the normal
         build, a client that reads as fast as it can: 1.0-1.3 MB (content),
         1.1-1.9 MB (content_base64), about the 768 KB output mark plus
-        curl's 512 KB receive buffer; 124-188 kB when the client is slow
-        enough to be fed from the spool."""
+        curl's 512 KB receive buffer."""
         return 8 * 1024 if sanitized() else 4 * 1024
 
     def setUp(self):
