@@ -355,23 +355,26 @@ static int conn_spill(struct conn *c)
         return 0;
     }
     c->spill = SPILL_FILE;
-    /* Over TLS what is queued stays: OpenSSL must retry an unfinished
-     * write with the same bytes, and the TLS bufferevent may be in the
-     * middle of one. Only what comes next is spooled. */
-    if (len <= CONN_STREAM_KEEP || c->tls)
+    if (len <= CONN_STREAM_KEEP)
         return 0;
     if (!(tail = evbuffer_new())) {
         conn_spill_pause(c, "no_memory");
         return 0;
     }
     /* Move the tail out: everything out, the first CONN_STREAM_KEEP back
-     * (chains move, they are not copied). The output's start is frozen to
-     * all but its bufferevent, and its byte counter must not see this. */
+     * (whole chains move; the part of a chain that fits is copied). A plain
+     * output's start is frozen to all but its bufferevent (a TLS one's is
+     * not), and its byte counter must not see this. Over TLS, OpenSSL may
+     * be in the middle of a write it must retry: at most CONN_STREAM_KEEP
+     * octets from the start (conn_setup_bev), which keep their content;
+     * libevent lets OpenSSL find them at another address. */
     evbuffer_cb_clear_flags(out, c->out_cb, EVBUFFER_CB_ENABLED);
-    evbuffer_unfreeze(out, 1);
+    if (!c->tls)
+        evbuffer_unfreeze(out, 1);
     evbuffer_remove_buffer(out, tail, len);
     evbuffer_remove_buffer(tail, out, CONN_STREAM_KEEP);
-    evbuffer_freeze(out, 1);
+    if (!c->tls)
+        evbuffer_freeze(out, 1);
     evbuffer_cb_set_flags(out, c->out_cb, EVBUFFER_CB_ENABLED);
     /* Into the spool, in order; what it cannot take waits in the backlog. */
     while (rc == 0 && c->spill == SPILL_FILE && evbuffer_get_length(tail) > 0) {
@@ -668,8 +671,8 @@ static void conn_start_tls(struct conn *c)
         conn_close(c, NULL);
         return;
     }
-    conn_setup_bev(c);
     c->tls = 1;
+    conn_setup_bev(c);
     pop3_tls_started(c->s);
     log_kv(LOG_DEBUG, c->id, "STLS: TLS started", "client=%s", c->ip);
     conn_enter(c, CONN_IDLE);
@@ -1239,8 +1242,11 @@ static void conn_setup_bev(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_INPUT_MAX);
     bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
     /* libevent writes at most 16 KB per wake-up unless told otherwise: a
-     * streamed message would cost a writev and an epoll_wait per 16 KB. */
-    bufferevent_set_max_single_write(c->bev, CONN_OUTPUT_HIGH);
+     * streamed message would cost a writev and an epoll_wait per 16 KB.
+     * Over TLS each SSL_write gets at most CONN_STREAM_KEEP octets (one
+     * record; OpenSSL writes a record at a time whatever it is given), so
+     * that a write OpenSSL must retry lies within what a spill keeps. */
+    bufferevent_set_max_single_write(c->bev, c->tls ? CONN_STREAM_KEEP : CONN_OUTPUT_HIGH);
     bufferevent_set_timeouts(c->bev, NULL, &send_tv);
 }
 

@@ -147,12 +147,15 @@ class SpoolCase(unittest.TestCase):
         return poll(find, "a log line matching %r" % pattern, timeout=timeout)
 
     # ---- clients
-    def stalled_reader(self, n=None, send=True):
-        """A client with a small receive buffer that logs in, sends RETR of
-        the big message (or message n; with send=False the caller sends
-        it) and reads nothing more."""
+    def stalled_reader(self, n=None, send=True, tls=None):
+        """A client with a small receive buffer that logs in (over STLS with
+        the client context tls), sends RETR of the big message (or message
+        n; with send=False the caller sends it) and reads nothing more."""
         r = Raw(self.gw.port, timeout=60, rcvbuf=4096)
         self.clients.append(r)
+        if tls is not None:
+            self.assertTrue(r.cmd("STLS").startswith(b"+OK"))
+            r.sock = tls.wrap_socket(r.sock, server_hostname="localhost")
         r.login("alice", "secret1")
         if send:
             r.send("RETR %d\r\n" % (n or self.bign))
@@ -225,17 +228,30 @@ class StalledReadersTests(SpoolCase):
         return 128
 
     def test_200_stalled_readers(self):
+        self.stalled_readers()
+
+    def test_200_stalled_readers_tls(self):
+        """The same over STLS: the client is fed copies of the spool, and
+        what a spill keeps in memory is as small as over a plain socket
+        (OpenSSL's unfinished write lies within it)."""
+        cert, key = make_cert(new_dir("cert"))
+        self.stalled_readers(tls=client_context(cert), tls_cert=cert, tls_key=key)
+
+    def stalled_readers(self, tls=None, **args):
         self.start(max_connections_per_ip="0", max_connections="1000",
-                   backend_pool=str(self.POOL), backend_timeout="30")
+                   backend_pool=str(self.POOL), backend_timeout="30", **args)
         pid = self.gw.pid
         # Warm up: a reader that reads the big message at full speed, and
         # one that stalls, spools and then reads; then the baseline.
         w = Raw(self.gw.port, timeout=60)
         self.clients.append(w)
+        if tls is not None:
+            self.assertTrue(w.cmd("STLS").startswith(b"+OK"))
+            w.sock = tls.wrap_socket(w.sock, server_hostname="localhost")
         w.login("alice", "secret1")
         w.send("RETR %d\r\n" % self.bign)
         self.finish_reading(w)
-        s = self.stalled_reader()
+        s = self.stalled_reader(tls=tls)
         self.wait_metric("pop3gw_spool_files", lambda v: v == 1)
         self.finish_reading(s)
         self.assertTrue(s.cmd("QUIT").startswith(b"+OK"))
@@ -263,7 +279,7 @@ class StalledReadersTests(SpoolCase):
 
         # All log in, then all send RETR at once: the retrieves queue for
         # the pool's stream slots.
-        readers = [self.stalled_reader(send=False) for _ in range(self.READERS)]
+        readers = [self.stalled_reader(send=False, tls=tls) for _ in range(self.READERS)]
         t0 = time.monotonic()
         for r in readers:
             r.send("RETR %d\r\n" % self.bign)
@@ -295,10 +311,10 @@ class StalledReadersTests(SpoolCase):
         stop.set()
         sampler.join()
         per_reader = (rss1 - rss0) / float(self.READERS)
-        print("\n  %d stalled readers of %d octets: RETR sent in %.2fs, all spooled after %.2fs "
+        print("\n  %d stalled readers%s of %d octets: RETR sent in %.2fs, all spooled after %.2fs "
               "(%.0f MB in spool files); RSS %d kB before, %d kB after: %.1f kB per reader; "
               "backend connections at most %d (pool %d, %d samples); fresh login + RETR "
-              "%s ms" % (self.READERS, self.big.size, t_open, t_spooled, spooled_mb, rss0, rss1,
+              "%s ms" % (self.READERS, " over TLS" if tls else "", self.big.size, t_open, t_spooled, spooled_mb, rss0, rss1,
                          per_reader, seen["max"], self.POOL, seen["samples"],
                          ", ".join("%.1f" % (t * 1000) for t in times)), flush=True)
         self.assertGreater(seen["samples"], 10, "the backend connections were not sampled")
