@@ -10,10 +10,12 @@
 #   - RETR of a 10 MiB and of the 100 MB message by a fast reader (MB/s,
 #     gateway CPU);
 #   - c=50 full POP3 sessions for BENCH_SECS (5) seconds (sessions/s, p99,
-#     gateway CPU per session).
+#     gateway CPU per session);
+#   - with "tls" in BENCH_AB_SECTIONS: RETR of the same two messages over
+#     STLS by curl (MB/s, gateway CPU), with a throwaway certificate.
 # Prints every measurement and the range for each binary. Uses lib.sh's
-# mailbox (and adds the 10 MiB message); BENCH_AB_SECTIONS ("retr sessions")
-# picks what runs.
+# mailbox (and adds the 10 MiB message); BENCH_AB_SECTIONS ("retr sessions";
+# "tls" needs curl and openssl) picks what runs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,6 +33,11 @@ bench_setup
 TEN=13 # a 10 MiB message, after the ones lib.sh makes
 "$LG" mkmsg "$MB/$USER_NAME/cur/4000.M97.bench:2,S" 10485760 97
 start_backend
+if want tls; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj /CN=localhost -keyout "$TMP/tls.key" -out "$TMP/tls.crt" 2>/dev/null
+fi
+cpu_ms() { awk '{print ($14 + $15) * 10}' "/proc/$1/stat"; } # at 100 ticks/s
 kv() { printf '%s\n' "$1" | awk -v k="$2=" '{for (i = 1; i <= NF; i++) if (index($i, k) == 1) {print substr($i, length(k) + 1); exit}}'; }
 declare -A R
 add() { R[$1]="${R[$1]:-} $2"; }
@@ -55,6 +62,24 @@ measure() { # NAME BINARY
             add "$name.retrcpu$m" "$(kv "$line" gw_cpu_ms)"
             stop_pid "$GW_PID"
         done
+    fi
+    if want tls; then
+        GW_OPT=(--tls_cert="$TMP/tls.crt" --tls_key="$TMP/tls.key")
+        for m in $TEN $BIG; do
+            start_gateway
+            sleep 0.3
+            local c0 c1 speed
+            c0=$(cpu_ms "$GW_PID")
+            speed=$(curl -s --ssl-reqd -k -u "$USER_NAME:$USER_PASS" -o /dev/null \
+                -w '%{speed_download}' "pop3://127.0.0.1:$GW_PORT/$m")
+            c1=$(cpu_ms "$GW_PID")
+            check_alive
+            log "ab: $name tls retr msg $m: $speed B/s, gateway CPU $((c1 - c0)) ms"
+            add "$name.tls$m" "$(awk -v s="$speed" 'BEGIN {printf "%.0f", s / 1e6}')"
+            add "$name.tlscpu$m" "$((c1 - c0))"
+            stop_pid "$GW_PID"
+        done
+        GW_OPT=()
     fi
     if want sessions; then
         start_gateway
@@ -90,6 +115,12 @@ if want retr; then
     echo "| RETR 10 MiB, gateway CPU ms | $(range "${R[A.retrcpu$TEN]}") | $(range "${R[B.retrcpu$TEN]}") |"
     echo "| RETR 100 MB, MB/s | $(range "${R[A.retr$BIG]}") | $(range "${R[B.retr$BIG]}") |"
     echo "| RETR 100 MB, gateway CPU ms | $(range "${R[A.retrcpu$BIG]}") | $(range "${R[B.retrcpu$BIG]}") |"
+fi
+if want tls; then
+    echo "| RETR 10 MiB over STLS, MB/s | $(range "${R[A.tls$TEN]}") | $(range "${R[B.tls$TEN]}") |"
+    echo "| RETR 10 MiB over STLS, gateway CPU ms | $(range "${R[A.tlscpu$TEN]}") | $(range "${R[B.tlscpu$TEN]}") |"
+    echo "| RETR 100 MB over STLS, MB/s | $(range "${R[A.tls$BIG]}") | $(range "${R[B.tls$BIG]}") |"
+    echo "| RETR 100 MB over STLS, gateway CPU ms | $(range "${R[A.tlscpu$BIG]}") | $(range "${R[B.tlscpu$BIG]}") |"
 fi
 if want sessions; then
     echo "| c=50 sessions/s | $(range "${R[A.rate]}") | $(range "${R[B.rate]}") |"

@@ -71,6 +71,7 @@ bench_setup() {
         --max_connections_per_ip=0 >/dev/null 2>&1; then
         PER_IP=10000000
     fi
+    GW_OPT=() # more gateway options, for one script's needs
     # The spool in the benchmark's own directory, where the gateway has one.
     SPOOL_OPT=()
     mkdir -p "$TMP/spool"
@@ -154,7 +155,7 @@ start_gateway() {
         exec "$GW" --listen="127.0.0.1:$GW_PORT" --backend_url="http://127.0.0.1:$BE_PORT" \
             --admin_listen= --workers="$WORKERS" --log_level=warn --backend_pool="$POOL" \
             --max_connections="$GW_MAXCONN" --max_connections_per_ip="$PER_IP" \
-            --shutdown_grace=1 --hostname=bench.local "${SPOOL_OPT[@]}"
+            --shutdown_grace=1 --hostname=bench.local "${SPOOL_OPT[@]}" "${GW_OPT[@]}"
     ) 2>>"$TMP/gw.log" &
     GW_PID=$!
     PIDS+=("$GW_PID")
