@@ -147,15 +147,21 @@ class SpoolCase(unittest.TestCase):
         return poll(find, "a log line matching %r" % pattern, timeout=timeout)
 
     # ---- clients
-    def stalled_reader(self, n=None, send=True, tls=None):
-        """A client with a small receive buffer that logs in (over STLS with
-        the client context tls), sends RETR of the big message (or message
-        n; with send=False the caller sends it) and reads nothing more."""
-        r = Raw(self.gw.port, timeout=60, rcvbuf=4096)
+    def client(self, tls=None, **raw_args):
+        """A connection to the gateway, over STLS when tls (a client
+        context) is given; closed at the end of the test."""
+        r = Raw(self.gw.port, timeout=60, **raw_args)
         self.clients.append(r)
         if tls is not None:
             self.assertTrue(r.cmd("STLS").startswith(b"+OK"))
             r.sock = tls.wrap_socket(r.sock, server_hostname="localhost")
+        return r
+
+    def stalled_reader(self, n=None, send=True, tls=None):
+        """A client with a small receive buffer that logs in (over STLS with
+        the client context tls), sends RETR of the big message (or message
+        n; with send=False the caller sends it) and reads nothing more."""
+        r = self.client(tls, rcvbuf=4096)
         r.login("alice", "secret1")
         if send:
             r.send("RETR %d\r\n" % (n or self.bign))
@@ -244,11 +250,7 @@ class StalledReadersTests(SpoolCase):
         pid = self.gw.pid
         # Warm up: a reader that reads the big message at full speed, and
         # one that stalls, spools and then reads; then the baseline.
-        w = Raw(self.gw.port, timeout=60)
-        self.clients.append(w)
-        if tls is not None:
-            self.assertTrue(w.cmd("STLS").startswith(b"+OK"))
-            w.sock = tls.wrap_socket(w.sock, server_hostname="localhost")
+        w = self.client(tls)
         w.login("alice", "secret1")
         w.send("RETR %d\r\n" % self.bign)
         self.finish_reading(w)
@@ -381,12 +383,7 @@ class SpoolCleanupTests(SpoolCase):
         # Over TLS the client is fed copies of the spool, not file segments.
         cert, key = make_cert(new_dir("cert"))
         self.start(tls_cert=cert, tls_key=key)
-        r = Raw(self.gw.port, timeout=60, rcvbuf=4096)
-        self.clients.append(r)
-        self.assertTrue(r.cmd("STLS").startswith(b"+OK"))
-        r.sock = client_context(cert).wrap_socket(r.sock, server_hostname="localhost")
-        r.login("alice", "secret1")
-        r.send("RETR %d\r\n" % self.bign)
+        r = self.stalled_reader(tls=client_context(cert))
         self.wait_metric("pop3gw_spool_files", lambda v: v == 1)
         self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
         self.assertEqual(len({link for _, link in spool_fds(self.gw.pid, self.spool_dir)}), 1)
