@@ -1194,7 +1194,12 @@ static void wh_complete(struct wh_req *r)
         r->in_multi = 0;
     }
     if (!r->h) {
-        wh_release(r); /* stopped by the caller: nobody to tell */
+        /* Stopped by the caller (TOP has its lines, or the client left):
+         * nobody to tell. A call the backend answered counts its time to
+         * the stop. */
+        if (r->counted)
+            wh_observe(r, "stopped");
+        wh_release(r);
         return;
     }
     if (!r->counted && wh_may_retry(r)) {
@@ -1219,6 +1224,7 @@ static void wh_complete(struct wh_req *r)
  * caller wants its body to flow again. */
 static void wh_settle_running(struct wh_req *r)
 {
+    CURLcode res;
     int rc;
 
     if (r->begin_due && r->h)
@@ -1239,7 +1245,14 @@ static void wh_settle_running(struct wh_req *r)
     r->body_state = BODY_FLOW;
     if (r->timeout > 0)
         wh_arm(r, (long)(r->timeout * 1000));
-    curl_easy_pause(r->easy, CURLPAUSE_CONT); /* curl may call data() from here */
+    /* curl may call data() from here, with what it held while paused. When
+     * that write fails (data() stopped the transfer: TOP has its lines, or
+     * the client is gone), curl_easy_pause() returns the error but leaves
+     * the transfer in the multi handle, where nothing would end it before
+     * the no-progress timer: end it now. */
+    res = curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    if (res != CURLE_OK)
+        wh_end_with(r, res);
 }
 
 /* Collects the transfers curl has finished. */

@@ -57,6 +57,35 @@ class LatencyTests(FaultCase):
         r.cmd("QUIT")
 
 
+class TopEndsItsCallTests(FaultCase):
+    """TOP stops the retrieve once it has its lines. When the whole reply
+    is in before the +OK has gone out (a small message), the stop happens
+    as the body is released to the session; the call must still end then,
+    not at backend_timeout_retrieve: no call left in flight, no 'webhook
+    timed out' line, and each call timed."""
+
+    GATEWAY_ARGS = {"backend_timeout_retrieve": "10"}
+    COUNT = "pop3gw_webhook_duration_seconds_count"
+
+    def test_top_of_small_messages(self):
+        r = self.login_and_stat()
+        m0 = self.metrics()
+        lines0 = len(self.log_lines())
+        for n in (1, 2, 3, 1, 2, 3):
+            st, body = r.multi("TOP %d 0" % n)
+            self.assertTrue(st.startswith(b"+OK"), st)
+            self.assertTrue(body.endswith(b"\r\n\r\n"), body)  # the headers and the blank line
+            self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0, timeout=1)
+        m1 = self.metrics()
+        self.assertEqual(self.metric(self.COUNT, m1, event="retrieve")
+                         - self.metric(self.COUNT, m0, event="retrieve"), 6)
+        self.assertEqual(self.metric("pop3gw_webhook_calls_total", m1, event="retrieve")
+                         - self.metric("pop3gw_webhook_calls_total", m0, event="retrieve"), 6)
+        self.assertEqual([l for l in self.log_lines()[lines0:] if "timed out" in l], [])
+        self.assertTrue(r.cmd("QUIT").startswith(b"+OK"))
+        self.normal_session()
+
+
 class SessionLineTests(FaultCase):
     GATEWAY_ARGS = {"log_level": "info"}
 

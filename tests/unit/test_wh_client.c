@@ -1105,6 +1105,36 @@ static void test_retrieve_stop(void **state)
     assert_int_equal(wh_client_inflight(f->c), 0);
 }
 
+/* data() says stop on the body curl kept while the call waited for the
+ * caller's resume (TOP of a small message: the whole reply is in before the
+ * +OK has gone out). curl delivers that body inside curl_easy_pause(), which
+ * fails without ending the transfer: the call must still end at once, not
+ * at the retrieve's 5 s no-progress timeout, and count its time. */
+static void test_retrieve_stop_at_resume(void **state)
+{
+    static char body[4096];
+    struct fx *f = *state;
+    struct rec *r = &f->recs[0];
+    unsigned long observed = atomic_load(&metrics.webhook_latency[WH_RETRIEVE].count);
+
+    memset(body, 'x', sizeof(body) - 1);
+    srv_script(&f->srv,
+               (struct script){.path = "/retrieve", .ctype = "message/rfc822", .body = body});
+    f->p.timeout_event[WH_RETRIEVE] = 5;
+    fx_client(f);
+    r->hold = 1;
+    r->stop_at = 1;
+    start_call(f, r, WH_RETRIEVE, 0);
+    AWAIT(f, r->begins == 1, 5);
+    run_for(f, 0.2); /* the whole reply arrives while the call waits */
+    assert_int_equal(r->datas, 0);
+    wh_resume(r->req);
+    AWAIT(f, wh_client_inflight(f->c) == 0, 1);
+    assert_int_equal(r->datas, 1);
+    assert_int_equal(r->ends, 0);
+    assert_int_equal(atomic_load(&metrics.webhook_latency[WH_RETRIEVE].count), observed + 1);
+}
+
 /* The backend closes the connection part-way through the body: end(0),
  * once, and no retry (bytes had arrived). */
 static void test_retrieve_broken(void **state)
@@ -1472,6 +1502,7 @@ int main(void)
         T(test_retrieve_no_progress),
         T(test_pause_resume),
         T(test_retrieve_stop),
+        T(test_retrieve_stop_at_resume),
         T(test_retrieve_broken),
         T(test_cancel_queued),
         T(test_cancel_running),
