@@ -1098,6 +1098,15 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             ERR_error_string_n(e, buf, sizeof(buf));
             log_kv(LOG_INFO, c->id, "TLS error", "client=%s error=%s", c->ip, buf);
         }
+    } else if (c->tls &&
+               ((what & BEV_EVENT_WRITING) || c->state == CONN_STREAM || c->state == CONN_DRAIN ||
+                evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+        /* EOF over TLS: libevent has stopped writing too, and starts again
+         * only when something is added to an empty output. A failed write
+         * (a reset, read as EOF since a dirty shutdown is allowed), output
+         * still waiting, or a stream that would wait on the client's reads:
+         * nothing more can reach the client, so it is gone. */
+        c->reason = "client_closed";
     } else {
         /* EOF: the client may still read (a half-close after QUIT). */
         c->reason = "client_closed";
@@ -1243,8 +1252,7 @@ static void conn_setup_bev(struct conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUTPUT_LOW, 0);
     /* libevent writes at most 16 KB per wake-up unless told otherwise: a
      * streamed message would cost a writev and an epoll_wait per 16 KB.
-     * Over TLS each SSL_write gets at most CONN_STREAM_KEEP octets (one
-     * record; OpenSSL writes a record at a time whatever it is given), so
+     * Over TLS each SSL_write gets at most CONN_STREAM_KEEP octets, so
      * that a write OpenSSL must retry lies within what a spill keeps. */
     bufferevent_set_max_single_write(c->bev, c->tls ? CONN_STREAM_KEEP : CONN_OUTPUT_HIGH);
     bufferevent_set_timeouts(c->bev, NULL, &send_tv);

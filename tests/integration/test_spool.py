@@ -351,11 +351,12 @@ class SpoolCleanupTests(SpoolCase):
     """Spool files and their descriptors are gone after a normal end, a
     client drop and kill -9."""
 
-    def stall_and_spool(self):
-        """A stalled reader whose message is in a spool file: the backend
-        transfer is over, one descriptor of the gateway is on an unlinked
-        0600 file in spool_dir, and spool_dir holds no name."""
-        r = self.stalled_reader()
+    def stall_and_spool(self, tls=None):
+        """A stalled reader (over STLS with the client context tls) whose
+        message is in a spool file: the backend transfer is over, one
+        descriptor of the gateway is on an unlinked 0600 file in spool_dir,
+        and spool_dir holds no name."""
+        r = self.stalled_reader(tls=tls)
         self.wait_metric("pop3gw_spool_files", lambda v: v == 1)
         self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
         self.assertGreater(self.metric("pop3gw_spool_bytes"), 0)
@@ -398,6 +399,31 @@ class SpoolCleanupTests(SpoolCase):
         # Closing with unread data sends a reset.
         r.close()
         self.assert_spool_gone()
+        self.wait_metric("pop3gw_connections_active", lambda v: v == 0)
+        self.fresh_session()
+
+    def test_client_drop_tls(self):
+        # Over TLS the reset reaches the gateway as an EOF (a dirty
+        # shutdown is allowed), with 16 KB still waiting in its output.
+        cert, key = make_cert(new_dir("cert"))
+        self.start(tls_cert=cert, tls_key=key)
+        r = self.stall_and_spool(tls=client_context(cert))
+        r.close()
+        self.assert_spool_gone()
+        self.wait_metric("pop3gw_connections_active", lambda v: v == 0)
+        self.wait_log(r"session ended.*tls=1.*reason=client_closed")
+        self.fresh_session()
+
+    def test_client_drop_tls_spooling_off(self):
+        # The same with the stream paused instead (no spool): the transfer
+        # is cancelled and its backend connection freed.
+        cert, key = make_cert(new_dir("cert"))
+        self.start(spool_dir="", tls_cert=cert, tls_key=key)
+        r = self.stalled_reader(tls=client_context(cert))
+        self.wait_metric("pop3gw_spool_fallbacks_total", lambda v: v == 1)
+        self.assertEqual(self.metric("pop3gw_webhook_inflight"), 1)
+        r.close()
+        self.wait_metric("pop3gw_webhook_inflight", lambda v: v == 0)
         self.wait_metric("pop3gw_connections_active", lambda v: v == 0)
         self.fresh_session()
 
