@@ -260,7 +260,7 @@ static void park_run_probes(void *arg, struct adm_job *batch, int stopping)
                                     draining     ? "draining"
                                     : !listening ? "not listening"
                                                  : "workers not answering",
-                                    asked, answered));
+                                    draining ? snap.v.workers : asked, answered));
     }
 }
 /* Oldest session first, then by id, so the list reads the same each time. */

@@ -677,6 +677,8 @@ class AdminDrainTests(AdminMixin, unittest.TestCase):
             return (status, json.loads(body)) if status == 503 else None
         status, body = wait_until(draining, "/readyz to say draining")
         self.assertEqual(body["reason"], "draining")
+        # The workers are not pinged while draining: none answered.
+        self.assertEqual((body["workers"], body["answered"]), (2, 0))
         status, _, body = http_get(self.admin_port, "/healthz")
         self.assertEqual((status, json.loads(body)["status"]), (200, "draining"))
         st = json.loads(http_get(self.admin_port, "/status", token=TOKEN)[2])
