@@ -623,6 +623,10 @@ static void pop3_cmd_stls(struct pop3_session *s, int argc, char **argv)
 void pop3_tls_started(struct pop3_session *s)
 {
     s->tls = 1;
+    /* Nothing said in clear carries over into TLS: a USER given before
+     * STLS (from loopback, or where plain text is allowed) is forgotten. */
+    free(s->user_given);
+    s->user_given = NULL;
     if (s->want == POP3_WANT_STLS)
         s->want = POP3_WANT_INPUT;
 }

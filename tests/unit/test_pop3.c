@@ -2254,6 +2254,19 @@ static void test_stls(void **state)
     d_send(d, LOGIN);
     assert_int_equal(pop3_state(d->s), POP3_TRANSACTION);
     d_free(d);
+
+    /* a USER given in clear (allowed from loopback) is forgotten when TLS
+     * starts: nothing said before the upgrade carries over */
+    su = setup_default();
+    su.params.stls_available = 1;
+    d = d_open(&su);
+    d_send(d, "USER alice\r\nSTLS\r\n");
+    d_send(d, "PASS secret\r\n");
+    assert_int_equal(pop3_state(d->s), POP3_AUTHORIZATION);
+    expect_lines(d->tr.p, (const char *const[]){"+OK*", "+OK*", "+OK*", "@stls", "-ERR*", NULL});
+    d_send(d, LOGIN);
+    assert_int_equal(pop3_state(d->s), POP3_TRANSACTION);
+    d_free(d);
 }
 
 static void test_stls_refused(void **state)
