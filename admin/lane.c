@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "lib/util.h"
 
 struct adm_lane {
     const char *name;
@@ -30,12 +31,7 @@ struct adm_lane {
 static void lane_deadline(struct timespec *ts, int ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
+    util_ts_add_ms(ts, ms);
 }
 
 static int lane_due(const struct timespec *at)

@@ -465,12 +465,7 @@ int server_query_wait(struct server_query *q, int timeout_ms, int *asked)
 
     *asked = q->workers;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    util_ts_add_ms(&until, timeout_ms);
     pthread_mutex_lock(&q->lock);
     while (q->answered < q->workers)
         if (pthread_cond_timedwait(&q->cond, &q->lock, &until) != 0)

@@ -147,6 +147,16 @@ struct timeval util_tv(double seconds)
     return tv;
 }
 
+void util_ts_add_ms(struct timespec *ts, long ms)
+{
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 struct timeval util_tv_ms(long ms)
 {
     struct timeval tv;

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <sys/time.h>
+#include <time.h>
 
 /* Overwrites n bytes with zeros in a way the compiler does not drop. */
 void util_wipe(void *p, size_t n);
@@ -42,6 +43,10 @@ struct timeval util_tv(double seconds);
 
 /* Milliseconds as a struct timeval. */
 struct timeval util_tv_ms(long ms);
+
+/* Adds ms milliseconds (0 or more) to ts, keeping tv_nsec below a second:
+ * a deadline for pthread_cond_timedwait from clock_gettime's now. */
+void util_ts_add_ms(struct timespec *ts, long ms);
 
 /* The monotonic clock, in seconds. */
 double util_mono(void);

@@ -276,6 +276,26 @@ static void test_tv_ms(void **state)
     }
 }
 
+static void test_ts_add_ms(void **state)
+{
+    (void)state;
+    static const struct {
+        long sec, nsec, ms, want_sec, want_nsec;
+    } t[] = {
+        {5, 0, 0, 5, 0},         {5, 0, 1, 5, 1000000},        {5, 998999999, 1, 5, 999999999},
+        {5, 999000000, 1, 6, 0}, {5, 999999999, 1, 6, 999999}, {5, 500000000, 2750, 8, 250000000}};
+    struct timespec ts;
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        ts.tv_sec = t[i].sec;
+        ts.tv_nsec = t[i].nsec;
+        util_ts_add_ms(&ts, t[i].ms);
+        if (ts.tv_sec != t[i].want_sec || ts.tv_nsec != t[i].want_nsec)
+            fail_msg("%ld.%09ld + %ld ms = %ld.%09ld", t[i].sec, t[i].nsec, t[i].ms,
+                     (long)ts.tv_sec, (long)ts.tv_nsec);
+    }
+}
+
 static void test_clocks(void **state)
 {
     (void)state;
@@ -295,7 +315,8 @@ int main(void)
         cmocka_unit_test(test_has_ctl),    cmocka_unit_test(test_utf8_len),
         cmocka_unit_test(test_utf8_valid), cmocka_unit_test(test_utf8_prefixes),
         cmocka_unit_test(test_wipe),       cmocka_unit_test(test_tv),
-        cmocka_unit_test(test_tv_ms),      cmocka_unit_test(test_clocks),
+        cmocka_unit_test(test_tv_ms),      cmocka_unit_test(test_ts_add_ms),
+        cmocka_unit_test(test_clocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

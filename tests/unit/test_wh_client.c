@@ -116,12 +116,7 @@ static int srv_wait(struct srv *s, int ms)
     int stop;
 
     clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    util_ts_add_ms(&until, ms < 0 ? 0 : ms);
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         if (ms < 0)
